@@ -1,0 +1,168 @@
+"""gateway_http: the HTTP face of the portal. It authenticates, validates shapes, calls a service
+and maps errors; every business rule lives in the service it calls."""
+import eventlet
+from marshmallow import Schema, fields, validate
+from nameko.rpc import RpcProxy
+from nameko.web.handlers import http
+
+from gateway_http.dependencies import RequestContext
+from gateway_http.errors import error_response, json_response
+from gateway_http.openapi import openapi_document
+from gateway_http.routing import bearer_token, route
+from gateway_http.schemas import Health, MeOut
+from services.billing.schemas import PlanList
+from services.identity.schemas import LoginInput, LoginOut, SignupInput, SignupOut
+from services.orgs.schemas import (
+    AcceptedOut, ChangeRoleInput, CreatedInvitationOut, CreateOrgInput, InvitationList, InviteInput,
+    MemberList, MemberOut, MyOrgList, MyOrgOut, OrgOut, TransferInput,
+)
+from shared.config import SERVICE_NAMES
+from shared.errors import ValidationFailed
+from shared.events import COUNTRIES
+
+HEALTH_TIMEOUT_SECONDS = 2
+
+
+class PlansQuery(Schema):
+    country = fields.String(validate=validate.OneOf(COUNTRIES))
+
+
+class HttpGateway:
+    name = "gateway_http"
+
+    request_context = RequestContext()
+    identity = RpcProxy("identity")
+    orgs = RpcProxy("orgs")
+    billing = RpcProxy("billing")
+    usage = RpcProxy("usage")
+    gateway_stripe = RpcProxy("gateway_stripe")
+    gateway_cashfree = RpcProxy("gateway_cashfree")
+
+    # -- operations ----------------------------------------------------------------------------
+
+    @http("GET", "/healthz")
+    def healthz(self, request):
+        """200 when every service answers its health ping within 2 s, else 503 naming the silent ones."""
+        def ping(name):
+            try:
+                with eventlet.Timeout(HEALTH_TIMEOUT_SECONDS):
+                    return name, getattr(self, name).health()
+            except BaseException:  # a timeout, an unknown service, a broken database
+                return name, "unavailable"
+
+        pool = eventlet.GreenPool(len(SERVICE_NAMES))
+        services = dict(pool.imap(ping, SERVICE_NAMES))
+        healthy = all(state == "ok" for state in services.values())
+        return json_response(200 if healthy else 503,
+                             Health().dump({"status": "ok" if healthy else "degraded", "services": services}))
+
+    @http("GET", "/api/v1/openapi.json")
+    def openapi(self, request):
+        return json_response(200, openapi_document())
+
+    @http("GET,POST,PUT,PATCH,DELETE", "/<path:unknown>")
+    def no_such_route(self, request, unknown):
+        return error_response(404, "NOT_FOUND", "No such route.")
+
+    # -- identity ------------------------------------------------------------------------------
+
+    @route("POST", "/api/v1/auth/signup", tag="identity", auth=False, body=SignupInput,
+           responses={201: SignupOut}, errors=(409,), summary="Create an account and sign in")
+    def signup(self, call):
+        return 201, self.identity.signup(call.body)
+
+    @route("POST", "/api/v1/auth/login", tag="identity", auth=False, body=LoginInput,
+           responses={200: LoginOut}, errors=(401,), summary="Sign in with email and password")
+    def login(self, call):
+        return 200, self.identity.login(call.body)
+
+    @route("POST", "/api/v1/auth/logout", tag="identity", responses={204: None},
+           summary="Revoke this token at once")
+    def logout(self, call):
+        self.identity.logout(call.token)
+        return 204, None
+
+    @route("GET", "/api/v1/me", tag="identity", responses={200: MeOut},
+           summary="The signed-in user, the plan picked before signup, and their organizations")
+    def me(self, call):
+        profile = self.identity.get_profile(call.user["id"])
+        orgs = self.orgs.list_my_orgs(call.user)
+        organizations = [{"id": o["id"], "name": o["name"], "role": o["my_role"]} for o in orgs]
+        return 200, {**profile, "organizations": organizations}
+
+    @route("DELETE", "/api/v1/me/pending-plan", tag="identity", responses={204: None},
+           summary="Dismiss the post-signup 'buy your plan' offer")
+    def dismiss_pending_plan(self, call):
+        self.identity.dismiss_pending_plan(call.user["id"])
+        return 204, None
+
+    # -- organizations -------------------------------------------------------------------------
+
+    @route("POST", "/api/v1/orgs", tag="orgs", body=CreateOrgInput, responses={201: OrgOut},
+           summary="Create an organization; the creator is its owner")
+    def create_org(self, call):
+        return 201, self.orgs.create_org(call.user, call.body)
+
+    @route("GET", "/api/v1/orgs", tag="orgs", responses={200: MyOrgList}, summary="My organizations")
+    def list_orgs(self, call):
+        return 200, {"items": self.orgs.list_my_orgs(call.user)}
+
+    @route("GET", "/api/v1/orgs/<org_id>", tag="orgs", responses={200: OrgOut}, summary="One organization")
+    def get_org(self, call):
+        return 200, self.orgs.get_org(call.user, call.params["org_id"])
+
+    @route("GET", "/api/v1/orgs/<org_id>/members", tag="orgs", responses={200: MemberList},
+           summary="Members and their roles")
+    def list_members(self, call):
+        return 200, {"items": self.orgs.list_members(call.user, call.params["org_id"])}
+
+    @route("POST", "/api/v1/orgs/<org_id>/invitations", tag="orgs", body=InviteInput,
+           responses={201: CreatedInvitationOut}, errors=(403, 409),
+           summary="Invite someone by email with a role")
+    def invite(self, call):
+        return 201, self.orgs.invite(call.user, call.params["org_id"], call.body)
+
+    @route("GET", "/api/v1/orgs/<org_id>/invitations", tag="orgs", responses={200: InvitationList},
+           errors=(403,), summary="Invitations of the organization")
+    def list_invitations(self, call):
+        return 200, {"items": self.orgs.list_invitations(call.user, call.params["org_id"])}
+
+    @route("DELETE", "/api/v1/orgs/<org_id>/invitations/<invitation_id>", tag="orgs",
+           responses={204: None}, errors=(403, 409), summary="Revoke an invitation")
+    def revoke_invitation(self, call):
+        self.orgs.revoke_invitation(call.user, call.params["org_id"], call.params["invitation_id"])
+        return 204, None
+
+    @route("POST", "/api/v1/invitations/<token>/accept", tag="orgs", responses={200: AcceptedOut},
+           errors=(403, 409), summary="Accept an invitation sent to my email")
+    def accept_invitation(self, call):
+        return 200, self.orgs.accept_invitation(call.user, call.params["token"])
+
+    @route("PATCH", "/api/v1/orgs/<org_id>/members/<user_id>", tag="orgs", body=ChangeRoleInput,
+           responses={200: MemberOut}, errors=(403, 409), summary="Change a member's role")
+    def change_role(self, call):
+        return 200, self.orgs.change_role(call.user, call.params["org_id"], call.params["user_id"], call.body)
+
+    @route("DELETE", "/api/v1/orgs/<org_id>/members/<user_id>", tag="orgs", responses={204: None},
+           errors=(403, 409), summary="Remove a member (or leave)")
+    def remove_member(self, call):
+        self.orgs.remove_member(call.user, call.params["org_id"], call.params["user_id"])
+        return 204, None
+
+    @route("POST", "/api/v1/orgs/<org_id>/transfer-ownership", tag="orgs", body=TransferInput,
+           responses={200: MyOrgOut}, errors=(403,),
+           summary="Make another member the owner; the old owner becomes super_admin")
+    def transfer_ownership(self, call):
+        return 200, self.orgs.transfer_ownership(call.user, call.params["org_id"], call.body)
+
+    # -- plans ---------------------------------------------------------------------------------
+
+    @route("GET", "/api/v1/plans", tag="billing", auth=False, query=PlansQuery, responses={200: PlanList},
+           summary="The plan catalogue priced for a country (default: the signed-in caller's)")
+    def list_plans(self, call):
+        country = call.query.get("country")
+        if country is None and call.request.headers.get("Authorization"):
+            country = self.identity.authenticate(bearer_token(call.request))["country"]
+        if country is None:
+            raise ValidationFailed(details={"country": ["Required when not signed in."]})
+        return 200, {"items": self.billing.list_plans(country)}

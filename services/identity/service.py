@@ -1,0 +1,193 @@
+"""identity: users, password hashes and sessions (bearer tokens)."""
+import hashlib
+import secrets
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from eventlet import tpool
+from nameko.rpc import RpcProxy
+from nameko.timer import timer
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.identity.models import AuthSession, Outbox, User
+from services.identity.schemas import LoginInput, SignupInput
+from shared.config import settings
+from shared.db import Database, parse_uuid
+from shared.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
+from shared.schemas import load_or_raise
+from shared.service import HealthMixin, api_rpc
+
+# argon2id with argon2-cffi's defaults (RFC 9106 "low memory": 64 MiB, 3 passes, 4 lanes).
+password_hasher = PasswordHasher()
+# Verified against when the email is unknown, so both failures cost the same time.
+_DUMMY_HASH = password_hasher.hash(secrets.token_urlsafe(16))
+
+BAD_LOGIN = "The email or password is incorrect."
+
+
+def hash_token(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def normalize_email(email):
+    return email.strip()
+
+
+def user_dict(user):
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "name": user.name,
+        "country": user.country,
+        "created_at": rfc3339(user.created_at),
+    }
+
+
+def pending_plan_dict(user):
+    if not user.pending_plan_code:
+        return None
+    return {"code": user.pending_plan_code, "name": user.pending_plan_name}
+
+
+class IdentityService(HealthMixin):
+    name = "identity"
+
+    db = Database()
+    outbox = OutboxRelay(Outbox)
+    billing = RpcProxy("billing")
+
+    @api_rpc
+    def signup(self, data):
+        """Create a user and sign them in. Raises ValidationFailed (422), Conflict EMAIL_TAKEN (409)."""
+        data = load_or_raise(SignupInput(), data)
+        email = normalize_email(data["email"])
+        if self._find_by_email(email) is not None:
+            raise Conflict("An account with this email already exists.", code="EMAIL_TAKEN")
+
+        pending_plan_name = None
+        if data["plan"]:
+            plan = self.billing.get_plan(data["plan"])
+            if plan is None:
+                raise ValidationFailed(details={"plan": ["Unknown plan code."]})
+            pending_plan_name = plan["name"]
+
+        password_hash = tpool.execute(password_hasher.hash, data["password"])
+        user = User(
+            email=email,
+            name=data["name"].strip(),
+            country=data["country"],
+            password_hash=password_hash,
+            pending_plan_code=data["plan"],
+            pending_plan_name=pending_plan_name,
+        )
+        self.db.add(user)
+        try:
+            self.db.flush()
+        except IntegrityError:  # a concurrent signup took the email between our check and insert
+            self.db.rollback()
+            raise Conflict("An account with this email already exists.", code="EMAIL_TAKEN") from None
+        token = self._start_session(user)
+        add_event(self.db, Outbox, "user.signed_up", {
+            "user_id": str(user.id), "email": user.email, "name": user.name,
+            "country": user.country, "pending_plan_code": user.pending_plan_code,
+        })
+        self.db.commit()
+        return {"token": token, "user": user_dict(user), "pending_plan": pending_plan_dict(user)}
+
+    @api_rpc
+    def login(self, data):
+        """Exchange email and password for a new token. Raises Unauthorized with one message for any mismatch."""
+        data = load_or_raise(LoginInput(), data)
+        user = self._find_by_email(normalize_email(data["email"]))
+        if not self._password_matches(user, data["password"]):
+            raise Unauthorized(BAD_LOGIN, code="BAD_CREDENTIALS")
+        if password_hasher.check_needs_rehash(user.password_hash):
+            user.password_hash = tpool.execute(password_hasher.hash, data["password"])
+        token = self._start_session(user)
+        self.db.commit()
+        return {"token": token, "user": user_dict(user)}
+
+    @api_rpc
+    def logout(self, token):
+        """Revoke the session of `token` at once. Idempotent."""
+        self.db.execute(
+            update(AuthSession)
+            .where(AuthSession.token_hash == hash_token(token), AuthSession.revoked_at.is_(None))
+            .values(revoked_at=utc_now())
+        )
+        self.db.commit()
+
+    @api_rpc
+    def authenticate(self, token):
+        """The user a live token belongs to. Raises Unauthorized for unknown, expired or revoked tokens."""
+        row = self.db.execute(
+            select(User)
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(
+                AuthSession.token_hash == hash_token(token or ""),
+                AuthSession.revoked_at.is_(None),
+                AuthSession.expires_at > func.now(),
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise Unauthorized("Your session is invalid or has expired; sign in again.", code="INVALID_TOKEN")
+        return user_dict(row)
+
+    @api_rpc
+    def get_profile(self, user_id):
+        """`{user, pending_plan}` for GET /me."""
+        user = self._get(user_id)
+        return {"user": user_dict(user), "pending_plan": pending_plan_dict(user)}
+
+    @api_rpc
+    def get_users(self, user_ids):
+        """Users by id (unknown ids are left out)."""
+        ids = [uuid for uuid in map(parse_uuid, user_ids) if uuid]
+        users = self.db.scalars(select(User).where(User.id.in_(ids))).all()
+        return [user_dict(user) for user in users]
+
+    @api_rpc
+    def dismiss_pending_plan(self, user_id):
+        user = self._get(user_id)
+        user.pending_plan_code = None
+        user.pending_plan_name = None
+        self.db.commit()
+
+    @timer(interval=3600)
+    def purge_dead_sessions(self):
+        """Sessions expired or revoked over a day ago are of no use to anyone."""
+        cutoff = utc_now() - timedelta(days=1)
+        self.db.execute(delete(AuthSession).where(
+            (AuthSession.expires_at < cutoff) | (AuthSession.revoked_at < cutoff)
+        ))
+        self.db.commit()
+
+    def _find_by_email(self, email):
+        return self.db.scalars(select(User).where(func.lower(User.email) == email.lower())).first()
+
+    def _get(self, user_id):
+        user_uuid = parse_uuid(user_id)
+        user = self.db.get(User, user_uuid) if user_uuid else None
+        if user is None:
+            raise NotFound("No such user.")
+        return user
+
+    def _password_matches(self, user, password):
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        try:
+            tpool.execute(password_hasher.verify, stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+        return user is not None
+
+    def _start_session(self, user):
+        token = secrets.token_urlsafe(32)
+        self.db.add(AuthSession(
+            user_id=user.id,
+            token_hash=hash_token(token),
+            expires_at=utc_now() + timedelta(seconds=settings().token_ttl_seconds),
+        ))
+        return token

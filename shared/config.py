@@ -1,0 +1,68 @@
+"""Settings from the environment variables of API.md, with its defaults.
+
+One place reads the environment; everything else asks `settings()`.
+"""
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+SERVICE_NAMES = ("identity", "orgs", "billing", "gateway_stripe", "gateway_cashfree", "usage")
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_uri: str
+    database_url: str
+    database_prefix: str
+    http_port: int
+    public_base_url: str
+    stripe_secret_key: str
+    stripe_webhook_secret: str
+    stripe_api_base: str
+    cashfree_client_id: str
+    cashfree_client_secret: str
+    cashfree_api_base: str
+    usage_ingest_key: str
+    token_ttl_seconds: int
+    invitation_ttl_seconds: int
+    rpc_timeout_seconds: float
+
+    def nameko_config(self, **overrides):
+        """The dict nameko containers are built with."""
+        config = {
+            "AMQP_URI": self.amqp_uri,
+            "WEB_SERVER_ADDRESS": f"0.0.0.0:{self.http_port}",
+            "max_workers": 10,
+            "parent_calls_tracked": 10,
+            "serializer": "json",
+        }
+        config.update(overrides)
+        return config
+
+
+def _env(name, default):
+    value = os.environ.get(name)
+    return default if value in (None, "") else value
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    http_port = int(_env("HTTP_PORT", "8000"))
+    return Settings(
+        amqp_uri=_env("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"),
+        database_url=_env("DATABASE_URL", "postgresql://127.0.0.1:5432/"),
+        # Each service's database is <prefix><service>; tests use their own prefix.
+        database_prefix=_env("DATABASE_PREFIX", "portal_"),
+        http_port=http_port,
+        public_base_url=_env("PUBLIC_BASE_URL", f"http://127.0.0.1:{http_port}").rstrip("/"),
+        stripe_secret_key=_env("STRIPE_SECRET_KEY", "sk_test_sandbox"),
+        stripe_webhook_secret=_env("STRIPE_WEBHOOK_SECRET", "whsec_sandbox"),
+        stripe_api_base=_env("STRIPE_API_BASE", "http://127.0.0.1:12111"),
+        cashfree_client_id=_env("CASHFREE_CLIENT_ID", "cf_sandbox_client"),
+        cashfree_client_secret=_env("CASHFREE_CLIENT_SECRET", "cf_sandbox_secret"),
+        cashfree_api_base=_env("CASHFREE_API_BASE", "http://127.0.0.1:12112/pg"),
+        usage_ingest_key=_env("USAGE_INGEST_KEY", ""),
+        token_ttl_seconds=int(_env("TOKEN_TTL_SECONDS", str(24 * 3600))),
+        invitation_ttl_seconds=int(_env("INVITATION_TTL_SECONDS", str(7 * 24 * 3600))),
+        rpc_timeout_seconds=float(_env("RPC_TIMEOUT_SECONDS", "10")),
+    )

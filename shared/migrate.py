@@ -1,0 +1,62 @@
+"""Alembic migrations, one history per service (services/<name>/migrations).
+
+    python -m shared.migrate                      # upgrade every service to head
+    python -m shared.migrate identity orgs        # just these
+    python -m shared.migrate --revision orgs -m "add x"   # autogenerate a new revision
+"""
+import argparse
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from shared import db
+from shared.config import SERVICE_NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrations_dir(service_name):
+    return ROOT / "services" / service_name / "migrations"
+
+
+def services_with_migrations():
+    return [name for name in SERVICE_NAMES if (migrations_dir(name) / "env.py").exists()]
+
+
+def alembic_config(service_name):
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir(service_name)))
+    config.set_main_option("path_separator", "os")
+    url = db.database_url(service_name).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(service_name):
+    db.ensure_database(service_name)
+    command.upgrade(alembic_config(service_name), "head")
+
+
+def upgrade_all(names=None):
+    for name in names or services_with_migrations():
+        upgrade(name)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("services", nargs="*")
+    parser.add_argument("--revision", metavar="SERVICE")
+    parser.add_argument("-m", "--message", default="change")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.revision:
+        upgrade(args.revision)
+        command.revision(alembic_config(args.revision), message=args.message, autogenerate=True)
+    else:
+        upgrade_all(args.services)
+
+
+if __name__ == "__main__":
+    main()

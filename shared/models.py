@@ -1,0 +1,39 @@
+"""Table mixins every service's models use: the outbox and the inbox."""
+import uuid
+from datetime import datetime
+
+from sqlalchemy import DateTime, Index, Integer, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+
+def utc_now_column(**kwargs):
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), **kwargs)
+
+
+class OutboxMixin:
+    """Events waiting to be published. Written in the same transaction as the state they announce."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    event_type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = utc_now_column()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    @declared_attr.directive
+    def __table_args__(cls):
+        # The relay only ever reads unsent rows, oldest first: keep that read small.
+        return (Index("ix_outbox_unsent", "created_at", postgresql_where=text("sent_at IS NULL")),)
+
+
+class InboxMixin:
+    """Ids of messages this service has already handled; a redelivery finds its id and does nothing."""
+
+    __tablename__ = "inbox"
+
+    message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    handled_at: Mapped[datetime] = utc_now_column()

@@ -1,0 +1,43 @@
+"""Run one service in its own process:  python -m shared.runner <name>
+
+Names: identity, orgs, billing, gateway_stripe, gateway_cashfree, usage, gateway_http.
+Configuration comes from the environment (shared.config); SIGTERM stops the service gracefully
+(in-flight workers finish), a second signal kills it.
+"""
+import eventlet
+
+eventlet.monkey_patch()  # noqa: E402  (before anything opens a socket)
+
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from nameko.cli.run import run  # noqa: E402
+
+from shared.config import settings  # noqa: E402
+
+SERVICE_CLASSES = {
+    "identity": "services.identity.service:IdentityService",
+    "orgs": "services.orgs.service:OrgsService",
+    "billing": "services.billing.service:BillingService",
+    "gateway_stripe": "services.gateway_stripe.service:GatewayStripeService",
+    "gateway_cashfree": "services.gateway_cashfree.service:GatewayCashfreeService",
+    "usage": "services.usage.service:UsageService",
+    "gateway_http": "gateway_http.service:HttpGateway",
+}
+
+
+def service_class(name):
+    module_name, class_name = SERVICE_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def main(argv):
+    if len(argv) != 1 or argv[0] not in SERVICE_CLASSES:
+        sys.exit(f"usage: python -m shared.runner {{{'|'.join(SERVICE_CLASSES)}}}")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {argv[0]} %(levelname)s %(name)s: %(message)s")
+    run([service_class(argv[0])], settings().nameko_config())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
