@@ -80,6 +80,12 @@ def on_commit(service_name, callback):
     _commit_listeners.setdefault(service_name, []).append(callback)
 
 
+def remove_commit_listener(service_name, callback):
+    listeners = _commit_listeners.get(service_name, [])
+    if callback in listeners:
+        listeners.remove(callback)
+
+
 def make_session_factory(service_name):
     factory = sessionmaker(bind=engine_for(service_name), expire_on_commit=False)
 

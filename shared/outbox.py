@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 import eventlet
 from eventlet.event import Event
 from nameko.extensions import DependencyProvider
-from nameko.standalone.events import event_dispatcher
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.standalone.events import get_event_exchange
 from sqlalchemy import select
 
 from shared import db
@@ -38,6 +40,23 @@ def add_event(session, outbox_model, event_type, data):
     session.add(outbox_model(id=event_id, event_type=event_type, payload=payload))
     session.info["outbox"] = True  # wakes the relay after commit (shared.db.make_session_factory)
     return str(event_id)
+
+
+def event_publisher(service_name, nameko_config):
+    """publish(event_type, payload) onto `<service>.events`, as nameko's EventDispatcher would.
+
+    Confirmed by the broker before it returns (so "sent" means RabbitMQ has it), persistent, and
+    declaring the exchange, which may not exist yet when no consumer has started.
+    """
+    exchange = get_event_exchange(service_name, nameko_config)
+    publisher = Publisher(nameko_config[AMQP_URI_CONFIG_KEY], use_confirms=True, serializer="json",
+                          declare=[exchange])
+
+    def publish(event_type, payload):
+        publisher.publish(payload, exchange=exchange, routing_key=event_type,
+                          message_id=payload["event_id"])
+
+    return publish
 
 
 def relay_pending(session_factory, outbox_model, publish, batch_size=100):
@@ -83,8 +102,7 @@ class OutboxRelay(DependencyProvider):
     def setup(self):
         service_name = self.container.service_name
         self.session_factory = db.make_session_factory(service_name)
-        dispatch = event_dispatcher(self.container.config)
-        self.publish = lambda event_type, payload: dispatch(service_name, event_type, payload)
+        self.publish = event_publisher(service_name, self.container.config)
         self._wakeup = Event()
         self._running = False
         db.on_commit(service_name, self.wake)
@@ -97,10 +115,11 @@ class OutboxRelay(DependencyProvider):
         self._running = False
         self.wake()
         self._thread.wait()
+        db.remove_commit_listener(self.container.service_name, self.wake)
 
     def kill(self):
         self._running = False
-        self._thread.kill()
+        db.remove_commit_listener(self.container.service_name, self.wake)
 
     def wake(self):
         if not self._wakeup.ready():

@@ -4,7 +4,10 @@ Names: identity, orgs, billing, gateway_stripe, gateway_cashfree, usage, gateway
 Configuration comes from the environment (shared.config); SIGTERM stops the service gracefully
 (in-flight workers finish), a second signal kills it.
 """
-import eventlet
+import warnings
+
+warnings.filterwarnings("ignore", message=".*Eventlet is deprecated")
+import eventlet  # noqa: E402
 
 eventlet.monkey_patch()  # noqa: E402  (before anything opens a socket)
 

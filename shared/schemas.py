@@ -5,6 +5,22 @@ from shared.errors import ValidationFailed
 from shared.events import COUNTRIES
 
 
+class TrimmedEmail(fields.Email):
+    """An email address; surrounding spaces (a paste from a mail client) are not an error."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            value = value.strip()
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class TrimmedString(fields.String):
+    """Text whose surrounding spaces are dropped before validation ("   " is then empty)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
 class Principal(Schema):
     """The signed-in user as gateway_http hands it to services (from identity.authenticate)."""
 

@@ -2,14 +2,15 @@
 from marshmallow import Schema, fields, validate
 
 from shared.events import COUNTRIES
+from shared.schemas import TrimmedEmail, TrimmedString
 
 MIN_PASSWORD_LENGTH = 10
 
 
 class SignupInput(Schema):
-    email = fields.Email(required=True, validate=validate.Length(max=320))
+    email = TrimmedEmail(required=True, validate=validate.Length(max=320))
     password = fields.String(required=True, validate=validate.Length(min=MIN_PASSWORD_LENGTH, max=1024))
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = TrimmedString(required=True, validate=validate.Length(min=1, max=200))
     country = fields.String(required=True, validate=validate.OneOf(COUNTRIES))
     plan = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64))
 

@@ -77,7 +77,7 @@ class IdentityService(HealthMixin):
         password_hash = tpool.execute(password_hasher.hash, data["password"])
         user = User(
             email=email,
-            name=data["name"].strip(),
+            name=data["name"],
             country=data["country"],
             password_hash=password_hash,
             pending_plan_code=data["plan"],

@@ -3,15 +3,16 @@ from marshmallow import Schema, fields, validate
 
 from services.orgs.permissions import ROLES
 from shared.events import COUNTRIES
+from shared.schemas import TrimmedEmail, TrimmedString
 
 
 class CreateOrgInput(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = TrimmedString(required=True, validate=validate.Length(min=1, max=200))
     country = fields.String(load_default=None, validate=validate.OneOf(COUNTRIES))
 
 
 class InviteInput(Schema):
-    email = fields.Email(required=True, validate=validate.Length(max=320))
+    email = TrimmedEmail(required=True, validate=validate.Length(max=320))
     # "owner" passes the shape check so that the service can answer the clearer 409.
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
 

@@ -68,7 +68,7 @@ class OrgsService(HealthMixin):
         """A new organization owned by `actor`; its country defaults to the actor's."""
         actor = load_or_raise(Principal(), actor)
         data = load_or_raise(CreateOrgInput(), data)
-        org = Organization(name=data["name"].strip(), country=data["country"] or actor["country"],
+        org = Organization(name=data["name"], country=data["country"] or actor["country"],
                            owner_id=actor["id"])
         self.db.add(org)
         self.db.flush()
@@ -234,7 +234,7 @@ class OrgsService(HealthMixin):
     @api_rpc
     def remove_member(self, actor, org_id, user_id):
         """Remove a member (managers), or leave (anyone but the owner removing themself)."""
-        leaving = str(user_id) == str(actor["id"])
+        leaving = parse_uuid(user_id) is not None and parse_uuid(user_id) == parse_uuid(actor["id"])
         org, me = self._authorized(actor, org_id, VIEW_ORG if leaving else MANAGE_MEMBERS, lock=True)
         member = self._member_or_404(org, user_id)
         if member.role == OWNER:
@@ -251,7 +251,7 @@ class OrgsService(HealthMixin):
         """Make another member the owner; the old owner becomes super_admin. One transaction."""
         org, me = self._authorized(actor, org_id, TRANSFER_OWNERSHIP, lock=True)
         data = load_or_raise(TransferInput(), data)
-        if str(data["user_id"]) == str(me.user_id):
+        if parse_uuid(data["user_id"]) == me.user_id:
             raise ValidationFailed(details={"user_id": ["You already own this organization."]})
         new_owner = self._membership(org.id, data["user_id"])
         if new_owner is None:

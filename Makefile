@@ -1,0 +1,45 @@
+# The two commands of the quick start are `make up` and `make test`; everything else is a helper.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up down test test-unit test-interface test-e2e migrate venv lock clean
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+up: $(STAMP)
+	bash deploy/up.sh
+
+down:
+	bash deploy/down.sh
+
+migrate: $(STAMP)
+	$(BIN)/python -m shared.migrate
+
+test: $(STAMP)
+	bash deploy/ensure_infra.sh
+	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-interface: $(STAMP)
+	$(BIN)/python -m pytest tests/interface
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
+
+# Re-freeze requirements.txt after changing requirements.in.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements.in
+	(echo "# Generated from requirements.in by: make lock. Do not edit by hand."; $(BIN)/python -m pip freeze) > requirements.txt
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

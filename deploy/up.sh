@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `make up`: migrate, start every service under honcho, wait for /healthz, print the URL, and stay
+# in the foreground. Ctrl-C (or `make down`) stops every process it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+mkdir -p var
+
+bash deploy/ensure_infra.sh
+
+# Services' callers need this key; make one on the first run and keep it for the next.
+if [ -z "${USAGE_INGEST_KEY:-}" ]; then
+  [ -s var/usage_ingest_key ] || python -c 'import secrets; print(secrets.token_urlsafe(32))' > var/usage_ingest_key
+  USAGE_INGEST_KEY=$(cat var/usage_ingest_key)
+  export USAGE_INGEST_KEY
+fi
+
+if [ -f var/honcho.pid ] && kill -0 "$(cat var/honcho.pid)" 2>/dev/null; then
+  echo "The portal is already running (honcho pid $(cat var/honcho.pid)); 'make down' stops it." >&2
+  exit 1
+fi
+
+python -m shared.migrate
+
+honcho -f deploy/Procfile -d . start &
+honcho_pid=$!
+echo "$honcho_pid" > var/honcho.pid
+stop() {
+  trap - INT TERM EXIT
+  kill -TERM "$honcho_pid" 2>/dev/null || true
+  wait "$honcho_pid" 2>/dev/null || true
+  rm -f var/honcho.pid
+}
+trap stop INT TERM EXIT
+
+port="${HTTP_PORT:-8000}"
+base_url="${PUBLIC_BASE_URL:-http://127.0.0.1:$port}"
+python -m deploy.wait_healthy "http://127.0.0.1:$port/healthz" 90
+cat <<MSG
+
+  Billing portal is up:   $base_url
+  API document:           $base_url/api/v1/openapi.json
+  Usage ingest key:       $USAGE_INGEST_KEY
+  Stop with Ctrl-C or 'make down'.
+
+MSG
+wait "$honcho_pid"

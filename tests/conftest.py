@@ -1,0 +1,80 @@
+"""Fixtures every suite shares. nameko 2.14 no longer monkey-patches: do it before anything else."""
+import warnings
+
+warnings.filterwarnings("ignore", message=".*Eventlet is deprecated")
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()  # noqa: E402
+
+import os  # noqa: E402
+
+# Tests own their databases: <prefix><service>, dropped and migrated once per run.
+os.environ["DATABASE_PREFIX"] = os.environ.get("TEST_DATABASE_PREFIX", "test_")
+os.environ.setdefault("INVITATION_TTL_SECONDS", "3600")
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from shared import db  # noqa: E402
+from shared.config import settings  # noqa: E402
+from shared.migrate import services_with_migrations, upgrade  # noqa: E402
+
+
+def drop_database(service_name):
+    url = db.database_url(service_name)
+    conninfo = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_databases():
+    """Fresh databases for every service with migrations, at head."""
+    names = services_with_migrations()
+    for name in names:
+        db.dispose_engines()
+        drop_database(name)
+        upgrade(name)
+    yield names
+    db.dispose_engines()
+
+
+def truncate_all(service_name):
+    with db.engine_for(service_name).begin() as conn:
+        tables = conn.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        )).scalars().all()
+        if tables:
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+
+
+@pytest.fixture
+def clean_databases(migrated_databases):
+    """Every service database empty after the test (before, too: a killed run may leave rows)."""
+    for name in migrated_databases:
+        truncate_all(name)
+    yield
+    for name in migrated_databases:
+        truncate_all(name)
+
+
+@pytest.fixture
+def db_session(clean_databases):
+    """db_session("orgs") -> a Session on that service's test database, closed after the test."""
+    sessions = []
+
+    def make(service_name):
+        session = db.make_session_factory(service_name)()
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+@pytest.fixture
+def service_config(rabbit_config):
+    """nameko config for containers under test: the app's settings on a throwaway vhost."""
+    return settings().nameko_config(**rabbit_config)

@@ -1,0 +1,156 @@
+"""identity through worker_factory, on a real PostgreSQL session (no other service involved)."""
+from datetime import timedelta
+
+import pytest
+from nameko.testing.services import worker_factory
+from sqlalchemy import select, update
+
+from services.identity.models import AuthSession, Outbox, User
+from services.identity.service import BAD_LOGIN, IdentityService, hash_token
+from shared.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from shared.outbox import utc_now
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def identity(db_session):
+    service = worker_factory(IdentityService, db=db_session("identity"))
+    service.billing.get_plan.side_effect = lambda code: (
+        {"code": code, "name": "Growth"} if code == "growth_monthly" else None)
+    return service
+
+
+@pytest.fixture
+def signup(identity):
+    def make(email="ann@example.com", password=PASSWORD, name="Ann", country="US", **extra):
+        return identity.signup({"email": email, "password": password, "name": name, "country": country, **extra})
+    return make
+
+
+def test_signup_returns_a_token_that_authenticates_the_new_user(identity, signup):
+    result = signup(country="IN")
+    assert result["user"]["email"] == "ann@example.com"
+    assert result["user"]["country"] == "IN"
+    assert result["pending_plan"] is None
+    assert identity.authenticate(result["token"])["id"] == result["user"]["id"]
+
+
+def test_passwords_are_stored_as_argon2id_hashes_only(identity, signup):
+    signup()
+    stored = identity.db.scalar(select(User.password_hash))
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in stored
+
+
+def test_tokens_are_stored_only_as_hashes(identity, signup):
+    token = signup()["token"]
+    assert identity.db.scalar(select(AuthSession.token_hash)) != token
+    assert len(token) >= 40  # 32 random bytes, url-safe
+
+
+def test_signup_announces_user_signed_up_in_the_same_transaction(identity, signup):
+    user = signup(plan="growth_monthly")["user"]
+    event = identity.db.scalar(select(Outbox))
+    assert event.event_type == "user.signed_up"
+    assert event.payload["user_id"] == user["id"]
+    assert event.payload["pending_plan_code"] == "growth_monthly"
+
+
+@pytest.mark.parametrize("other_spelling", ["ann@example.com", "ANN@Example.com", "  Ann@example.COM "])
+def test_email_is_unique_whatever_its_case(signup, other_spelling):
+    signup(email="Ann@example.com")
+    with pytest.raises(Conflict) as raised:
+        signup(email=other_spelling)
+    assert raised.value.error_code == "EMAIL_TAKEN"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("password", "nine char"), ("email", "not-an-email"), ("country", "GB"), ("name", ""), ("plan", 42),
+])
+def test_invalid_signups_name_the_bad_field(signup, field, value):
+    with pytest.raises(ValidationFailed) as raised:
+        signup(**{field: value})
+    assert field in raised.value.details
+
+
+def test_a_ten_character_password_is_enough(signup):
+    assert signup(password="0123456789")["token"]
+
+
+def test_the_plan_picked_before_signup_is_kept_and_can_be_dismissed(identity, signup):
+    result = signup(plan="growth_monthly")
+    assert result["pending_plan"] == {"code": "growth_monthly", "name": "Growth"}
+    user_id = result["user"]["id"]
+    assert identity.get_profile(user_id)["pending_plan"] == {"code": "growth_monthly", "name": "Growth"}
+    identity.dismiss_pending_plan(user_id)
+    assert identity.get_profile(user_id)["pending_plan"] is None
+
+
+def test_an_unknown_plan_code_is_refused_and_no_user_is_created(identity, signup):
+    with pytest.raises(ValidationFailed) as raised:
+        signup(plan="platinum_forever")
+    assert raised.value.details == {"plan": ["Unknown plan code."]}
+    assert identity.db.scalar(select(User)) is None
+
+
+def test_login_is_case_insensitive_on_email_and_issues_a_fresh_token(identity, signup):
+    first = signup(email="Ann@example.com")["token"]
+    second = identity.login({"email": "ann@EXAMPLE.com", "password": PASSWORD})["token"]
+    assert second != first
+    assert identity.authenticate(second)["email"] == "Ann@example.com"
+
+
+def test_unknown_email_and_wrong_password_get_the_same_answer(identity, signup):
+    signup()
+    answers = []
+    for attempt in ({"email": "nobody@example.com", "password": PASSWORD},
+                    {"email": "ann@example.com", "password": "wrong password!"}):
+        with pytest.raises(Unauthorized) as raised:
+            identity.login(attempt)
+        answers.append(raised.value.to_dict())
+    assert answers[0] == answers[1] == {"code": "BAD_CREDENTIALS", "message": BAD_LOGIN, "details": {}}
+
+
+def test_logout_revokes_that_token_at_once_but_not_other_sessions(identity, signup):
+    token = signup()["token"]
+    other = identity.login({"email": "ann@example.com", "password": PASSWORD})["token"]
+    identity.logout(token)
+    with pytest.raises(Unauthorized):
+        identity.authenticate(token)
+    assert identity.authenticate(other)["email"] == "ann@example.com"
+    identity.logout(token)  # twice is harmless
+
+
+def test_expired_tokens_are_refused(identity, signup):
+    token = signup()["token"]
+    identity.db.execute(update(AuthSession).values(expires_at=utc_now() - timedelta(seconds=1)))
+    identity.db.commit()
+    with pytest.raises(Unauthorized):
+        identity.authenticate(token)
+
+
+@pytest.mark.parametrize("forged", ["", "x", "a" * 43, "Bearer abc", None])
+def test_forged_tokens_are_refused(identity, signup, forged):
+    signup()
+    with pytest.raises(Unauthorized):
+        identity.authenticate(forged)
+
+
+def test_sessions_dead_for_over_a_day_are_purged(identity, signup):
+    stale = signup()["token"]
+    live = identity.login({"email": "ann@example.com", "password": PASSWORD})["token"]
+    identity.db.execute(update(AuthSession).where(AuthSession.token_hash == hash_token(stale))
+                        .values(expires_at=utc_now() - timedelta(days=2)))
+    identity.db.commit()
+    identity.purge_dead_sessions()
+    assert identity.db.scalars(select(AuthSession.token_hash)).all() == [hash_token(live)]
+
+
+def test_profiles_and_user_lookups(identity, signup):
+    ann = signup()["user"]
+    bob = signup(email="bob@example.com", name="Bob")["user"]
+    assert identity.get_profile(ann["id"])["user"] == ann
+    assert sorted(u["name"] for u in identity.get_users([ann["id"], bob["id"], "not-a-uuid"])) == ["Ann", "Bob"]
+    with pytest.raises(NotFound):
+        identity.get_profile("not-a-uuid")
