@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import eventlet
 from nameko.exceptions import RpcTimeout, UnknownService
 from nameko.web.handlers import http
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway_http.errors import app_error_response, error_response, json_response
 from shared.config import settings
@@ -141,13 +140,17 @@ def bearer_token(request):
 
 
 def _read_body(request, limit):
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(details={"limit_bytes": limit})
-    request.max_content_length = limit  # also bounds chunked bodies that declare no length
-    try:
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise PayloadTooLarge(details={"limit_bytes": limit})
         return request.get_data(cache=True)
-    except RequestEntityTooLarge:
-        raise PayloadTooLarge(details={"limit_bytes": limit}) from None
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        # werkzeug reads nothing without a Content-Length; eventlet's input de-chunks for us.
+        raw = request.environ["wsgi.input"].read(limit + 1)
+        if len(raw) > limit:
+            raise PayloadTooLarge(details={"limit_bytes": limit})
+        return raw
+    return b""
 
 
 def _parse_json(raw):

@@ -6,7 +6,7 @@ Configuration comes from the environment (shared.config); SIGTERM stops the serv
 """
 import warnings
 
-warnings.filterwarnings("ignore", message=".*Eventlet is deprecated")
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import eventlet  # noqa: E402
 
 eventlet.monkey_patch()  # noqa: E402  (before anything opens a socket)

@@ -1,7 +1,7 @@
 """Fixtures every suite shares. nameko 2.14 no longer monkey-patches: do it before anything else."""
 import warnings
 
-warnings.filterwarnings("ignore", message=".*Eventlet is deprecated")
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import eventlet  # noqa: E402
 
 eventlet.monkey_patch()  # noqa: E402

@@ -1,0 +1,192 @@
+"""gateway_http in a real container on a real port, with the services behind it mocked.
+
+Pins the HTTP layer's own behaviour: the error format and status table, body limits, auth,
+request ids, health, and the OpenAPI document.
+"""
+import json
+
+import pytest
+import requests
+from nameko.exceptions import RpcTimeout
+from nameko.testing.services import replace_dependencies
+from openapi_spec_validator import validate
+
+from gateway_http.service import HttpGateway
+from shared.errors import Forbidden, NotFound, Unauthorized
+from tests.interface.conftest import free_port
+
+ANN = {"id": "u1", "email": "ann@example.com", "name": "Ann", "country": "US", "created_at": "2026-01-01T00:00:00Z"}
+ORG = {"id": "o1", "name": "Acme", "country": "US", "owner_id": "u1", "created_at": "2026-01-01T00:00:00Z"}
+AUTH = {"Authorization": "Bearer good-token"}
+
+
+@pytest.fixture
+def gateway(container_factory, service_config):
+    port = free_port()
+    container = container_factory(HttpGateway, {**service_config, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}"})
+    mocks = dict(zip(
+        ("identity", "orgs", "billing", "usage", "gateway_stripe", "gateway_cashfree"),
+        replace_dependencies(container, "identity", "orgs", "billing", "usage", "gateway_stripe",
+                             "gateway_cashfree"),
+    ))
+
+    def authenticate(token):
+        if token != "good-token":
+            raise Unauthorized("Your session is invalid or has expired; sign in again.", code="INVALID_TOKEN")
+        return ANN
+
+    mocks["identity"].authenticate.side_effect = authenticate
+    container.start()
+
+    class Client(requests.Session):
+        base = f"http://127.0.0.1:{port}"
+        services = mocks
+
+        def request(self, method, url, *args, **kwargs):
+            return super().request(method, self.base + url, *args, **kwargs)
+
+    with Client() as client:
+        yield client
+
+
+def assert_error(response, status, code=None):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_malformed_json_is_a_400(gateway):
+    response = gateway.post("/api/v1/orgs", data=b'{"name": "Acme"', headers=AUTH)
+    assert_error(response, 400, "MALFORMED_JSON")
+    gateway.services["orgs"].create_org.assert_not_called()
+
+
+def test_a_body_that_is_not_utf8_is_a_400(gateway):
+    assert_error(gateway.post("/api/v1/orgs", data=b'\xff\xfe{}', headers=AUTH), 400, "MALFORMED_JSON")
+
+
+def test_wrong_field_types_are_a_422_naming_each_field(gateway):
+    response = gateway.post("/api/v1/auth/signup", json={"email": 5, "password": ["x"], "name": "A", "country": "US"})
+    error = assert_error(response, 422, "VALIDATION_FAILED")
+    assert set(error["details"]) == {"email", "password"}
+    assert all(isinstance(messages, list) for messages in error["details"].values())
+
+
+def test_a_json_array_instead_of_an_object_is_a_422(gateway):
+    assert_error(gateway.post("/api/v1/auth/login", json=[1, 2]), 422)
+
+
+def test_unknown_fields_are_refused(gateway):
+    error = assert_error(gateway.post("/api/v1/orgs", json={"name": "Acme", "plan_cod": "x"}, headers=AUTH), 422)
+    assert "plan_cod" in error["details"]
+
+
+@pytest.mark.parametrize("send", ["content-length", "chunked"])
+def test_a_body_over_one_mebibyte_is_a_413(gateway, send):
+    body = json.dumps({"name": "x" * (1024 * 1024)}).encode()
+    data = body if send == "content-length" else iter([body[i:i + 65536] for i in range(0, len(body), 65536)])
+    response = gateway.post("/api/v1/orgs", data=data, headers=AUTH)
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    gateway.services["orgs"].create_org.assert_not_called()
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "good-token"}, {"Authorization": "Bearer "},
+                                     {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}, {"Authorization": "Bearer forged"}])
+def test_missing_or_bad_tokens_are_a_401(gateway, headers):
+    assert_error(gateway.get("/api/v1/orgs", headers=headers), 401)
+    gateway.services["orgs"].list_my_orgs.assert_not_called()
+
+
+def test_service_errors_keep_their_type_code_and_details(gateway):
+    gateway.services["orgs"].get_org.side_effect = NotFound("No such organization.")
+    assert assert_error(gateway.get("/api/v1/orgs/o2", headers=AUTH), 404, "NOT_FOUND")["message"] == \
+        "No such organization."
+    gateway.services["orgs"].invite.side_effect = Forbidden()
+    assert_error(gateway.post("/api/v1/orgs/o1/invitations", json={"email": "b@example.com", "role": "admin"},
+                              headers=AUTH), 403, "FORBIDDEN")
+
+
+def test_the_signed_in_user_and_path_are_passed_to_the_service(gateway):
+    gateway.services["orgs"].get_org.return_value = ORG
+    assert gateway.get("/api/v1/orgs/o1", headers=AUTH).json() == ORG
+    gateway.services["orgs"].get_org.assert_called_once_with(ANN, "o1")
+
+
+def test_a_service_that_does_not_answer_is_a_503_not_a_hang(gateway):
+    gateway.services["orgs"].list_my_orgs.side_effect = RpcTimeout()
+    assert_error(gateway.get("/api/v1/orgs", headers=AUTH), 503, "SERVICE_UNAVAILABLE")
+
+
+def test_an_unexpected_crash_is_a_500_with_the_request_id(gateway):
+    gateway.services["orgs"].list_my_orgs.side_effect = RuntimeError("boom")
+    response = gateway.get("/api/v1/orgs", headers=AUTH)
+    error = assert_error(response, 500, "INTERNAL_ERROR")
+    assert "boom" not in response.text
+    assert error["details"]["request_id"] == response.headers["X-Request-Id"]
+
+
+def test_request_ids_are_echoed_or_made(gateway):
+    gateway.services["orgs"].list_my_orgs.return_value = []
+    assert gateway.get("/api/v1/orgs", headers={**AUTH, "X-Request-Id": "abc-123"}).headers["X-Request-Id"] == \
+        "abc-123"
+    made = gateway.get("/api/v1/orgs", headers={**AUTH, "X-Request-Id": "bad id\twith spaces"})
+    assert len(made.headers["X-Request-Id"]) == 32
+
+
+def test_unknown_routes_are_a_json_404(gateway):
+    assert_error(gateway.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
+
+
+def test_logout_revokes_the_token_it_was_sent_with(gateway):
+    assert gateway.post("/api/v1/auth/logout", headers=AUTH).status_code == 204
+    gateway.services["identity"].logout.assert_called_once_with("good-token")
+
+
+def test_plans_need_a_country_when_anonymous(gateway):
+    assert_error(gateway.get("/api/v1/plans"), 422)
+    assert_error(gateway.get("/api/v1/plans?country=FR"), 422)
+    gateway.services["billing"].list_plans.return_value = []
+    assert gateway.get("/api/v1/plans", headers=AUTH).json() == {"items": []}
+    gateway.services["billing"].list_plans.assert_called_once_with("US")
+
+
+def test_healthz_names_each_service(gateway):
+    for name in ("identity", "orgs", "billing", "usage", "gateway_stripe", "gateway_cashfree"):
+        gateway.services[name].health.return_value = "ok"
+    body = gateway.get("/healthz").json()
+    assert body == {"status": "ok", "services": dict.fromkeys(body["services"], "ok")}
+    assert len(body["services"]) == 6
+
+    gateway.services["usage"].health.side_effect = RpcTimeout()
+    response = gateway.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["services"]["usage"] == "unavailable"
+
+
+def test_the_openapi_document_is_valid_and_covers_the_identity_and_org_routes(gateway):
+    document = gateway.get("/api/v1/openapi.json").json()
+    validate(document)
+    expected = {
+        ("post", "/api/v1/auth/signup"), ("post", "/api/v1/auth/login"), ("post", "/api/v1/auth/logout"),
+        ("get", "/api/v1/me"), ("delete", "/api/v1/me/pending-plan"), ("post", "/api/v1/orgs"),
+        ("get", "/api/v1/orgs"), ("get", "/api/v1/orgs/{org_id}"), ("get", "/api/v1/orgs/{org_id}/members"),
+        ("post", "/api/v1/orgs/{org_id}/invitations"), ("get", "/api/v1/orgs/{org_id}/invitations"),
+        ("delete", "/api/v1/orgs/{org_id}/invitations/{invitation_id}"),
+        ("post", "/api/v1/invitations/{token}/accept"), ("patch", "/api/v1/orgs/{org_id}/members/{user_id}"),
+        ("delete", "/api/v1/orgs/{org_id}/members/{user_id}"), ("post", "/api/v1/orgs/{org_id}/transfer-ownership"),
+        ("get", "/api/v1/plans"), ("get", "/healthz"), ("get", "/api/v1/openapi.json"),
+    }
+    documented = {(method, path) for path, ops in document["paths"].items() for method in ops}
+    assert expected <= documented
+    signup = document["paths"]["/api/v1/auth/signup"]["post"]
+    assert {"201", "409", "413", "422"} <= set(signup["responses"])
+
+
+def test_a_chunked_body_within_the_limit_is_read(gateway):
+    gateway.services["orgs"].create_org.return_value = ORG
+    response = gateway.post("/api/v1/orgs", data=iter([b'{"name": ', b'"Acme"}']), headers=AUTH)
+    assert response.status_code == 201, response.text
+    gateway.services["orgs"].create_org.assert_called_once_with(ANN, {"name": "Acme", "country": None})
