@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f var/honcho.pid ]; then echo "Not running."; exit 0; fi
 pid=$(cat var/honcho.pid)
+touch var/stop-requested
 kill -TERM "$pid" 2>/dev/null || true
 for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
 if kill -0 "$pid" 2>/dev/null; then

@@ -21,6 +21,7 @@ if [ -f var/honcho.pid ] && kill -0 "$(cat var/honcho.pid)" 2>/dev/null; then
 fi
 
 python -m shared.migrate
+rm -f var/stop-requested
 
 honcho -f deploy/Procfile -d . start &
 honcho_pid=$!
@@ -44,4 +45,10 @@ cat <<MSG
   Stop with Ctrl-C or 'make down'.
 
 MSG
-wait "$honcho_pid"
+status=0
+wait "$honcho_pid" || status=$?
+if [ -f var/stop-requested ]; then  # `make down` asked for it: a clean stop, not a failure
+  rm -f var/stop-requested
+  status=0
+fi
+exit "$status"
