@@ -1,5 +1,4 @@
 """identity: users, password hashes and sessions (bearer tokens)."""
-import hashlib
 import secrets
 from datetime import timedelta
 
@@ -19,6 +18,7 @@ from shared.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
 from shared.schemas import load_or_raise
 from shared.service import HealthMixin, api_rpc
+from shared.tokens import hash_token, new_token
 
 # argon2id with argon2-cffi's defaults (RFC 9106 "low memory": 64 MiB, 3 passes, 4 lanes).
 password_hasher = PasswordHasher()
@@ -26,10 +26,6 @@ password_hasher = PasswordHasher()
 _DUMMY_HASH = password_hasher.hash(secrets.token_urlsafe(16))
 
 BAD_LOGIN = "The email or password is incorrect."
-
-
-def hash_token(token):
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def normalize_email(email):
@@ -184,7 +180,7 @@ class IdentityService(HealthMixin):
         return user is not None
 
     def _start_session(self, user):
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         self.db.add(AuthSession(
             user_id=user.id,
             token_hash=hash_token(token),

@@ -76,13 +76,3 @@ class AcceptedOut(Schema):
     org_id = fields.String(required=True)
     role = fields.String(required=True)
 
-
-class MembershipBrief(Schema):
-    id = fields.String(required=True)
-    name = fields.String(required=True)
-    role = fields.String(required=True)
-
-
-class AuthorizationOut(Schema):
-    account = fields.Dict(required=True)
-    role = fields.String(required=True)

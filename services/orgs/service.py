@@ -1,6 +1,4 @@
 """orgs: organizations, memberships, invitations, and the permission check every service asks."""
-import hashlib
-import secrets
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
@@ -18,12 +16,9 @@ from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
 from shared.permissions import ACTIONS, MANAGE_MEMBERS, TRANSFER_OWNERSHIP, VIEW_ORG
 from shared.schemas import Principal, load_or_raise
 from shared.service import HealthMixin, api_rpc
+from shared.tokens import hash_token, new_token
 
 ROLE_RANK = {OWNER: 0, SUPER_ADMIN: 1, ADMIN: 2, STANDARD: 3}
-
-
-def hash_token(token):
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def org_dict(org):
@@ -153,7 +148,7 @@ class OrgsService(HealthMixin):
         if pending:
             raise Conflict("An invitation for this email is already pending; revoke it to send a new one.",
                            code="INVITATION_PENDING")
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         invitation = Invitation(
             org_id=org.id, email=email, role=data["role"], token_hash=hash_token(token),
             invited_by=parse_uuid(actor["id"]),

@@ -6,7 +6,8 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import select, update
 
 from services.identity.models import AuthSession, Outbox, User
-from services.identity.service import BAD_LOGIN, IdentityService, hash_token
+from services.identity.service import BAD_LOGIN, IdentityService
+from shared.tokens import hash_token
 from shared.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from shared.outbox import utc_now
 
