@@ -12,11 +12,12 @@ import os  # noqa: E402
 os.environ["DATABASE_PREFIX"] = os.environ.get("TEST_DATABASE_PREFIX", "test_")
 os.environ.setdefault("INVITATION_TTL_SECONDS", "3600")
 
+from shared import db  # noqa: E402  (first: it makes psycopg cooperate with eventlet)
+
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from shared import db  # noqa: E402
 from shared.config import settings  # noqa: E402
 from shared.migrate import services_with_migrations, upgrade  # noqa: E402
 
