@@ -73,16 +73,24 @@ class Call:
 
 def route(method, path, *, summary, tag, responses, body=None, auth=True, query=None,
           body_limit=API_BODY_LIMIT, raw_body=False, errors=()):
+    """Declare a route; `path` may be a list of paths served by one handler (e.g. both {acct} forms)."""
+    paths = [path] if isinstance(path, str) else list(path)
+
     def decorate(fn):
-        spec = RouteSpec(method, path, summary, fn.__name__, tag, body, responses, auth, query,
-                         body_limit, raw_body, errors)
-        ROUTES.append(spec)
+        specs = []
+        for index, one_path in enumerate(paths):
+            name = fn.__name__ if len(paths) == 1 else f"{fn.__name__}_{index + 1}"
+            specs.append(RouteSpec(method, one_path, summary, name, tag, body, responses, auth, query,
+                                   body_limit, raw_body, errors))
+        ROUTES.extend(specs)
 
         @functools.wraps(fn)
         def entrypoint(self, request, **params):
-            return handle(self, spec, fn, request, params)
+            return handle(self, specs[0], fn, request, params)
 
-        return http(method, path)(entrypoint)
+        for one_path in paths:
+            entrypoint = http(method, one_path)(entrypoint)
+        return entrypoint
 
     return decorate
 

@@ -8,16 +8,19 @@ from nameko.web.handlers import http
 from gateway_http.dependencies import RequestContext
 from gateway_http.errors import error_response, json_response
 from gateway_http.openapi import openapi_document
-from gateway_http.routing import bearer_token, route
+from gateway_http.routing import WEBHOOK_BODY_LIMIT, bearer_token, route
 from gateway_http.schemas import Health, MeOut
-from services.billing.schemas import PlanList
+from services.billing.schemas import (
+    CancelInput, CheckoutInput, CheckoutOut, HistoryList, PaymentMethodList, PlanList, QuoteInput, QuoteOut,
+    SubscriptionOut, SummaryOut,
+)
 from services.identity.schemas import LoginInput, LoginOut, SignupInput, SignupOut
 from services.orgs.schemas import (
     AcceptedOut, ChangeRoleInput, CreatedInvitationOut, CreateOrgInput, InvitationList, InviteInput,
     MemberList, MemberOut, MyOrgList, MyOrgOut, OrgOut, TransferInput,
 )
 from shared.config import SERVICE_NAMES
-from shared.errors import ValidationFailed
+from shared.errors import BadRequest, ValidationFailed
 from shared.events import COUNTRIES
 
 HEALTH_TIMEOUT_SECONDS = 2
@@ -25,6 +28,20 @@ HEALTH_TIMEOUT_SECONDS = 2
 
 class PlansQuery(Schema):
     country = fields.String(validate=validate.OneOf(COUNTRIES))
+
+
+def acct(suffix=""):
+    """Both forms of {acct}: the caller's personal licence, and an organization's billing."""
+    return [f"/api/v1/billing/personal{suffix}", f"/api/v1/orgs/<org_id>/billing{suffix}"]
+
+
+def account_ref(call):
+    org_id = call.params.get("org_id")
+    return {"kind": "org", "id": org_id} if org_id else {"kind": "personal"}
+
+
+RETURN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>
+<body style="font-family: sans-serif; max-width: 36em; margin: 4em auto"><h1>{title}</h1><p>{text}</p></body></html>"""
 
 
 class HttpGateway:
@@ -166,3 +183,67 @@ class HttpGateway:
         if country is None:
             raise ValidationFailed(details={"country": ["Required when not signed in."]})
         return 200, {"items": self.billing.list_plans(country)}
+
+    # -- billing ({acct} = /api/v1/billing/personal or /api/v1/orgs/{org_id}/billing) ------------
+
+    @route("GET", acct(), tag="billing", responses={200: SummaryOut}, errors=(403,),
+           summary="The billing page: plan, status, next payment date, usage")
+    def billing_summary(self, call):
+        return 200, self.billing.summary(call.user, account_ref(call))
+
+    @route("POST", acct("/quotes"), tag="billing", body=QuoteInput, responses={201: QuoteOut},
+           errors=(403, 409), summary="Price a plan (with proration for a change) before paying")
+    def create_quote(self, call):
+        return 201, self.billing.create_quote(call.user, account_ref(call), call.body)
+
+    @route("POST", acct("/checkout"), tag="billing", body=CheckoutInput, responses={201: CheckoutOut},
+           errors=(403, 409, 502), summary="Pay Now: a hosted checkout at the region's gateway")
+    def create_checkout(self, call):
+        return 201, self.billing.create_checkout(call.user, account_ref(call), call.body)
+
+    @route("GET", acct("/checkout/<checkout_id>"), tag="billing", responses={200: CheckoutOut}, errors=(403,),
+           summary="A checkout's status")
+    def get_checkout(self, call):
+        return 200, self.billing.get_checkout(call.user, account_ref(call), call.params["checkout_id"])
+
+    @route("GET", acct("/history"), tag="billing", responses={200: HistoryList}, errors=(403,),
+           summary="Payments and failed attempts, newest first")
+    def billing_history(self, call):
+        return 200, {"items": self.billing.list_history(call.user, account_ref(call))}
+
+    @route("GET", acct("/payment-methods"), tag="billing", responses={200: PaymentMethodList}, errors=(403,),
+           summary="Saved payment methods, as the gateway reports them")
+    def payment_methods(self, call):
+        return 200, self.billing.list_payment_methods(call.user, account_ref(call))
+
+    @route("POST", acct("/subscription/cancel"), tag="billing", body=CancelInput, responses={200: SubscriptionOut},
+           errors=(403, 409, 502), summary="Cancel the plan (at the end of the paid period by default)")
+    def cancel_subscription(self, call):
+        return 200, self.billing.cancel_subscription(call.user, account_ref(call), call.body)
+
+    # -- gateways ------------------------------------------------------------------------------
+
+    @route("POST", "/webhooks/stripe", tag="webhooks", auth=False, raw_body=True, body_limit=WEBHOOK_BODY_LIMIT,
+           responses={200: None}, summary="Stripe's webhooks (Stripe-Signature checked by gateway_stripe)")
+    def stripe_webhook(self, call):
+        self.gateway_stripe.handle_webhook(dict(call.request.headers), _text(call.body))
+        return 200, None
+
+    @http("GET", "/billing/checkout/<checkout_id>/return")
+    def checkout_return(self, request, checkout_id):
+        """Where the gateway's page sends the payer back after paying."""
+        return 200, {"Content-Type": "text/html; charset=utf-8"}, RETURN_PAGE.format(
+            title="Thank you", text="Your payment is being confirmed; your plan shows as active on the "
+                                    "billing page in a moment.")
+
+    @http("GET", "/billing/checkout/<checkout_id>/cancelled")
+    def checkout_cancelled(self, request, checkout_id):
+        return 200, {"Content-Type": "text/html; charset=utf-8"}, RETURN_PAGE.format(
+            title="Payment not completed", text="Nothing was charged. You can try again from the billing page.")
+
+
+def _text(body):
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("A webhook body must be UTF-8 JSON.", code="MALFORMED_EVENT") from None

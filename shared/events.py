@@ -53,12 +53,113 @@ class MemberRemoved(EventSchema):
     removed_by = fields.String(required=True)
 
 
+# gateway adapters (gateway_stripe, gateway_cashfree): the same normalized facts from either gateway.
+# Gateway times are unix seconds as the gateway stamped them; they order snapshots of one object.
+GATEWAYS = ("stripe", "cashfree")
+SUBSCRIPTION_STATUSES = ("incomplete", "active", "past_due", "cancelled")
+
+
+class GatewayEvent(EventSchema):
+    gateway = fields.String(required=True, validate=validate.OneOf(GATEWAYS))
+    gateway_event_id = fields.String(required=True)
+    gateway_event_at = fields.Integer(required=True)
+    account_id = fields.String(required=True)
+
+
+class GatewayCheckoutCompleted(GatewayEvent):
+    checkout_id = fields.String(required=True)
+    gateway_checkout_id = fields.String(required=True)
+    gateway_subscription_id = fields.String(allow_none=True, load_default=None)
+    gateway_customer_id = fields.String(allow_none=True, load_default=None)
+
+
+class GatewayCheckoutFailed(GatewayEvent):
+    checkout_id = fields.String(required=True)
+    gateway_checkout_id = fields.String(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf(("declined", "expired")))
+
+
+class GatewaySubscriptionUpdated(GatewayEvent):
+    """A full snapshot of one gateway subscription; billing keeps the newest it has seen."""
+
+    gateway_subscription_id = fields.String(required=True)
+    checkout_id = fields.String(allow_none=True, load_default=None)
+    plan_code = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(SUBSCRIPTION_STATUSES))
+    amount = fields.Integer(required=True)
+    currency = fields.String(required=True)
+    current_period_start = fields.Integer(allow_none=True, load_default=None)
+    current_period_end = fields.Integer(allow_none=True, load_default=None)
+    cancel_at_period_end = fields.Boolean(required=True)
+
+
+class GatewayPayment(GatewayEvent):
+    """One invoice (charge) of a subscription, paid or failed."""
+
+    gateway_invoice_id = fields.String(required=True)
+    gateway_subscription_id = fields.String(allow_none=True, load_default=None)
+    amount = fields.Integer(required=True)
+    currency = fields.String(required=True)
+    description = fields.String(required=True)
+    invoice_url = fields.String(allow_none=True, load_default=None)
+    period_start = fields.Integer(allow_none=True, load_default=None)
+    period_end = fields.Integer(allow_none=True, load_default=None)
+
+
+# billing: what other services react to (usage takes quotas and periods from these).
+class AccountRef(Schema):
+    kind = fields.String(required=True, validate=validate.OneOf(("personal", "org")))
+    id = fields.String(required=True)  # the user id or the org id
+
+
+class BillingEvent(EventSchema):
+    billing_account_id = fields.String(required=True)
+    account = fields.Nested(AccountRef, required=True)
+    subscription_id = fields.String(required=True)
+    gateway = fields.String(required=True, validate=validate.OneOf(GATEWAYS))
+
+
+class PlanPurchased(BillingEvent):
+    checkout_id = fields.String(allow_none=True, load_default=None)
+    plan_code = fields.String(required=True)
+    data_quota_bytes = fields.Integer(required=True)
+    amount = fields.Integer(required=True)
+    currency = fields.String(required=True)
+    interval = fields.String(required=True)
+    current_period_start = fields.String(allow_none=True, load_default=None)
+    current_period_end = fields.String(allow_none=True, load_default=None)
+
+
+class PlanChanged(PlanPurchased):
+    from_plan_code = fields.String(required=True)
+
+
+class PlanCancelled(BillingEvent):
+    plan_code = fields.String(required=True)
+
+
+class PaymentFailed(BillingEvent):
+    subscription_id = fields.String(allow_none=True, load_default=None)  # a charge we cannot place
+    gateway_invoice_id = fields.String(required=True)
+    amount = fields.Integer(required=True)
+    currency = fields.String(required=True)
+
+
 EVENT_SCHEMAS = {
     "user.signed_up": UserSignedUp(),
     "org.created": OrgCreated(),
     "member.joined": MemberJoined(),
     "member.role_changed": MemberRoleChanged(),
     "member.removed": MemberRemoved(),
+    "gateway.checkout_completed": GatewayCheckoutCompleted(),
+    "gateway.checkout_failed": GatewayCheckoutFailed(),
+    "gateway.subscription_updated": GatewaySubscriptionUpdated(),
+    "gateway.payment_succeeded": GatewayPayment(),
+    "gateway.payment_failed": GatewayPayment(),
+    "plan.purchased": PlanPurchased(),
+    "plan.changed": PlanChanged(),
+    "plan.cancelled": PlanCancelled(),
+    "payment.failed": PaymentFailed(),
 }
 
 

@@ -124,7 +124,7 @@ class OrgsService(HealthMixin):
             return {"account": {"kind": "personal", "id": str(user_id), "owner_id": str(user_id)},
                     "role": OWNER}
         org, member = self._authorized({"id": user_id}, account.get("id"), action)
-        return {"account": {"kind": "org", "id": str(org.id), "country": org.country,
+        return {"account": {"kind": "org", "id": str(org.id), "name": org.name, "country": org.country,
                             "owner_id": str(org.owner_id)}, "role": member.role}
 
     # -- invitations ---------------------------------------------------------------------------

@@ -228,8 +228,8 @@ def test_each_role_may_do_what_the_permission_table_says(orgs, refused, org_with
     if allowed:
         answer = orgs.authorize(user_id, account, action)
         assert answer["role"] == role
-        assert answer["account"] == {"kind": "org", "id": team.org_id, "country": team.org["country"],
-                                     "owner_id": team.owner["id"]}
+        assert answer["account"] == {"kind": "org", "id": team.org_id, "name": team.org["name"],
+                                     "country": team.org["country"], "owner_id": team.owner["id"]}
     else:
         with refused(Forbidden):
             orgs.authorize(user_id, account, action)

@@ -1,0 +1,137 @@
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.models import InboxMixin, OutboxMixin, utc_now_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def uuid_pk():
+    return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+
+
+class BillingAccount(Base):
+    """Who pays: a user's personal licence or an organization. Country, currency and gateway are
+    fixed when the account is made: they decide where money goes and in what currency."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("kind", "owner_ref", name="uq_accounts_kind_owner"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    kind: Mapped[str] = mapped_column(String(10))  # personal | org
+    owner_ref: Mapped[str] = mapped_column(String(64))  # the user id or the org id
+    country: Mapped[str] = mapped_column(String(2))
+    currency: Mapped[str] = mapped_column(String(3))
+    gateway: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = utc_now_column()
+
+
+class Quote(Base):
+    """What "Upgrade Now" shows before paying. Never changed after it is made; it expires."""
+
+    __tablename__ = "quotes"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # new | change
+    plan: Mapped[dict] = mapped_column(JSONB)  # the plan as priced for this account
+    from_subscription_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    currency: Mapped[str] = mapped_column(String(3))
+    lines: Mapped[list] = mapped_column(JSONB)
+    amount_due: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = utc_now_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Checkout(Base):
+    """One attempt to pay a quote ("Pay Now"). At most one per quote, so a retry of the same quote
+    reuses the id, and with it the gateway idempotency key."""
+
+    __tablename__ = "checkouts"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    quote_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("quotes.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    plan_code: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # creating -> open -> completed | expired | failed; creating/failed(gateway_error) may be retried
+    status: Mapped[str] = mapped_column(String(12))
+    failure_reason: Mapped[str | None] = mapped_column(String(40))
+    gateway: Mapped[str] = mapped_column(String(20))
+    gateway_checkout_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    redirect_url: Mapped[str | None] = mapped_column(String(2000))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = utc_now_column()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Subscription(Base):
+    """Our view of one gateway subscription, moved only by newer gateway snapshots."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    gateway: Mapped[str] = mapped_column(String(20))
+    gateway_subscription_id: Mapped[str] = mapped_column(String(255), unique=True)
+    checkout_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    plan_code: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(12))  # incomplete | active | past_due | cancelled
+    current_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The gateway's time of the newest snapshot applied (unix s); older ones are ignored.
+    last_event_at: Mapped[int] = mapped_column(BigInteger, default=0)
+    purchased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # plan.purchased sent
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = utc_now_column()
+
+
+class Payment(Base):
+    """A line of billing history: one gateway invoice paid, or one failed attempt to pay it."""
+
+    __tablename__ = "payments"
+    __table_args__ = (UniqueConstraint("gateway_invoice_id", "status", name="uq_payments_invoice_status"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    gateway_invoice_id: Mapped[str] = mapped_column(String(255))
+    gateway_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(10))  # paid | failed | refunded
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str] = mapped_column(String(500))
+    invoice_url: Mapped[str | None] = mapped_column(String(2000))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PaymentMethodSnapshot(Base):
+    """The last list of payment methods the gateway gave for an account, shown if it is unreachable."""
+
+    __tablename__ = "payment_method_snapshots"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    methods: Mapped[list] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = utc_now_column()
+
+
+class Outbox(OutboxMixin, Base):
+    pass
+
+
+class Inbox(InboxMixin, Base):
+    pass

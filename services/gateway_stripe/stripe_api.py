@@ -1,0 +1,146 @@
+"""The thin wrapper around the official Stripe SDK: every Stripe call the adapter makes.
+
+One `StripeClient` per process, no global SDK state, the base URL from STRIPE_API_BASE (the local
+sandbox by default), network retries on. Every POST carries an Idempotency-Key derived from our
+own record, so the SDK's retries and ours never create a second object. Any SDK error leaves this
+module as the shared GatewayError with a safe message; the SDK's own text is only logged.
+"""
+import functools
+import logging
+import os
+
+import stripe
+
+from shared.config import settings
+from shared.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "8"))
+NETWORK_RETRIES = int(os.environ.get("STRIPE_NETWORK_RETRIES", "2"))
+
+
+@functools.lru_cache(maxsize=1)
+def client():
+    config = settings()
+    return stripe.StripeClient(
+        config.stripe_secret_key,
+        base_addresses={"api": config.stripe_api_base},
+        max_network_retries=NETWORK_RETRIES,
+        http_client=stripe.RequestsClient(timeout=TIMEOUT_SECONDS),
+    )
+
+
+def gateway_errors(fn):
+    """Turn any Stripe SDK failure into GatewayError (502), keeping Stripe's detail in our logs only."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except stripe.StripeError as exc:
+            log.warning("stripe %s failed: %s (status %s, request %s)", fn.__name__, exc.user_message or exc,
+                        exc.http_status, exc.request_id)
+            raise GatewayError(details={"gateway": "stripe"}) from None
+    return wrapper
+
+
+def _idempotent(key):
+    return {"idempotency_key": key}
+
+
+@gateway_errors
+def create_customer(account_id, email, name):
+    return client().v1.customers.create(
+        params={"email": email, "name": name, "metadata": {"account_id": account_id}},
+        options=_idempotent(f"customer-{account_id}"),
+    )
+
+
+@gateway_errors
+def find_price(lookup_key):
+    found = client().v1.prices.list(params={"lookup_keys": [lookup_key], "active": True, "limit": 1})
+    return found.data[0] if found.data else None
+
+
+@gateway_errors
+def create_price(lookup_key, plan):
+    return client().v1.prices.create(
+        params={
+            "currency": plan["currency"],
+            "unit_amount": plan["amount"],
+            "recurring": {"interval": plan["interval"]},
+            "lookup_key": lookup_key,
+            "product_data": {"name": plan["name"], "metadata": {"plan_code": plan["code"]}},
+            "metadata": {"plan_code": plan["code"]},
+        },
+        options=_idempotent(f"price-{lookup_key}"),
+    )
+
+
+@gateway_errors
+def create_checkout_session(checkout_id, customer_id, price_id, metadata, success_url, cancel_url, expires_at):
+    return client().v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "customer": customer_id,
+            "line_items": [{"price": price_id, "quantity": 1}],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": checkout_id,
+            "metadata": metadata,
+            "subscription_data": {"metadata": metadata},
+            "expires_at": expires_at,
+        },
+        options=_idempotent(f"checkout-{checkout_id}"),
+    )
+
+
+@gateway_errors
+def expire_checkout_session(session_id):
+    return client().v1.checkout.sessions.expire(session_id, options=_idempotent(f"expire-{session_id}"))
+
+
+@gateway_errors
+def retrieve_subscription(subscription_id):
+    return client().v1.subscriptions.retrieve(subscription_id)
+
+
+@gateway_errors
+def change_subscription_price(subscription_id, item_id, price_id, metadata, change_id):
+    return client().v1.subscriptions.update(
+        subscription_id,
+        params={
+            "items": [{"id": item_id, "price": price_id}],
+            "proration_behavior": "always_invoice",
+            "cancel_at_period_end": False,
+            "metadata": metadata,
+        },
+        options=_idempotent(f"change-{change_id}"),
+    )
+
+
+@gateway_errors
+def set_cancel_at_period_end(subscription_id, cancel, request_id):
+    return client().v1.subscriptions.update(
+        subscription_id, params={"cancel_at_period_end": cancel}, options=_idempotent(f"cancel-{request_id}"),
+    )
+
+
+@gateway_errors
+def cancel_subscription_now(subscription_id, request_id):
+    return client().v1.subscriptions.cancel(subscription_id, options=_idempotent(f"cancel-{request_id}"))
+
+
+@gateway_errors
+def list_payment_methods(customer_id):
+    return client().v1.payment_methods.list(params={"customer": customer_id, "type": "card", "limit": 20}).data
+
+
+@gateway_errors
+def list_invoices(customer_id, limit=24):
+    return client().v1.invoices.list(params={"customer": customer_id, "limit": limit}).data
+
+
+@gateway_errors
+def retrieve_customer(customer_id):
+    return client().v1.customers.retrieve(customer_id)
