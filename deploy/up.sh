@@ -23,7 +23,8 @@ fi
 python -m shared.migrate
 rm -f var/stop-requested
 
-honcho -f deploy/Procfile -d . start &
+# shellcheck disable=SC2046  # one word per process name
+honcho -f deploy/Procfile -d . start $(python -m deploy.processes) &
 honcho_pid=$!
 echo "$honcho_pid" > var/honcho.pid
 stop() {

@@ -45,9 +45,26 @@ def _env(name, default):
     return default if value in (None, "") else value
 
 
+SANDBOX_STRIPE_KEY = "sk_test_sandbox"
+SANDBOX_CASHFREE_CLIENT_ID = "cf_sandbox_client"
+
+
+def stripe_is_sandbox():
+    """No real Stripe key set: `make up` runs the local Stripe sandbox and the adapter talks to it."""
+    return _env("STRIPE_SECRET_KEY", SANDBOX_STRIPE_KEY) == SANDBOX_STRIPE_KEY
+
+
+def cashfree_is_sandbox():
+    return _env("CASHFREE_CLIENT_ID", SANDBOX_CASHFREE_CLIENT_ID) == SANDBOX_CASHFREE_CLIENT_ID
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     http_port = int(_env("HTTP_PORT", "8000"))
+    stripe_default_base = (f"http://127.0.0.1:{_env('STRIPE_SANDBOX_PORT', '12111')}" if stripe_is_sandbox()
+                           else "https://api.stripe.com")
+    cashfree_default_base = (f"http://127.0.0.1:{_env('CASHFREE_SANDBOX_PORT', '12112')}/pg"
+                             if cashfree_is_sandbox() else "https://api.cashfree.com/pg")
     return Settings(
         amqp_uri=_env("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"),
         database_url=_env("DATABASE_URL", "postgresql://127.0.0.1:5432/"),
@@ -55,14 +72,14 @@ def settings() -> Settings:
         database_prefix=_env("DATABASE_PREFIX", "portal_"),
         http_port=http_port,
         public_base_url=_env("PUBLIC_BASE_URL", f"http://127.0.0.1:{http_port}").rstrip("/"),
-        stripe_secret_key=_env("STRIPE_SECRET_KEY", "sk_test_sandbox"),
+        stripe_secret_key=_env("STRIPE_SECRET_KEY", SANDBOX_STRIPE_KEY),
         stripe_webhook_secret=_env("STRIPE_WEBHOOK_SECRET", "whsec_sandbox"),
-        stripe_api_base=_env("STRIPE_API_BASE", "http://127.0.0.1:12111"),
-        cashfree_client_id=_env("CASHFREE_CLIENT_ID", "cf_sandbox_client"),
+        stripe_api_base=_env("STRIPE_API_BASE", stripe_default_base),
+        cashfree_client_id=_env("CASHFREE_CLIENT_ID", SANDBOX_CASHFREE_CLIENT_ID),
         cashfree_client_secret=_env("CASHFREE_CLIENT_SECRET", "cf_sandbox_secret"),
-        cashfree_api_base=_env("CASHFREE_API_BASE", "http://127.0.0.1:12112/pg"),
+        cashfree_api_base=_env("CASHFREE_API_BASE", cashfree_default_base),
         usage_ingest_key=_env("USAGE_INGEST_KEY", ""),
         token_ttl_seconds=int(_env("TOKEN_TTL_SECONDS", str(24 * 3600))),
         invitation_ttl_seconds=int(_env("INVITATION_TTL_SECONDS", str(7 * 24 * 3600))),
-        rpc_timeout_seconds=float(_env("RPC_TIMEOUT_SECONDS", "10")),
+        rpc_timeout_seconds=float(_env("RPC_TIMEOUT_SECONDS", "30")),
     )

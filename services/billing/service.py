@@ -223,7 +223,7 @@ class BillingService(HealthMixin):
             "gateway_subscription_id": subscription.gateway_subscription_id,
             "account_id": str(account.id), "at_period_end": data["at_period_end"],
         })
-        self._apply_snapshot(account, snapshot)
+        self._apply_snapshot(account, snapshot, authoritative=True)
         self.db.commit()
         return self._subscription_dict(subscription)
 
@@ -410,7 +410,7 @@ class BillingService(HealthMixin):
             "change_id": str(checkout.id), "gateway_subscription_id": subscription.gateway_subscription_id,
             "account_id": str(account.id), "checkout_id": str(checkout.id), "plan": quote.plan,
         })
-        self._apply_snapshot(account, snapshot)
+        self._apply_snapshot(account, snapshot, authoritative=True)
         self._complete(checkout)
         checkout.redirect_url = f"{settings().public_base_url}/billing/checkout/{checkout.id}/return"
 
@@ -459,14 +459,18 @@ class BillingService(HealthMixin):
         self.db.flush()
         return subscription
 
-    def _apply_snapshot(self, account, snapshot):
-        """Make our subscription match a gateway snapshot if it is newer than what we hold."""
+    def _apply_snapshot(self, account, snapshot, authoritative=False):
+        """Make our subscription match a gateway snapshot if it is newer than what we hold.
+
+        `authoritative`: the gateway's answer to a change we just made. It is the newest state
+        there is, even when a webhook stamped in the same second got here first.
+        """
         subscription = self._subscription_by_gateway_id(snapshot["gateway_subscription_id"])
         if subscription is None:
             subscription = self._new_subscription(account, snapshot["gateway_subscription_id"],
                                                   snapshot["checkout_id"], self._plan_for(account, snapshot["plan_code"]),
                                                   snapshot["status"])
-        elif not is_newer(subscription, snapshot):
+        elif not (is_newer(subscription, snapshot) or (authoritative and subscription.status != "cancelled")):
             return subscription
         old_plan, old_status = subscription.plan_code, subscription.status
         subscription.plan_code = snapshot["plan_code"]
@@ -475,7 +479,7 @@ class BillingService(HealthMixin):
         subscription.current_period_start = from_unix(snapshot["current_period_start"])
         subscription.current_period_end = from_unix(snapshot["current_period_end"])
         subscription.cancel_at_period_end = snapshot["cancel_at_period_end"]
-        subscription.last_event_at = snapshot["gateway_event_at"]
+        subscription.last_event_at = max(subscription.last_event_at, snapshot["gateway_event_at"])
 
         if snapshot["checkout_id"] and subscription.status == "active":
             checkout = self._checkout(snapshot["checkout_id"])

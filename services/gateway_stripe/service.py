@@ -68,7 +68,7 @@ class GatewayStripeService(HealthMixin):
         subscription snapshot (gateway.subscription_updated shape). Raises GatewayError.
         """
         subscription = stripe_api.retrieve_subscription(request["gateway_subscription_id"])
-        item_id = subscription["items"]["data"][0]["id"]
+        item_id = subscription["items"].data[0].id
         metadata = {"account_id": request["account_id"], "checkout_id": request["checkout_id"],
                     "plan_code": request["plan"]["code"]}
         updated = stripe_api.change_subscription_price(
@@ -79,11 +79,13 @@ class GatewayStripeService(HealthMixin):
     def cancel_subscription(self, request):
         """Cancel at period end (default) or now. request: {request_id, gateway_subscription_id,
         account_id, at_period_end}. Returns the subscription snapshot. Raises GatewayError."""
+        subscription_id = request["gateway_subscription_id"]
         if request["at_period_end"]:
-            subscription = stripe_api.set_cancel_at_period_end(
-                request["gateway_subscription_id"], True, request["request_id"])
+            subscription = stripe_api.set_cancel_at_period_end(subscription_id, True, request["request_id"])
         else:
-            subscription = stripe_api.cancel_subscription_now(request["gateway_subscription_id"], request["request_id"])
+            # DELETE carries no idempotency at Stripe: a retry after a lost answer gets 404.
+            subscription = (stripe_api.cancel_subscription_now(subscription_id)
+                            or stripe_api.retrieve_subscription(subscription_id))
         return self._snapshot(subscription, request["account_id"], f"cancel-{request['request_id']}")
 
     @api_rpc
@@ -92,8 +94,8 @@ class GatewayStripeService(HealthMixin):
         customer_id = self._customer_id(account_id)
         if customer_id is None:
             return []
-        default = (stripe_api.retrieve_customer(customer_id).get("invoice_settings") or {}).get(
-            "default_payment_method")
+        settings_ = stripe_api.retrieve_customer(customer_id).to_dict().get("invoice_settings") or {}
+        default = settings_.get("default_payment_method")
         methods = [{
             "id": pm.id, "type": "card", "brand": pm.card.brand, "last4": pm.card.last4,
             "exp_month": pm.card.exp_month, "exp_year": pm.card.exp_year, "is_default": pm.id == default,
@@ -147,7 +149,8 @@ class GatewayStripeService(HealthMixin):
     # -- helpers -------------------------------------------------------------------------------
 
     def _snapshot(self, subscription, account_id, event_id):
-        return subscription_snapshot(subscription, account_id, event_id, int(time.time()))
+        """The snapshot fact for a subscription the API just returned (stamped with our clock)."""
+        return subscription_snapshot(subscription.to_dict(), account_id, event_id, int(time.time()))
 
     def _customer_id(self, account_id):
         return self.db.scalar(select(StripeCustomer.customer_id).where(StripeCustomer.account_id == account_id))

@@ -16,7 +16,7 @@ from shared.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "8"))
+TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "6"))
 NETWORK_RETRIES = int(os.environ.get("STRIPE_NETWORK_RETRIES", "2"))
 
 
@@ -127,8 +127,14 @@ def set_cancel_at_period_end(subscription_id, cancel, request_id):
 
 
 @gateway_errors
-def cancel_subscription_now(subscription_id, request_id):
-    return client().v1.subscriptions.cancel(subscription_id, options=_idempotent(f"cancel-{request_id}"))
+def cancel_subscription_now(subscription_id):
+    """Cancel at once; None when Stripe no longer has it live (an earlier cancel already went through)."""
+    try:
+        return client().v1.subscriptions.cancel(subscription_id)
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return None
+        raise
 
 
 @gateway_errors

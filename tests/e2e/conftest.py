@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from deploy.processes import processes
 from deploy.wait_healthy import wait_healthy
 from shared import db
 from shared.migrate import services_with_migrations, upgrade
@@ -42,7 +43,7 @@ def stack(tmp_path_factory):
     os.environ["DATABASE_PREFIX"] = previous_prefix
     settings.cache_clear()
 
-    port = free_port()
+    port, stripe_port = free_port(), free_port()
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -51,19 +52,25 @@ def stack(tmp_path_factory):
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}",
         "USAGE_INGEST_KEY": "e2e-usage-key",
+        "STRIPE_SANDBOX_PORT": str(stripe_port),
+        "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
+        "STRIPE_TIMEOUT_SECONDS": "2",
+        "STRIPE_SANDBOX_RETRY_SCALE": "0.2",
         "PYTHONUNBUFFERED": "1",
     }
     log_path = tmp_path_factory.mktemp("stack") / "stack.log"
     with open(log_path, "w") as log:
         honcho = subprocess.Popen(
-            [sys.executable, "-m", "honcho", "-f", "deploy/Procfile", "-d", ".", "start"],
+            [sys.executable, "-m", "honcho", "-f", "deploy/Procfile", "-d", ".", "start", *processes()],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
         if not wait_healthy(f"{base_url}/healthz", 60):
             pytest.fail(f"stack did not become healthy; log:\n{log_path.read_text()[-5000:]}")
-        yield Stack(base_url, honcho, log_path)
+        if not wait_healthy(f"http://127.0.0.1:{stripe_port}/_sandbox/health", 30):
+            pytest.fail(f"the Stripe sandbox did not start; log:\n{log_path.read_text()[-5000:]}")
+        yield Stack(base_url, honcho, log_path, env)
     finally:
         honcho.send_signal(signal.SIGTERM)
         try:
@@ -74,10 +81,12 @@ def stack(tmp_path_factory):
 
 
 class Stack:
-    def __init__(self, base_url, process, log_path):
+    def __init__(self, base_url, process, log_path, env):
         self.base_url = base_url
         self.process = process
         self.log_path = log_path
+        self.env = env
+        self.stripe_sandbox = f"http://127.0.0.1:{env['STRIPE_SANDBOX_PORT']}"
 
     def client(self, token=None):
         return Client(self.base_url, token)

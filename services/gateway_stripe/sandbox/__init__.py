@@ -1,0 +1,25 @@
+"""A local stand-in for the part of Stripe's API the gateway_stripe adapter uses.
+
+The adapter's official SDK talks to it exactly as to api.stripe.com (only the base URL and keys
+differ): customers, prices, Checkout Sessions in subscription mode, subscriptions with proration,
+invoices, payment methods and events, in the shapes of the SDK's pinned API version. It serves a
+hosted checkout page with Pay and Decline, delivers signed webhooks with retries, and has a
+control API under /_sandbox for tests and demos.
+
+    python -m services.gateway_stripe.sandbox          # configured by the environment, below
+    handle = start_sandbox(port=0, webhook_url=...)     # in-process, for tests; handle.stop()
+
+Environment: STRIPE_SANDBOX_PORT (12111, on 127.0.0.1), STRIPE_SANDBOX_PUBLIC_URL (hosted page
+links), STRIPE_SECRET_KEY (sk_test_sandbox), STRIPE_WEBHOOK_SECRET (whsec_sandbox),
+STRIPE_SANDBOX_WEBHOOK_URL (PUBLIC_BASE_URL/webhooks/stripe), STRIPE_SANDBOX_RETRY_SCALE (1.0),
+STRIPE_SANDBOX_WEBHOOK_EVENTS (comma-separated types, wildcards allowed; default all).
+
+Control API (JSON, no auth): POST /_sandbox/checkout/{id}/pay | /decline;
+POST /_sandbox/subscriptions/{id}/renew {"outcome": "paid"|"failed"}; POST /_sandbox/invoices/{id}/pay;
+POST|GET|DELETE /_sandbox/faults; POST /_sandbox/webhooks/pause | /resume; GET /_sandbox/events;
+GET /_sandbox/requests; GET|POST /_sandbox/clock {"advance_seconds": n}; GET /_sandbox/health.
+"""
+from .config import SandboxConfig
+from .server import SandboxHandle, start, start_sandbox
+
+__all__ = ["SandboxConfig", "SandboxHandle", "start", "start_sandbox"]

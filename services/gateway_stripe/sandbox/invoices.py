@@ -1,0 +1,101 @@
+"""Subscription invoices: built from line specs, balanced against the customer's credit, then
+either paid with the saved card or left open after a failed attempt.
+
+A downgrade can make an invoice's total negative; like Stripe, nobody is refunded: the invoice
+asks for 0 and the difference becomes customer credit (a negative `balance`) that the next
+invoice uses first.
+"""
+from typing import List, Optional
+
+from . import shapes
+from .ids import new_id
+from .money import format_amount
+from .periods import format_date
+from .store import Store
+
+RETRY_AFTER_SECONDS = 3 * 24 * 3600  # when Stripe's smart retries would try a failed invoice again
+
+
+def line_spec(*, amount: int, description: str, period_start: int, period_end: int, price: dict, quantity: int,
+              proration: bool, subscription_item: str, credited_items: Optional[dict] = None) -> dict:
+    """One future invoice line; pending prorations are kept in this form until invoiced."""
+    return {"amount": amount, "description": description, "period_start": period_start,
+            "period_end": period_end, "price_obj": price, "quantity": quantity, "proration": proration,
+            "subscription_item_id": subscription_item, "credited_items": credited_items}
+
+
+def cycle_line(store: Store, item: dict, period_start: int, period_end: int) -> dict:
+    """The full-price line of a period: '1 × Pro (at $20.00 / month)'."""
+    price = item["price"]
+    unit = format_amount(price["unit_amount"], price["currency"])
+    description = f"{item['quantity']} × {product_name(store, price)} (at {unit} / {price['recurring']['interval']})"
+    return line_spec(amount=price["unit_amount"] * item["quantity"], description=description,
+                     period_start=period_start, period_end=period_end, price=price, quantity=item["quantity"],
+                     proration=False, subscription_item=item["id"])
+
+
+def proration_line(store: Store, item: dict, price: dict, amount: int, start: int, end: int,
+                   credited_items: Optional[dict] = None) -> dict:
+    """'Unused time on Basic after 26 Jul 2024' (a credit) or 'Remaining time on Pro after ...'."""
+    what = "Unused time" if amount < 0 else "Remaining time"
+    return line_spec(amount=amount, description=f"{what} on {product_name(store, price)} after {format_date(start)}",
+                     period_start=start, period_end=end, price=price, quantity=item["quantity"], proration=True,
+                     subscription_item=item["id"], credited_items=credited_items)
+
+
+def product_name(store: Store, price: dict) -> str:
+    product = store.objects.get(price["product"])
+    return product["name"] if product else price["id"]
+
+
+def create(store: Store, public_url: str, subscription: dict, lines: List[dict], *, billing_reason: str,
+           period_start: int, period_end: int, paid: bool) -> dict:
+    """Finalize an invoice for `subscription`, try the default card, and make it the latest invoice."""
+    now = store.now()
+    customer = store.get(subscription["customer"], "customer")
+    invoice_id = new_id("in")
+    line_objects = [
+        shapes.line_item(id=new_id("il"), invoice_id=invoice_id, currency=subscription["currency"],
+                         subscription_id=subscription["id"], **line)
+        for line in lines
+    ]
+    number = f"{customer['invoice_prefix']}-{customer['next_invoice_sequence']:04d}"
+    customer["next_invoice_sequence"] += 1
+    invoice = shapes.invoice(
+        id=invoice_id, created=now, customer_obj=customer, currency=subscription["currency"], lines=line_objects,
+        billing_reason=billing_reason, subscription_id=subscription["id"],
+        subscription_metadata=subscription["metadata"], period_start=period_start, period_end=period_end,
+        hosted_url=f"{public_url}/invoices/{invoice_id}", number=number,
+    )
+    _apply_customer_balance(invoice, customer)
+    if paid:
+        mark_paid(invoice, now)
+    else:
+        mark_failed(invoice, now)
+    customer["delinquent"] = not paid
+    store.add(invoice)
+    subscription["latest_invoice"] = invoice_id
+    return invoice
+
+
+def _apply_customer_balance(invoice: dict, customer: dict) -> None:
+    starting = customer["balance"]
+    net = invoice["total"] + starting
+    invoice["starting_balance"] = starting
+    invoice["amount_due"] = invoice["amount_remaining"] = max(net, 0)
+    invoice["ending_balance"] = min(net, 0)
+    customer["balance"] = invoice["ending_balance"]
+
+
+def mark_paid(invoice: dict, now: int) -> None:
+    if invoice["amount_due"] > 0:
+        invoice["attempt_count"] += 1
+    invoice.update(status="paid", attempted=True, amount_paid=invoice["amount_due"], amount_remaining=0,
+                   auto_advance=False, next_payment_attempt=None)
+    invoice["status_transitions"]["paid_at"] = now
+
+
+def mark_failed(invoice: dict, now: int) -> None:
+    invoice["attempt_count"] += 1
+    invoice.update(status="open", attempted=True, amount_paid=0, auto_advance=True,
+                   next_payment_attempt=now + RETRY_AFTER_SECONDS)

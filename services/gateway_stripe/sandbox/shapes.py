@@ -1,0 +1,244 @@
+"""Stripe objects as the current API version (the SDK's pinned one) shapes them.
+
+Every builder returns all the top-level keys Stripe's own fixtures have for that object
+(../shared/reference/stripe/fixtures3.json; the unit tests compare the key sets), with real values
+where the sandbox knows them and null / empty where it has nothing. Current-API facts worth
+repeating: a subscription's period lives on its items; an invoice names its subscription under
+`parent.subscription_details` (its top-level `subscription` stays null, as at Stripe since the
+field moved); invoice lines carry `period` and `parent.subscription_item_details.proration`.
+"""
+import copy
+
+import stripe
+
+from .ids import random_token
+
+API_VERSION = stripe.api_version  # what the SDK pins; every event says so
+
+_EMPTY_ADDRESS = {"city": None, "country": None, "line1": None, "line2": None, "postal_code": None, "state": None}
+
+
+def list_object(data: list, url: str, has_more: bool = False) -> dict:
+    return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+
+def customer(*, id, created, email, name, metadata, description=None, phone=None) -> dict:
+    return {
+        "id": id, "object": "customer", "address": None, "balance": 0, "created": created,
+        "currency": None, "default_source": None, "delinquent": False, "description": description,
+        "discount": None, "email": email, "invoice_prefix": random_token(8).upper(),
+        "invoice_settings": {"custom_fields": None, "default_payment_method": None, "footer": None,
+                             "rendering_options": None},
+        "livemode": False, "metadata": metadata, "name": name, "next_invoice_sequence": 1, "phone": phone,
+        "preferred_locales": [], "shipping": None, "tax_exempt": "none", "test_clock": None,
+    }
+
+
+def product(*, id, created, name, metadata, default_price=None, description=None) -> dict:
+    return {
+        "id": id, "object": "product", "active": True, "created": created, "default_price": default_price,
+        "description": description, "images": [], "livemode": False, "marketing_features": [],
+        "metadata": metadata, "name": name, "package_dimensions": None, "shippable": None,
+        "statement_descriptor": None, "tax_code": None, "type": "service", "unit_label": None,
+        "updated": created, "url": None,
+    }
+
+
+def price(*, id, created, currency, unit_amount, recurring, product_id, lookup_key, metadata,
+          nickname=None) -> dict:
+    if recurring is not None:
+        recurring = {"interval": recurring["interval"], "interval_count": recurring.get("interval_count", 1),
+                     "meter": None, "trial_period_days": None, "usage_type": "licensed"}
+    return {
+        "id": id, "object": "price", "active": True, "billing_scheme": "per_unit", "created": created,
+        "currency": currency, "custom_unit_amount": None, "livemode": False, "lookup_key": lookup_key,
+        "metadata": metadata, "nickname": nickname, "product": product_id, "recurring": recurring,
+        "tax_behavior": "unspecified", "tiers_mode": None, "transform_quantity": None,
+        "type": "recurring" if recurring else "one_time", "unit_amount": unit_amount,
+        "unit_amount_decimal": str(unit_amount),
+    }
+
+
+def plan_from_price(price_obj: dict) -> dict:
+    """The legacy `plan` Stripe still puts on subscription items, mirroring the price."""
+    recurring = price_obj["recurring"] or {}
+    return {
+        "id": price_obj["id"], "object": "plan", "active": price_obj["active"], "amount": price_obj["unit_amount"],
+        "amount_decimal": price_obj["unit_amount_decimal"], "billing_scheme": "per_unit",
+        "created": price_obj["created"], "currency": price_obj["currency"], "interval": recurring.get("interval"),
+        "interval_count": recurring.get("interval_count", 1), "livemode": False,
+        "metadata": copy.deepcopy(price_obj["metadata"]), "meter": None, "nickname": price_obj["nickname"],
+        "product": price_obj["product"], "tiers_mode": None, "transform_usage": None,
+        "trial_period_days": None, "usage_type": "licensed",
+    }
+
+
+def checkout_session(*, id, created, expires_at, url, customer_id, customer_email, success_url, cancel_url,
+                     client_reference_id, metadata, currency, amount_total) -> dict:
+    return {
+        "id": id, "object": "checkout.session", "adaptive_pricing": None, "after_expiration": None,
+        "allow_promotion_codes": None, "amount_subtotal": amount_total, "amount_total": amount_total,
+        "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+        "billing_address_collection": None, "cancel_url": cancel_url, "client_reference_id": client_reference_id,
+        "client_secret": None, "collected_information": None, "consent": None, "consent_collection": None,
+        "created": created, "currency": currency, "currency_conversion": None, "custom_fields": [],
+        "custom_text": {"after_submit": None, "shipping_address": None, "submit": None,
+                        "terms_of_service_acceptance": None},
+        "customer": customer_id, "customer_account": None,
+        "customer_creation": None if customer_id else "always", "customer_details": None,
+        "customer_email": customer_email, "discounts": [], "expires_at": expires_at,
+        "integration_identifier": None, "invoice": None, "invoice_creation": None, "livemode": False,
+        "locale": None, "managed_payments": None, "metadata": metadata, "mode": "subscription",
+        "origin_context": None, "payment_intent": None, "payment_link": None,
+        "payment_method_collection": "always", "payment_method_configuration_details": None,
+        "payment_method_options": {"card": {"request_three_d_secure": "automatic"}},
+        "payment_method_types": ["card"], "payment_status": "unpaid", "permissions": None,
+        "phone_number_collection": {"enabled": False}, "recovered_from": None,
+        "saved_payment_method_options": {"allow_redisplay_filters": ["always"], "payment_method_remove": None,
+                                         "payment_method_save": None},
+        "setup_intent": None, "shipping_address_collection": None, "shipping_cost": None,
+        "shipping_options": [], "status": "open", "submit_type": None, "subscription": None,
+        "success_url": success_url,
+        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+        "ui_mode": "hosted", "url": url, "wallet_options": None,
+    }
+
+
+def customer_details(customer_obj: dict) -> dict:
+    """What Checkout collected from the payer, as the completed session reports it."""
+    return {"address": dict(_EMPTY_ADDRESS), "business_name": None, "email": customer_obj["email"],
+            "individual_name": None, "name": customer_obj["name"], "phone": None, "tax_exempt": "none",
+            "tax_ids": []}
+
+
+def subscription_item(*, id, created, subscription_id, price_obj, quantity, period_start, period_end) -> dict:
+    return {
+        "id": id, "object": "subscription_item", "billing_thresholds": None, "created": created,
+        "current_period_end": period_end, "current_period_start": period_start, "discounts": [],
+        "metadata": {}, "plan": plan_from_price(price_obj), "price": copy.deepcopy(price_obj),
+        "quantity": quantity, "subscription": subscription_id, "tax_rates": [],
+    }
+
+
+def subscription(*, id, created, customer_id, currency, metadata, default_payment_method, item) -> dict:
+    return {
+        "id": id, "object": "subscription", "application": None, "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor": created, "billing_cycle_anchor_config": None,
+        "billing_mode": {"type": "classic", "flexible": None}, "billing_schedules": [],
+        "billing_thresholds": None, "cancel_at": None, "cancel_at_period_end": False, "canceled_at": None,
+        "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+        "collection_method": "charge_automatically", "created": created, "currency": currency,
+        "customer": customer_id, "customer_account": None, "days_until_due": None,
+        "default_payment_method": default_payment_method, "default_source": None, "default_tax_rates": [],
+        "description": None, "discounts": [], "ended_at": None,
+        "invoice_settings": {"account_tax_ids": None, "custom_fields": None, "description": None,
+                             "footer": None, "issuer": {"type": "self"}},
+        "items": list_object([item], f"/v1/subscription_items?subscription={id}"),
+        "latest_invoice": None, "livemode": False, "managed_payments": None, "metadata": metadata,
+        "next_pending_invoice_item_invoice": None, "on_behalf_of": None, "pause_collection": None,
+        "payment_settings": {"payment_method_options": None, "payment_method_types": None,
+                             "save_default_payment_method": "off"},
+        "pending_invoice_item_interval": None, "pending_setup_intent": None, "pending_update": None,
+        "schedule": None, "start_date": created, "status": "active", "test_clock": None, "transfer_data": None,
+        "trial_end": None, "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_start": None,
+    }
+
+
+def line_item(*, id, invoice_id, amount, currency, description, period_start, period_end, price_obj,
+              quantity, proration, subscription_id, subscription_item_id, credited_items=None) -> dict:
+    return {
+        "id": id, "object": "line_item", "amount": amount, "currency": currency, "description": description,
+        "discount_amounts": [], "discountable": not proration, "discounts": [], "invoice": invoice_id,
+        "livemode": False, "metadata": {},
+        "parent": {
+            "type": "subscription_item_details",
+            "invoice_item_details": None,
+            "subscription_item_details": {
+                "invoice_item": None, "proration": proration,
+                "proration_details": {"credited_items": credited_items},
+                "subscription": subscription_id, "subscription_item": subscription_item_id,
+            },
+        },
+        "period": {"end": period_end, "start": period_start},
+        "pretax_credit_amounts": [],
+        "pricing": {"type": "price_details",
+                    "price_details": {"price": price_obj["id"], "product": price_obj["product"]},
+                    "unit_amount_decimal": price_obj["unit_amount_decimal"]},
+        "quantity": quantity, "quantity_decimal": str(quantity), "subscription": subscription_id,
+        "subtotal": amount, "taxes": [],
+    }
+
+
+def invoice(*, id, created, customer_obj, currency, lines, billing_reason, subscription_id,
+            subscription_metadata, period_start, period_end, hosted_url, number) -> dict:
+    """A finalized invoice, still unpaid (amounts are settled by invoices.settle)."""
+    subtotal = sum(line["amount"] for line in lines)
+    return {
+        "id": id, "object": "invoice", "account_country": "US", "account_name": "Billing portal sandbox",
+        "account_tax_ids": None, "amount_due": subtotal, "amount_overpaid": 0, "amount_paid": 0,
+        "amount_remaining": subtotal, "amount_shipping": 0, "application": None, "attempt_count": 0,
+        "attempted": False, "auto_advance": True,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None, "provider": None,
+                          "status": None},
+        "automatically_finalizes_at": None, "billing_reason": billing_reason,
+        "collection_method": "charge_automatically", "created": created, "currency": currency,
+        "custom_fields": None, "customer": customer_obj["id"], "customer_account": None,
+        "customer_address": None, "customer_email": customer_obj["email"], "customer_name": customer_obj["name"],
+        "customer_phone": customer_obj["phone"], "customer_shipping": None, "customer_tax_exempt": "none",
+        "customer_tax_ids": [], "default_payment_method": None, "default_source": None, "default_tax_rates": [],
+        "description": None, "discounts": [], "due_date": None, "effective_at": created,
+        "ending_balance": None, "footer": None, "from_invoice": None, "hosted_invoice_url": hosted_url,
+        "invoice_pdf": None, "issuer": {"type": "self"}, "last_finalization_error": None,
+        "latest_revision": None, "lines": list_object(lines, f"/v1/invoices/{id}/lines"), "livemode": False,
+        "metadata": {}, "next_payment_attempt": None, "number": number, "on_behalf_of": None,
+        "parent": {
+            "type": "subscription_details",
+            "quote_details": None,
+            "subscription_details": {"metadata": copy.deepcopy(subscription_metadata),
+                                     "subscription": subscription_id},
+        },
+        "payment_settings": {"default_mandate": None, "payment_method_options": None,
+                             "payment_method_types": None},
+        "period_end": period_end, "period_start": period_start, "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0, "receipt_number": None,
+        "rendering": {"amount_tax_display": None, "pdf": {"page_size": "auto"}, "template": None,
+                      "template_version": None},
+        "shipping_cost": None, "shipping_details": None, "starting_balance": 0, "statement_descriptor": None,
+        "status": "open",
+        "status_transitions": {"finalized_at": created, "marked_uncollectible_at": None, "paid_at": None,
+                               "voided_at": None},
+        "subscription": None, "subtotal": subtotal, "subtotal_excluding_tax": subtotal, "test_clock": None,
+        "total": subtotal, "total_discount_amounts": [], "total_excluding_tax": subtotal,
+        "total_pretax_credit_amounts": [], "total_taxes": [], "webhooks_delivered_at": None,
+    }
+
+
+def payment_method(*, id, created, customer_obj, exp_year) -> dict:
+    """The test card every sandbox payer uses: Visa 4242."""
+    return {
+        "id": id, "object": "payment_method", "allow_redisplay": "always",
+        "billing_details": {"address": dict(_EMPTY_ADDRESS), "email": customer_obj["email"],
+                            "name": customer_obj["name"], "phone": None, "tax_id": None},
+        "card": {
+            "brand": "visa", "checks": {"address_line1_check": None, "address_postal_code_check": None,
+                                        "cvc_check": "pass"},
+            "country": "US", "display_brand": "visa", "exp_month": 12, "exp_year": exp_year,
+            "fingerprint": random_token(16), "funding": "credit", "generated_from": None, "last4": "4242",
+            "networks": {"available": ["visa"], "preferred": None},
+            "regulated_status": "unregulated", "three_d_secure_usage": {"supported": True}, "wallet": None,
+        },
+        "created": created, "customer": customer_obj["id"], "customer_account": None, "livemode": False,
+        "metadata": {}, "type": "card",
+    }
+
+
+def event(*, id, created, type_, obj, previous_attributes, request, pending_webhooks) -> dict:
+    data = {"object": obj}
+    if previous_attributes is not None:
+        data["previous_attributes"] = previous_attributes
+    return {
+        "id": id, "object": "event", "api_version": API_VERSION, "created": created, "data": data,
+        "livemode": False, "pending_webhooks": pending_webhooks, "request": request, "type": type_,
+    }

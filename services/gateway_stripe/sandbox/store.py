@@ -1,0 +1,142 @@
+"""All sandbox state, in memory, behind one lock.
+
+One re-entrant lock is enough for a test double and makes every operation atomic: a handler takes
+it for the whole operation (`with store.transaction():`), so two requests never interleave half
+way. Events emitted inside a transaction are handed to the webhook sender only after the lock is
+released, so delivery threads never wait on the operation that created their event.
+"""
+import copy
+import itertools
+import json
+import threading
+from collections import deque
+from contextlib import contextmanager
+from fnmatch import fnmatchcase
+from typing import Callable, List, Optional, Sequence
+
+from . import shapes
+from .errors import no_such
+from .ids import new_id
+
+# What "No such <kind>" says for each id prefix (Stripe's wording).
+KINDS = {"cus": "customer", "price": "price", "prod": "product", "cs": "checkout.session",
+         "sub": "subscription", "in": "invoice", "pm": "PaymentMethod", "evt": "event"}
+
+
+class Store:
+    def __init__(self, clock: Callable[[], float], webhooks_enabled: bool = True,
+                 enabled_events: Sequence[str] = ("*",)):
+        self.lock = threading.RLock()
+        self._clock = clock
+        self.clock_offset = 0  # seconds added by POST /_sandbox/clock, for demos of renewals and proration
+        self.webhooks_enabled = webhooks_enabled
+        self.enabled_events = tuple(enabled_events)  # like a webhook endpoint's enabled_events
+        self.webhooks_paused = False
+        self.objects: dict = {}  # id -> the Stripe object, as served
+        self.private: dict = {}  # id -> what Stripe knows but does not show (a session's line items...)
+        self._sequence: dict = {}  # id -> creation order, to break ties between equal `created`
+        self._counter = itertools.count()
+        self.event_ids: List[str] = []  # creation order
+        self.event_bodies: dict = {}  # event id -> the exact JSON text every delivery sends
+        self.deliveries: dict = {}  # event id -> [attempt records]
+        self.idempotency: dict = {}  # Idempotency-Key -> idempotency.Record
+        self.requests: deque = deque(maxlen=500)
+        self.faults: list = []
+        self._outbox: List[str] = []
+        self._depth = 0
+        self.on_events: Optional[Callable[[List[str]], None]] = None
+
+    def now(self) -> int:
+        return int(self._clock()) + self.clock_offset
+
+    @contextmanager
+    def transaction(self):
+        """Hold the lock for one whole operation; hand its events to the sender afterwards."""
+        events: List[str] = []
+        try:
+            with self.lock:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                    if self._depth == 0:  # the outermost transaction flushes
+                        events, self._outbox = self._outbox, []
+        finally:
+            if events and self.on_events:
+                self.on_events(events)
+
+    # objects
+
+    def add(self, obj: dict, private: Optional[dict] = None) -> dict:
+        with self.lock:
+            self.objects[obj["id"]] = obj
+            self._sequence[obj["id"]] = next(self._counter)
+            if private is not None:
+                self.private[obj["id"]] = private
+        return obj
+
+    def get(self, object_id: str, object_type: str, param: str = "id") -> dict:
+        """The stored object itself (callers mutate it under the lock); 404 like Stripe if absent."""
+        with self.lock:
+            obj = self.objects.get(object_id)
+            if obj is None or obj["object"] != object_type:
+                raise no_such(KINDS.get(object_id.split("_")[0], object_type), object_id, param)
+            return obj
+
+    def find(self, object_type: str, match: Callable[[dict], bool] = lambda obj: True) -> List[dict]:
+        """Objects of one type, newest first (as every Stripe list is)."""
+        with self.lock:
+            found = [obj for obj in self.objects.values() if obj["object"] == object_type and match(obj)]
+            return sorted(found, key=lambda obj: (obj["created"], self._sequence[obj["id"]]), reverse=True)
+
+    def render(self, obj: dict) -> dict:
+        """A copy safe to serialise after the lock is gone, with embedded prices as they are now."""
+        with self.lock:
+            rendered = copy.deepcopy(obj)
+            if rendered.get("object") == "subscription":
+                for item in rendered["items"]["data"]:
+                    current = self.objects.get(item["price"]["id"])
+                    if current:
+                        item["price"] = copy.deepcopy(current)
+                        item["plan"] = shapes.plan_from_price(current)
+            return rendered
+
+    def lookup(self, object_id: str) -> Optional[dict]:
+        """Any object by id, for `expand`."""
+        with self.lock:
+            obj = self.objects.get(object_id)
+            return self.render(obj) if obj else None
+
+    # events
+
+    def emit(self, type_: str, obj: dict, previous_attributes: Optional[dict] = None,
+             request: Optional[dict] = None) -> dict:
+        """Record an event carrying a snapshot of `obj` now; delivered once the transaction ends."""
+        with self.lock:
+            sent = self.webhooks_enabled and any(fnmatchcase(type_, pattern) for pattern in self.enabled_events)
+            event = shapes.event(
+                id=new_id("evt"), created=self.now(), type_=type_, obj=self.render(obj),
+                previous_attributes=copy.deepcopy(previous_attributes),
+                request=request or {"id": None, "idempotency_key": None},
+                pending_webhooks=1 if sent else 0,
+            )
+            self.add(event)
+            self.event_ids.append(event["id"])
+            self.event_bodies[event["id"]] = json.dumps(event)
+            self.deliveries[event["id"]] = []
+            if sent:
+                self._outbox.append(event["id"])
+            return event
+
+    def record_attempt(self, event_id: str, attempt: dict, final: bool) -> None:
+        with self.lock:
+            self.deliveries[event_id].append(attempt)
+            if final:
+                self.objects[event_id]["pending_webhooks"] = 0
+
+    def events_with_attempts(self) -> list:
+        with self.lock:
+            return [dict(self.render(self.objects[event_id]),
+                         delivery_attempts=copy.deepcopy(self.deliveries[event_id]))
+                    for event_id in self.event_ids]

@@ -1,0 +1,84 @@
+"""Drivers for the gateway sandboxes: what a payer does on the hosted page, and the sandbox's
+control API for renewals and faults. One driver per region, so billing scenarios are written once."""
+import re
+
+import requests
+from kombu import Connection, Exchange, Queue
+
+
+class StripeSandbox:
+    country, currency, gateway = "US", "usd", "stripe"
+
+    def __init__(self, stack):
+        self.base = stack.stripe_sandbox
+        self.http = requests.Session()
+
+    def session_id(self, redirect_url):
+        return re.search(r"/checkout/([^/?#]+)", redirect_url).group(1)
+
+    def pay(self, redirect_url):
+        """Open the hosted page as a browser would, press Pay, follow the redirect back to us."""
+        page = self.http.get(redirect_url, timeout=10)
+        assert page.status_code == 200 and "Pay" in page.text, page.text
+        answer = self.http.post(f"{self.base}/checkout/{self.session_id(redirect_url)}/pay", timeout=10,
+                                allow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        return self.http.get(answer.headers["Location"], timeout=10)
+
+    def decline(self, redirect_url):
+        answer = self.http.post(f"{self.base}/checkout/{self.session_id(redirect_url)}/decline", timeout=10,
+                                allow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        return answer
+
+    def subscription_of(self, redirect_url):
+        session = self.http.get(f"{self.base}/v1/checkout/sessions/{self.session_id(redirect_url)}", timeout=10,
+                                headers={"Authorization": "Bearer sk_test_sandbox"}).json()
+        return session["subscription"]
+
+    def renew(self, redirect_url, outcome="paid"):
+        subscription = self.subscription_of(redirect_url)
+        answer = self.http.post(f"{self.base}/_sandbox/subscriptions/{subscription}/renew", json={"outcome": outcome},
+                                timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    def fail_next_checkout_creation(self, kind, times=1, delay_seconds=3):
+        answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
+            "method": "POST", "path": "/v1/checkout/sessions", "kind": kind, "times": times,
+            "delay_seconds": delay_seconds})
+        assert answer.status_code in (200, 201), answer.text
+
+    def clear_faults(self):
+        self.http.delete(f"{self.base}/_sandbox/faults", timeout=10)
+
+    def checkout_sessions_created_for(self, checkout_id):
+        """How many distinct Checkout Sessions the sandbox made for one of our checkouts."""
+        log = self.http.get(f"{self.base}/_sandbox/requests", timeout=10).json()
+        return len({entry["object_id"] for entry in log
+                    if entry["method"] == "POST" and entry["path"] == "/v1/checkout/sessions"
+                    and entry["params"].get("client_reference_id") == checkout_id and entry["object_id"]})
+
+
+DRIVERS = {"US": StripeSandbox}
+
+
+class EventTap:
+    """A queue bound to one service's events on the stack's vhost: counts what was announced."""
+
+    def __init__(self, amqp_uri, source, event_type):
+        self.connection = Connection(amqp_uri)
+        exchange = Exchange(f"{source}.events", type="topic", durable=True)
+        self.queue = Queue(f"tap-{source}-{event_type}-{id(self)}", exchange, routing_key=event_type,
+                           auto_delete=False, durable=False)
+        self.queue = self.queue(self.connection.default_channel)
+        self.queue.declare()
+
+    def drain(self):
+        messages = []
+        while (message := self.queue.get(no_ack=True)) is not None:
+            messages.append(message.payload)
+        return messages
+
+    def close(self):
+        self.queue.delete()
+        self.connection.release()

@@ -1,0 +1,655 @@
+"""The Stripe sandbox, driven only through the official SDK (and its control API).
+
+Each test starts a sandbox in this process on a free port, with a fake clock and a small local
+webhook receiver, and talks to it with `stripe.StripeClient` exactly as the adapter does: if the
+SDK parses what comes back, the adapter will too. The root conftest has monkey-patched eventlet,
+so this also shows the sandbox's threads and locks work as green threads.
+"""
+import json
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import requests
+import stripe
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from services.gateway_stripe.sandbox import api as sandbox_api
+from services.gateway_stripe.sandbox import start_sandbox
+from services.gateway_stripe.sandbox.params import decode
+from services.gateway_stripe.sandbox.periods import add_interval
+
+KEY = "sk_test_sandbox"
+WEBHOOK_SECRET = "whsec_sandbox"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared/reference/stripe/fixtures3.json"
+DAY = 24 * 3600
+
+
+# the world around the sandbox: a clock, a webhook endpoint, SDK clients
+
+class FakeClock:
+    """The sandbox's notion of now; tests move it to a known point of a billing period."""
+
+    def __init__(self):
+        self.now = float(int(time.time()))
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, *args):
+        pass
+
+
+class WebhookReceiver:
+    """Stands in for gateway_http's /webhooks/stripe: records deliveries, answers as told."""
+
+    def __init__(self):
+        self.deliveries = []  # {"body", "signature", "status"} in arrival order
+        self.answers = []  # statuses to answer next, then 200
+        self._changed = threading.Condition()
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_Quiet)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/webhooks/stripe"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def _app(self, environ, start_response):
+        request = Request(environ)
+        with self._changed:
+            status = self.answers.pop(0) if self.answers else 200
+            self.deliveries.append({"body": request.get_data(), "status": status,
+                                    "signature": request.headers.get("Stripe-Signature")})
+            self._changed.notify_all()
+        return Response("ok" if status < 300 else "try again", status=status)(environ, start_response)
+
+    def wait_until(self, condition, timeout=5.0):
+        with self._changed:
+            assert self._changed.wait_for(lambda: condition(self.deliveries), timeout), (
+                f"webhooks not as expected after {timeout}s: {[_type(d) for d in self.deliveries]}")
+
+    def accepted_events(self, *types, timeout=5.0):
+        """Wait for accepted deliveries of these types (any order); each verified like the adapter will."""
+        def arrived(deliveries):
+            return set(types) <= {_type(d) for d in deliveries if d["status"] == 200}
+
+        self.wait_until(arrived, timeout)
+        events = {}
+        for delivery in self.deliveries:
+            if delivery["status"] == 200 and _type(delivery) in types:
+                events[_type(delivery)] = stripe.Webhook.construct_event(
+                    delivery["body"], delivery["signature"], WEBHOOK_SECRET)
+        return events
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _type(delivery):
+    return json.loads(delivery["body"])["type"]
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def receiver():
+    endpoint = WebhookReceiver()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def sandbox(receiver, clock):
+    handle = start_sandbox(port=0, webhook_url=receiver.url, clock=clock, retry_scale=0.01)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def client(sandbox):
+    return stripe.StripeClient(KEY, base_addresses={"api": sandbox.url}, max_network_retries=0)
+
+
+def control(sandbox, verb, path, body=None):
+    """A call to the sandbox's own /_sandbox API (not Stripe's, so not through the SDK)."""
+    response = requests.request(verb, sandbox.url + path, json=body, timeout=5)
+    return response.status_code, response.json()
+
+
+def make_price(client, lookup_key="pro_monthly", amount=2000, interval="month", name="Pro"):
+    return client.v1.prices.create(params={
+        "currency": "usd", "unit_amount": amount, "recurring": {"interval": interval}, "lookup_key": lookup_key,
+        "product_data": {"name": name, "metadata": {"plan_code": lookup_key}}, "metadata": {"plan_code": lookup_key},
+    })
+
+
+def make_session(client, price, customer=None, **extra):
+    customer = customer or client.v1.customers.create(params={
+        "email": "ann@example.com", "name": "Ann", "metadata": {"account_id": "acct-1"}})
+    return client.v1.checkout.sessions.create(params={
+        "mode": "subscription", "customer": customer.id, "line_items": [{"price": price.id, "quantity": 1}],
+        "success_url": "https://portal.test/done?session={CHECKOUT_SESSION_ID}",
+        "cancel_url": "https://portal.test/cancelled", "client_reference_id": "chk-1",
+        "metadata": {"checkout_id": "chk-1"},
+        "subscription_data": {"metadata": {"account_id": "acct-1", "checkout_id": "chk-1"}}, **extra,
+    })
+
+
+def paid_subscription(client, sandbox, price=None):
+    price = price or make_price(client)
+    session = make_session(client, price)
+    status, body = control(sandbox, "POST", f"/_sandbox/checkout/{session.id}/pay")
+    assert status == 200, body
+    return client.v1.subscriptions.retrieve(body["subscription"])
+
+
+# shapes
+
+def test_sdk_client_runs_under_eventlet_monkey_patching():
+    import eventlet.patcher
+
+    assert eventlet.patcher.is_monkey_patched("thread") and eventlet.patcher.is_monkey_patched("socket")
+
+
+def test_every_object_has_the_fixture_top_level_keys(client, sandbox, clock):
+    if not FIXTURES.exists():
+        pytest.skip(f"Stripe's fixtures are not at {FIXTURES} (the shared reference folder is absent)")
+    fixtures = json.loads(FIXTURES.read_text())["resources"]
+    price = make_price(client)
+    subscription = paid_subscription(client, sandbox, price)
+    clock.advance(DAY)
+    client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": subscription["items"].data[0].id, "price": make_price(client, "max", 5000).id}],
+        "proration_behavior": "always_invoice"})
+    customer_id = subscription.customer
+    session = client.v1.checkout.sessions.list(params={"subscription": subscription.id}).data[0]
+    invoices = client.v1.invoices.list(params={"customer": customer_id})
+    ours = {
+        "customer": client.v1.customers.retrieve(customer_id),
+        "price": price,
+        "product": client.v1.products.retrieve(price.product),
+        "checkout.session": session,
+        "subscription": subscription,
+        "subscription_item": subscription["items"].data[0],
+        "invoice": invoices.data[0],
+        "line_item": invoices.data[0].lines.data[0],
+        "payment_method": client.v1.payment_methods.list(params={"customer": customer_id, "type": "card"}).data[0],
+        "event": client.v1.events.list(params={"limit": 1}).data[0],
+    }
+    for name, obj in ours.items():
+        assert set(obj.to_dict()) == set(fixtures[name]), name
+    # The fixtures have no stand-alone list; their embedded lists show its keys.
+    assert set(invoices.to_dict()) == set(fixtures["subscription"]["items"]) == set(fixtures["invoice"]["lines"])
+
+
+def test_form_fields_decode_into_nested_dicts_and_lists():
+    pairs = [("line_items[0][price]", "price_1"), ("line_items[0][quantity]", "1"), ("metadata[plan]", "pro"),
+             ("expand[]", "customer"), ("expand[]", "invoice"), ("lookup_keys[0]", "a"), ("lookup_keys[1]", "b")]
+    assert decode(pairs) == {"line_items": [{"price": "price_1", "quantity": "1"}], "metadata": {"plan": "pro"},
+                             "expand": ["customer", "invoice"], "lookup_keys": ["a", "b"]}
+
+
+# checkout
+
+def test_paying_a_checkout_creates_a_subscription_and_signed_webhooks(client, sandbox, receiver, clock):
+    price = make_price(client)
+    session = make_session(client, price)
+    assert (session.status, session.payment_status, session.amount_total, session.currency) == (
+        "open", "unpaid", 2000, "usd")
+    assert session.url == f"{sandbox.public_url}/checkout/{session.id}"
+    assert session.expires_at == clock() + DAY
+
+    page = requests.get(session.url, timeout=5)
+    assert page.status_code == 200 and "Pro" in page.text and "$20.00" in page.text and "Pay" in page.text
+    paid = requests.post(f"{session.url}/pay", allow_redirects=False, timeout=5)
+    assert paid.status_code == 303
+    assert paid.headers["Location"] == f"https://portal.test/done?session={session.id}"
+
+    events = receiver.accepted_events("customer.subscription.created", "invoice.paid", "checkout.session.completed")
+    assert {event.api_version for event in events.values()} == {stripe.api_version}
+    completed = events["checkout.session.completed"].data.object
+    assert (completed.status, completed.payment_status) == ("complete", "paid")
+    subscription = events["customer.subscription.created"].data.object
+    assert completed.subscription == subscription.id
+    assert subscription.metadata.to_dict() == {"account_id": "acct-1", "checkout_id": "chk-1"}
+    item = subscription["items"].data[0]
+    assert (item.current_period_start, item.current_period_end) == (clock(), add_interval(int(clock()), "month"))
+    assert subscription.status == "active" and subscription.default_payment_method.startswith("pm_")
+    invoice = events["invoice.paid"].data.object
+    assert invoice.parent.type == "subscription_details"
+    assert invoice.parent.subscription_details.subscription == subscription.id
+    assert invoice.parent.subscription_details.metadata.to_dict() == {"account_id": "acct-1", "checkout_id": "chk-1"}
+    assert (invoice.status, invoice.amount_paid, invoice.billing_reason) == ("paid", 2000, "subscription_create")
+    assert invoice.status_transitions.paid_at == clock()
+    line = invoice.lines.data[0]
+    assert (line.period.start, line.period.end) == (item.current_period_start, item.current_period_end)
+    assert line.parent.subscription_item_details.proration is False
+
+    customer = client.v1.customers.retrieve(completed.customer)
+    card = client.v1.payment_methods.list(params={"customer": customer.id, "type": "card"}).data[0]
+    assert customer.invoice_settings.default_payment_method == card.id
+    assert (card.card.brand, card.card.last4, card.card.exp_month, card.card.funding, card.card.country) == (
+        "visa", "4242", 12, "credit", "US")
+    assert client.v1.subscriptions.retrieve(subscription.id).latest_invoice == invoice.id
+    assert client.v1.checkout.sessions.retrieve(session.id).invoice == invoice.id
+    hosted = requests.get(invoice.hosted_invoice_url, timeout=5)
+    assert hosted.status_code == 200 and "$20.00" in hosted.text
+
+
+def test_declining_ends_the_session_unpaid_and_creates_nothing(client, sandbox, receiver):
+    session = make_session(client, make_price(client))
+    declined = requests.post(f"{session.url}/decline", allow_redirects=False, timeout=5)
+    assert declined.status_code == 303 and declined.headers["Location"] == "https://portal.test/cancelled"
+
+    failed = receiver.accepted_events("checkout.session.async_payment_failed")
+    event_session = failed["checkout.session.async_payment_failed"].data.object
+    assert (event_session.id, event_session.status, event_session.payment_status) == (session.id, "expired", "unpaid")
+    assert client.v1.subscriptions.list(params={"customer": session.customer, "status": "all"}).data == []
+    assert client.v1.invoices.list(params={"customer": session.customer}).data == []
+    page = requests.get(session.url, timeout=5).text
+    assert "expired" in page and "Pay</button>" not in page  # a message, no buttons
+
+
+def test_expiring_a_session_is_allowed_once(client, receiver):
+    session = make_session(client, make_price(client))
+    expired = client.v1.checkout.sessions.expire(session.id)
+    assert expired.status == "expired"
+    receiver.accepted_events("checkout.session.expired")
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.checkout.sessions.expire(session.id)
+    assert refused.value.http_status == 400
+
+
+def test_a_session_past_expires_at_expires_when_next_read_once(client, sandbox, clock, receiver):
+    session = make_session(client, make_price(client), expires_at=int(clock()) + 3600)
+    clock.advance(3600)
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "expired"
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "expired"
+    status, body = control(sandbox, "POST", f"/_sandbox/checkout/{session.id}/pay")
+    assert status == 409 and "no longer open" in body["error"]["message"]
+    receiver.accepted_events("checkout.session.expired")
+    expired_events = client.v1.events.list(params={"type": "checkout.session.expired"}).data
+    assert [event.data.object.id for event in expired_events] == [session.id]
+
+
+def test_expires_at_must_be_between_30_minutes_and_24_hours(client, clock):
+    price = make_price(client)
+    for too_soon_or_late in (int(clock()) + 600, int(clock()) + 2 * DAY):
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            make_session(client, price, expires_at=too_soon_or_late)
+        assert refused.value.param == "expires_at"
+
+
+def test_a_session_cannot_be_paid_twice(client, sandbox):
+    session = make_session(client, make_price(client))
+    assert control(sandbox, "POST", f"/_sandbox/checkout/{session.id}/pay")[0] == 200
+    again = requests.post(f"{session.url}/pay", allow_redirects=False, timeout=5)
+    assert again.status_code == 409 and "no longer open" in again.text
+    assert control(sandbox, "POST", f"/_sandbox/checkout/{session.id}/pay")[0] == 409
+    assert len(client.v1.subscriptions.list(params={"customer": session.customer}).data) == 1
+    assert len(client.v1.invoices.list(params={"customer": session.customer}).data) == 1
+    page = requests.get(session.url, timeout=5).text
+    assert "complete" in page and "Pay</button>" not in page
+
+
+def test_only_subscription_mode_is_supported(client):
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.checkout.sessions.create(params={"mode": "payment", "success_url": "https://x.test"})
+    assert refused.value.param == "mode"
+
+
+# renewals
+
+def test_a_paid_renewal_advances_the_period_and_bills_a_cycle_invoice(client, sandbox, receiver):
+    subscription = paid_subscription(client, sandbox)
+    first = subscription["items"].data[0]
+    status, body = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew", {"outcome": "paid"})
+    assert status == 200
+
+    renewed = client.v1.subscriptions.retrieve(subscription.id)
+    item = renewed["items"].data[0]
+    assert item.current_period_start == first.current_period_end
+    assert item.current_period_end == add_interval(first.current_period_end, "month")
+    invoices = client.v1.invoices.list(params={"customer": subscription.customer, "subscription": subscription.id})
+    assert [inv.billing_reason for inv in invoices.data] == ["subscription_cycle", "subscription_create"]
+    cycle = invoices.data[0]
+    assert (cycle.status, cycle.amount_paid, renewed.latest_invoice) == ("paid", 2000, cycle.id)
+    assert cycle.lines.data[0].period.start == item.current_period_start
+    events = receiver.accepted_events("invoice.paid", "customer.subscription.updated")
+    assert events["customer.subscription.updated"].data.previous_attributes["items"].data[0].current_period_end == (
+        first.current_period_end)
+
+
+def test_a_failed_renewal_leaves_an_open_invoice_and_the_subscription_past_due(client, sandbox, receiver):
+    subscription = paid_subscription(client, sandbox)
+    status, body = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew", {"outcome": "failed"})
+    assert status == 200
+
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "past_due"
+    invoice = client.v1.invoices.retrieve(body["invoice"]["id"])
+    assert (invoice.status, invoice.attempt_count, invoice.amount_paid, invoice.amount_remaining) == (
+        "open", 1, 0, 2000)
+    events = receiver.accepted_events("invoice.payment_failed", "customer.subscription.updated")
+    assert events["customer.subscription.updated"].data.object.status == "past_due"
+    assert events["customer.subscription.updated"].data.previous_attributes.status == "active"
+
+    assert control(sandbox, "POST", f"/_sandbox/invoices/{invoice.id}/pay")[0] == 200  # the payer fixed the card
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "active"
+
+
+# plan changes and cancellation
+
+def test_plan_change_invoices_prorations_by_the_seconds_left(client, sandbox, clock, receiver):
+    subscription = paid_subscription(client, sandbox)  # Pro, 2000 a month
+    item = subscription["items"].data[0]
+    length = item.current_period_end - item.current_period_start
+    clock.advance(length // 4)  # a quarter used: three quarters of each price remain
+    bigger = make_price(client, "max_monthly", 5000, name="Max")
+
+    changed = client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": item.id, "price": bigger.id}], "proration_behavior": "always_invoice",
+        "metadata": {"plan_code": "max_monthly"}})
+
+    assert changed["items"].data[0].price.id == bigger.id
+    assert changed["items"].data[0].current_period_end == item.current_period_end  # same interval: same period
+    invoice = client.v1.invoices.retrieve(changed.latest_invoice)
+    assert (invoice.billing_reason, invoice.status) == ("subscription_update", "paid")
+    credit, charge = invoice.lines.data
+    assert (credit.amount, charge.amount) == (-1500, 3750)
+    assert credit.parent.subscription_item_details.proration and charge.parent.subscription_item_details.proration
+    assert (credit.period.start, credit.period.end) == (clock(), item.current_period_end)
+    assert invoice.total == invoice.amount_paid == 2250
+    assert invoice.parent.subscription_details.metadata.plan_code == "max_monthly"
+    events = receiver.accepted_events("customer.subscription.updated", "invoice.paid")
+    previous = events["customer.subscription.updated"].data.previous_attributes
+    assert previous["items"].data[0].price.id == subscription["items"].data[0].price.id
+
+
+def test_proration_rounds_to_whole_minor_units(client, sandbox, clock):
+    subscription = paid_subscription(client, sandbox, make_price(client, amount=999))
+    item = subscription["items"].data[0]
+    length = item.current_period_end - item.current_period_start
+    clock.advance(length // 3 + 7)
+    remaining = item.current_period_end - int(clock())
+    bigger = make_price(client, "odd", 1333, name="Odd")
+    changed = client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": item.id, "price": bigger.id}], "proration_behavior": "always_invoice"})
+    credit, charge = client.v1.invoices.retrieve(changed.latest_invoice).lines.data
+
+    def rounded(amount):
+        return int(Fraction(amount * remaining, length) + Fraction(1, 2))
+
+    assert (credit.amount, charge.amount) == (-rounded(999), rounded(1333))
+
+
+def test_changing_to_another_interval_restarts_the_period_and_charges_in_full(client, sandbox, clock):
+    subscription = paid_subscription(client, sandbox)
+    item = subscription["items"].data[0]
+    clock.advance((item.current_period_end - item.current_period_start) // 2)
+    yearly = make_price(client, "pro_yearly", 20000, "year")
+
+    changed = client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": item.id, "price": yearly.id}], "proration_behavior": "always_invoice"})
+
+    new_item = changed["items"].data[0]
+    assert (new_item.current_period_start, new_item.current_period_end) == (
+        clock(), add_interval(int(clock()), "year"))
+    lines = client.v1.invoices.retrieve(changed.latest_invoice).lines.data
+    assert [line.amount for line in lines] == [-1000, 20000]
+    assert lines[1].parent.subscription_item_details.proration is False
+
+
+def test_create_prorations_are_billed_at_the_next_renewal(client, sandbox, clock):
+    subscription = paid_subscription(client, sandbox)
+    item = subscription["items"].data[0]
+    clock.advance((item.current_period_end - item.current_period_start) // 2)
+    changed = client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": item.id, "price": make_price(client, "max", 4000).id}]})
+    assert changed.latest_invoice == subscription.latest_invoice  # nothing billed now
+
+    control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew", {"outcome": "paid"})
+    renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(subscription.id).latest_invoice)
+    assert [line.amount for line in renewal.lines.data] == [-1000, 2000, 4000]
+    assert renewal.amount_paid == 5000
+
+
+def test_cancel_at_period_end_then_cancel_now(client, sandbox, receiver):
+    subscription = paid_subscription(client, sandbox)
+    period_end = subscription["items"].data[0].current_period_end
+
+    scheduled = client.v1.subscriptions.update(subscription.id, params={"cancel_at_period_end": True})
+    assert (scheduled.cancel_at_period_end, scheduled.cancel_at, scheduled.status) == (True, period_end, "active")
+    updated = receiver.accepted_events("customer.subscription.updated")["customer.subscription.updated"]
+    assert updated.data.previous_attributes.cancel_at_period_end is False
+
+    canceled = client.v1.subscriptions.cancel(subscription.id)
+    assert canceled.status == "canceled" and canceled.ended_at is not None
+    deleted = receiver.accepted_events("customer.subscription.deleted")["customer.subscription.deleted"]
+    assert deleted.data.object.status == "canceled"
+    with pytest.raises(stripe.InvalidRequestError) as gone:  # as at Stripe: a canceled subscription is gone
+        client.v1.subscriptions.cancel(subscription.id)
+    assert gone.value.http_status == 404
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.subscriptions.update(subscription.id, params={"cancel_at_period_end": False})
+
+
+def test_a_subscription_set_to_cancel_ends_at_renewal(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    client.v1.subscriptions.update(subscription.id, params={"cancel_at_period_end": True})
+    status, body = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew", {"outcome": "paid"})
+    assert status == 200 and body["invoice"] is None
+    ended = client.v1.subscriptions.retrieve(subscription.id)
+    assert ended.status == "canceled" and ended.ended_at == subscription["items"].data[0].current_period_end
+
+
+# prices and lists
+
+def test_a_lookup_key_belongs_to_one_active_price_unless_transferred(client):
+    first = make_price(client, "pro")
+    with pytest.raises(stripe.InvalidRequestError) as taken:
+        make_price(client, "pro", 2500)
+    assert taken.value.param == "lookup_key"
+    second = client.v1.prices.create(params={
+        "currency": "usd", "unit_amount": 2500, "recurring": {"interval": "month"}, "lookup_key": "pro",
+        "transfer_lookup_key": True, "product": first.product})
+    found = client.v1.prices.list(params={"lookup_keys": ["pro"], "active": True, "limit": 1})
+    assert [price.id for price in found.data] == [second.id]
+    assert client.v1.prices.retrieve(first.id).lookup_key is None
+
+
+def test_events_list_newest_first_with_filters_and_cursor(client, clock):
+    for number in range(3):
+        client.v1.customers.create(params={"email": f"c{number}@example.com"})
+        clock.advance(10)
+    make_price(client)
+    everything = client.v1.events.list()
+    assert [event.type for event in everything.data][:3] == ["price.created", "product.created", "customer.created"]
+    customers = client.v1.events.list(params={"types": ["customer.created"], "limit": 2})
+    assert [e.data.object.email for e in customers.data] == ["c2@example.com", "c1@example.com"] and customers.has_more
+    rest = client.v1.events.list(params={"type": "customer.*", "starting_after": customers.data[-1].id})
+    assert [e.data.object.email for e in rest.data] == ["c0@example.com"] and not rest.has_more
+    recent = client.v1.events.list(params={"type": "customer.created", "created": {"gte": int(clock()) - 15}})
+    assert [e.data.object.email for e in recent.data] == ["c2@example.com"]
+    assert client.v1.events.retrieve(rest.data[0].id).id == rest.data[0].id
+
+
+def test_expand_replaces_ids_by_objects(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    expanded = client.v1.subscriptions.retrieve(subscription.id, params={"expand": ["latest_invoice", "customer"]})
+    assert expanded.latest_invoice.object == "invoice" and expanded.customer.object == "customer"
+
+
+def test_updating_a_customer_merges_metadata_and_checks_the_default_card(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    card = client.v1.payment_methods.list(params={"customer": subscription.customer}).data[0]
+    updated = client.v1.customers.update(subscription.customer, params={
+        "metadata": {"account_id": "", "region": "US"}, "invoice_settings": {"default_payment_method": card.id}})
+    assert updated.metadata.to_dict() == {"region": "US"}
+    assert updated.invoice_settings.default_payment_method == card.id
+    stranger = client.v1.customers.create(params={"email": "bob@example.com"})
+    with pytest.raises(stripe.InvalidRequestError):  # not his card
+        client.v1.customers.update(stranger.id, params={"invoice_settings": {"default_payment_method": card.id}})
+
+
+def test_the_control_clock_moves_the_sandbox_forward(client, sandbox, clock):
+    status, body = control(sandbox, "POST", "/_sandbox/clock", {"advance_seconds": 3600})
+    assert status == 200 and body["now"] == int(clock()) + 3600
+    assert client.v1.customers.create(params={"email": "ann@example.com"}).created == int(clock()) + 3600
+
+
+# idempotency and faults
+
+def test_the_same_idempotency_key_replays_the_first_response(client, sandbox):
+    params = {"email": "ann@example.com", "metadata": {"account_id": "a1"}}
+    first = client.v1.customers.create(params=params, options={"idempotency_key": "customer-a1"})
+    again = client.v1.customers.create(params=params, options={"idempotency_key": "customer-a1"})
+    assert again.id == first.id
+    assert again.last_response.headers.get("Idempotent-Replayed") == "true"
+    assert len(sandbox.store.find("customer")) == 1
+
+
+def test_the_same_idempotency_key_with_other_params_is_refused(client):
+    client.v1.customers.create(params={"email": "ann@example.com"}, options={"idempotency_key": "k"})
+    with pytest.raises(stripe.IdempotencyError) as refused:
+        client.v1.customers.create(params={"email": "bob@example.com"}, options={"idempotency_key": "k"})
+    assert refused.value.http_status == 400
+
+
+def test_a_key_in_use_by_a_running_request_is_409_and_creates_nothing_twice(client, sandbox, monkeypatch):
+    real_parse, entered, release = sandbox_api.parse, threading.Event(), threading.Event()
+
+    def slow_parse(*args, **kwargs):  # holds the first request between claiming the key and working
+        entered.set()
+        release.wait(5)
+        return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(sandbox_api, "parse", slow_parse)
+    params, options = {"email": "ann@example.com"}, {"idempotency_key": "same"}
+    first = []
+    running = threading.Thread(target=lambda: first.append(client.v1.customers.create(params=params, options=options)))
+    running.start()
+    assert entered.wait(5)
+    monkeypatch.setattr(sandbox_api, "parse", real_parse)
+
+    with pytest.raises(stripe.APIError) as busy:  # Stripe's answer; the SDK retries 409s
+        client.v1.customers.create(params=params, options=options)
+    assert busy.value.http_status == 409 and busy.value.error.type == "idempotency_error"
+    release.set()
+    running.join(5)
+    again = client.v1.customers.create(params=params, options=options)
+    assert again.id == first[0].id and len(sandbox.store.find("customer")) == 1
+
+
+def test_an_injected_500_raises_api_error_and_does_nothing(client, sandbox):
+    control(sandbox, "POST", "/_sandbox/faults", {"method": "POST", "path": "/v1/customers", "kind": "error_500",
+                                                 "times": 1})
+    with pytest.raises(stripe.APIError) as failed:
+        client.v1.customers.create(params={"email": "ann@example.com"})
+    assert failed.value.http_status == 500
+    assert sandbox.store.find("customer") == []
+    client.v1.customers.create(params={"email": "ann@example.com"})  # only the next one failed
+    assert len(sandbox.store.find("customer")) == 1
+
+
+def test_an_injected_timeout_answers_500_late_and_does_nothing(client, sandbox):
+    control(sandbox, "POST", "/_sandbox/faults", {"method": "POST", "path": "/v1/customers", "kind": "timeout",
+                                                 "delay_seconds": 0.2})
+    started = time.monotonic()
+    with pytest.raises(stripe.APIError):
+        client.v1.customers.create(params={"email": "ann@example.com"})
+    assert time.monotonic() - started >= 0.2 and sandbox.store.find("customer") == []
+
+
+def test_a_retry_after_create_then_timeout_gets_the_same_session(client, sandbox):
+    price = make_price(client)
+    customer = client.v1.customers.create(params={"email": "ann@example.com"})
+    control(sandbox, "POST", "/_sandbox/faults", {"method": "POST", "path": "/v1/checkout/sessions",
+                                                 "kind": "create_then_timeout", "times": 1, "delay_seconds": 1.5})
+    patient = stripe.StripeClient(KEY, base_addresses={"api": sandbox.url}, max_network_retries=2,
+                                  http_client=stripe.RequestsClient(timeout=1))
+
+    session = make_session(patient, price, customer=customer)
+
+    assert [s["id"] for s in sandbox.store.find("checkout.session")] == [session.id]
+    posts = [r for r in control(sandbox, "GET", "/_sandbox/requests")[1]
+             if r["path"] == "/v1/checkout/sessions"]
+    assert len(posts) == 2 and len({r["idempotency_key"] for r in posts}) == 1
+    assert {r["object_id"] for r in posts} == {session.id}
+    assert [r["replayed"] for r in posts] == [False, True]
+
+
+def test_the_request_log_shows_what_the_client_sent(client, sandbox):
+    make_session(client, make_price(client))
+    logged = control(sandbox, "GET", "/_sandbox/requests")[1][-1]
+    assert (logged["method"], logged["path"], logged["status"]) == ("POST", "/v1/checkout/sessions", 200)
+    assert logged["params"]["line_items"][0]["quantity"] == "1"
+    assert logged["params"]["subscription_data"]["metadata"]["checkout_id"] == "chk-1"
+    assert logged["idempotency_key"] and logged["stripe_version"] == stripe.api_version
+
+
+# webhook delivery
+
+def test_a_refused_webhook_is_retried_until_accepted(client, sandbox, receiver):
+    receiver.answers = [500, 500]
+    client.v1.customers.create(params={"email": "ann@example.com"})
+    receiver.wait_until(lambda deliveries: len(deliveries) == 3)
+    assert [d["status"] for d in receiver.deliveries] == [500, 500, 200]
+    assert len({d["body"] for d in receiver.deliveries}) == 1  # the same bytes each time
+    event = control(sandbox, "GET", "/_sandbox/events")[1][0]
+    assert [(a["attempt"], a["status_code"]) for a in event["delivery_attempts"]] == [(1, 500), (2, 500), (3, 200)]
+    assert client.v1.events.retrieve(event["id"]).pending_webhooks == 0
+
+
+def test_webhooks_sent_while_paused_are_lost(client, sandbox, receiver):
+    control(sandbox, "POST", "/_sandbox/webhooks/pause")
+    lost = client.v1.customers.create(params={"email": "lost@example.com"})
+    deadline = time.monotonic() + 5
+    while not control(sandbox, "GET", "/_sandbox/events")[1][0]["delivery_attempts"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    control(sandbox, "POST", "/_sandbox/webhooks/resume")
+    client.v1.customers.create(params={"email": "found@example.com"})
+    receiver.accepted_events("customer.created")
+    time.sleep(0.1)  # a dropped delivery is never retried: nothing more arrives
+    emails = [json.loads(d["body"])["data"]["object"]["email"] for d in receiver.deliveries]
+    assert emails == ["found@example.com"]
+    attempts = control(sandbox, "GET", "/_sandbox/events")[1][0]["delivery_attempts"]
+    assert [a["outcome"] for a in attempts] == ["dropped"]
+    found = client.v1.events.list(params={"type": "customer.created"}).data  # reconciliation still sees it
+    assert lost.id in [event.data.object.id for event in found]
+
+
+# errors
+
+def test_a_wrong_api_key_is_an_authentication_error(sandbox):
+    stranger = stripe.StripeClient("sk_test_wrong", base_addresses={"api": sandbox.url}, max_network_retries=0)
+    with pytest.raises(stripe.AuthenticationError):
+        stranger.v1.customers.retrieve("cus_anything")
+
+
+def test_an_unknown_id_is_an_invalid_request_with_404(client):
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.subscriptions.retrieve("sub_doesnotexist")
+    assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
+
+
+def test_an_unknown_parameter_is_refused_like_stripe(client):
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.customers.create(params={"emali": "typo@example.com"})
+    assert refused.value.param == "emali" and "unknown parameter" in str(refused.value)
+
+
+def test_an_unknown_route_is_a_stripe_shaped_404(sandbox):
+    response = requests.get(f"{sandbox.url}/v1/nothing_here", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
+    assert response.status_code == 404 and response.json()["error"]["type"] == "invalid_request_error"
