@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test test-unit test-interface test-e2e migrate venv lock clean
+.PHONY: up down demo test test-unit test-interface test-e2e migrate venv lock clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ up: $(STAMP)
 
 down:
 	bash deploy/down.sh
+
+# Against a running `make up`: a US purchase for an org and a personal licence, Pay pressed on the sandbox page.
+demo: $(STAMP)
+	$(BIN)/python -m deploy.demo $(or $(BASE_URL),http://127.0.0.1:$(or $(HTTP_PORT),8000))
 
 migrate: $(STAMP)
 	$(BIN)/python -m shared.migrate

@@ -162,10 +162,11 @@ class BillingService(HealthMixin):
                 self._open_hosted_checkout(account, quote, checkout, actor)
             else:
                 self._change_plan(account, quote, checkout)
-        except GatewayError:
+        except GatewayError as error:
             checkout.status, checkout.failure_reason = "failed", "gateway_error"
             self.db.commit()
-            raise
+            # Name the checkout: the same quote retries it under the same id (and idempotency key).
+            raise GatewayError(error.message, {**error.details, "checkout_id": str(checkout.id)}) from None
         self.db.commit()
         return checkout_dict(checkout)
 

@@ -185,6 +185,15 @@ def test_a_gateway_error_on_checkout_is_a_502_and_the_retry_reuses_the_checkout(
     assert again["id"] == checkout["id"] and again["redirect_url"] == checkout["redirect_url"]
 
 
+def test_a_gateway_that_never_answers_is_a_502_with_no_open_checkout(org_owner, region):
+    region.fail_next_checkout_creation("timeout", times=3, delay_seconds=3)  # past the adapter's 2 s timeout
+    failed = org_owner.post(f"{org_owner.acct}/checkout", json={"plan_code": "growth_monthly"})
+    assert failed.status_code == 502, failed.text
+    checkout_id = failed.json()["error"]["details"]["checkout_id"]
+    assert org_owner.get(f"{org_owner.acct}/checkout/{checkout_id}").json()["status"] == "failed"
+    assert org_owner.get(org_owner.acct).json()["subscription"] is None
+
+
 def test_a_gateway_that_times_out_after_creating_yields_one_checkout(org_owner, region):
     """The gateway made the session but the answer was lost: the retry, with the same key, gets it back."""
     region.fail_next_checkout_creation("create_then_timeout", times=1, delay_seconds=4)

@@ -1,0 +1,91 @@
+"""`make demo`: a US purchase end to end over HTTP against a running portal (`make up`).
+
+Signs up a new user, creates an organization, asks for a quote, presses Pay Now, opens the
+gateway's hosted page and presses its Pay button as a browser would, then prints the billing page
+once the gateway's webhooks have made the plan active. Then does the same for the personal licence.
+
+    python -m deploy.demo [BASE_URL]       (default http://127.0.0.1:8000)
+"""
+import json
+import re
+import sys
+import time
+import uuid
+from urllib.parse import urljoin
+
+import requests
+
+PLAN = "growth_monthly"
+
+
+def step(text):
+    print(f"\n== {text}")
+
+
+def show(data):
+    print(json.dumps(data, indent=2))
+
+
+class Portal:
+    def __init__(self, base_url):
+        self.base = base_url.rstrip("/")
+        self.http = requests.Session()
+
+    def call(self, method, path, expect, **kwargs):
+        answer = self.http.request(method, self.base + path, timeout=30, **kwargs)
+        if answer.status_code != expect:
+            sys.exit(f"{method} {path} answered {answer.status_code}, expected {expect}: {answer.text}")
+        return answer.json() if answer.content else None
+
+
+def press_pay(redirect_url):
+    """What a payer does on the gateway's hosted page: open it, submit its Pay form."""
+    browser = requests.Session()
+    page = browser.get(redirect_url, timeout=30)
+    page.raise_for_status()
+    action = next(a for a in re.findall(r"<form[^>]*action=['\"]([^'\"]+)['\"]", page.text) if a.endswith("pay"))
+    landed = browser.post(urljoin(redirect_url, action), timeout=30)
+    landed.raise_for_status()
+    print(f"paid on the gateway page; back on {landed.url}")
+
+
+def buy(portal, acct, label):
+    step(f"{label}: quote for {PLAN} (what 'Upgrade Now' shows)")
+    quote = portal.call("POST", f"{acct}/quotes", 201, json={"plan_code": PLAN})
+    show({k: quote[k] for k in ("plan", "lines", "amount_due", "currency", "expires_at")})
+
+    step(f"{label}: Pay Now")
+    checkout = portal.call("POST", f"{acct}/checkout", 201, json={"quote_id": quote["id"]})
+    print(f"checkout {checkout['id']} at {checkout['gateway']}: {checkout['redirect_url']}")
+    press_pay(checkout["redirect_url"])
+
+    step(f"{label}: the billing page once the gateway's webhooks arrived")
+    for _ in range(100):
+        summary = portal.call("GET", acct, 200)
+        if summary["subscription"] and summary["subscription"]["status"] == "active":
+            break
+        time.sleep(0.2)
+    else:
+        sys.exit("the plan did not become active within 20 s")
+    show(summary)
+    show({"history": portal.call("GET", f"{acct}/history", 200)["items"],
+          "payment_methods": portal.call("GET", f"{acct}/payment-methods", 200)["items"]})
+
+
+def main(base_url):
+    portal = Portal(base_url)
+    email = f"demo-{uuid.uuid4().hex[:8]}@example.com"
+    step(f"sign up {email} (USA, so Stripe and usd)")
+    signed_up = portal.call("POST", "/api/v1/auth/signup", 201, json={
+        "email": email, "password": "demo password 123", "name": "Demo Buyer", "country": "US", "plan": PLAN})
+    portal.http.headers["Authorization"] = f"Bearer {signed_up['token']}"
+    print(f"pending plan offered after signup: {signed_up['pending_plan']}")
+
+    org = portal.call("POST", "/api/v1/orgs", 201, json={"name": "Demo Corp"})
+    buy(portal, f"/api/v1/orgs/{org['id']}/billing", f"organization {org['name']}")
+    buy(portal, "/api/v1/billing/personal", "personal licence")
+    print("\nDemo complete.")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000")
