@@ -158,6 +158,7 @@ EVENT_SCHEMAS = {
     "gateway.payment_failed": GatewayPayment(),
     "plan.purchased": PlanPurchased(),
     "plan.changed": PlanChanged(),
+    "plan.renewed": PlanPurchased(),
     "plan.cancelled": PlanCancelled(),
     "payment.failed": PaymentFailed(),
 }

@@ -214,7 +214,7 @@ class BillingService(HealthMixin):
         """Cancel the current plan, at the end of the paid period by default. Returns the subscription."""
         account, _ = self._account(actor, account_ref, MANAGE_BILLING, lock=True)
         data = load_or_raise(CancelInput(), data)
-        subscription = self._current_subscription(account)
+        subscription = self._live_subscription(account)
         if subscription is None:
             raise Conflict("There is no plan to cancel.", code="NO_SUBSCRIPTION")
         if subscription.cancel_at_period_end and data["at_period_end"]:
@@ -270,12 +270,13 @@ class BillingService(HealthMixin):
         subscription = self._subscription_by_gateway_id(event["gateway_subscription_id"])
         if subscription is None or subscription.status == "cancelled":
             return
-        period_end = from_unix(event["period_end"])
-        if period_end and (subscription.current_period_end is None or period_end >= subscription.current_period_end):
+        period_end, old_end = from_unix(event["period_end"]), subscription.current_period_end
+        if period_end and (old_end is None or period_end >= old_end):
             # A paid invoice for this period or a later one: the plan is paid up to its end.
             subscription.current_period_start = from_unix(event["period_start"])
             subscription.current_period_end = period_end
             subscription.status = "active"
+            self._announce_renewal(account, subscription, old_end)
         self._announce_purchase_once(account, subscription)
 
     @consumes("gateway.payment_failed", sources=ADAPTER_SOURCES, inbox=Inbox)
@@ -286,8 +287,10 @@ class BillingService(HealthMixin):
         if not self._record_payment(account, event, "failed"):
             return
         subscription = self._subscription_by_gateway_id(event["gateway_subscription_id"])
-        if subscription is not None and subscription.status == "active":
-            subscription.status = "past_due"
+        paid_since = self.db.scalar(select(Payment.id).where(
+            Payment.gateway_invoice_id == event["gateway_invoice_id"], Payment.status == "paid"))
+        if subscription is not None and subscription.status == "active" and paid_since is None:
+            subscription.status = "past_due"  # a failure delivered after the retry's success changes nothing
         add_event(self.db, Outbox, "payment.failed", {
             **self._event_account(account), "gateway": account.gateway,
             "subscription_id": str(subscription.id) if subscription else None,
@@ -307,11 +310,13 @@ class BillingService(HealthMixin):
         subject = granted["account"]
         country = subject.get("country") or actor["country"]
         name = subject.get("name") or actor["name"]
-        self.db.execute(insert(BillingAccount).values(
+        created = self.db.execute(insert(BillingAccount).values(
             id=uuid.uuid4(), kind=ref["kind"], owner_ref=subject["id"], country=country,
             currency=CURRENCY_BY_COUNTRY[country], gateway=GATEWAY_BY_COUNTRY[country], name=name,
             email=actor["email"],
-        ).on_conflict_do_nothing(constraint="uq_accounts_kind_owner"))
+        ).on_conflict_do_nothing(constraint="uq_accounts_kind_owner").returning(BillingAccount.id)).first()
+        if created is not None:
+            self.db.commit()  # even a read-only call keeps the account it made
         query = select(BillingAccount).where(BillingAccount.kind == ref["kind"],
                                              BillingAccount.owner_ref == subject["id"])
         account = self.db.scalar(query.with_for_update() if lock else query)
@@ -345,8 +350,8 @@ class BillingService(HealthMixin):
 
     def _make_quote(self, account, plan_code, created_by):
         plan = self._plan_for(account, plan_code)
-        current = self._current_subscription(account)
-        if current is not None and current.status != "incomplete":
+        current = self._live_subscription(account)
+        if current is not None:
             if current.plan_code == plan_code:
                 raise Conflict("This is already your plan.", code="ALREADY_ON_PLAN")
             old_plan = {**self._plan_for(account, current.plan_code), "amount": current.amount}
@@ -374,8 +379,8 @@ class BillingService(HealthMixin):
 
     def _check_quote_still_fits(self, account, quote):
         """A quote priced against the state it saw; if the plan changed since, it no longer holds."""
-        current = self._current_subscription(account)
-        current_id = current.id if current is not None and current.status != "incomplete" else None
+        current = self._live_subscription(account)
+        current_id = current.id if current is not None else None
         if current_id != quote.from_subscription_id:
             raise Conflict("Your plan changed since this quote; ask for a new one.", code="QUOTE_STALE")
         if current is not None and current.plan_code == quote.plan["code"]:
@@ -443,6 +448,11 @@ class BillingService(HealthMixin):
         live = [s for s in subscriptions if s.status in LIVE_SUBSCRIPTION_STATUSES]
         return (live or subscriptions or [None])[0]
 
+    def _live_subscription(self, account):
+        """The plan the account has now (active, or past_due while the gateway retries), if any."""
+        current = self._current_subscription(account)
+        return current if current is not None and current.status in ("active", "past_due") else None
+
     def _subscription_by_gateway_id(self, gateway_subscription_id):
         if not gateway_subscription_id:
             return None
@@ -473,7 +483,7 @@ class BillingService(HealthMixin):
                                                   snapshot["status"])
         elif not (is_newer(subscription, snapshot) or (authoritative and subscription.status != "cancelled")):
             return subscription
-        old_plan, old_status = subscription.plan_code, subscription.status
+        old_plan, old_status, old_end = subscription.plan_code, subscription.status, subscription.current_period_end
         subscription.plan_code = snapshot["plan_code"]
         subscription.amount, subscription.currency = snapshot["amount"], snapshot["currency"]
         subscription.status = snapshot["status"]
@@ -489,6 +499,7 @@ class BillingService(HealthMixin):
         if old_plan != subscription.plan_code and subscription.purchased_at is not None:
             add_event(self.db, Outbox, "plan.changed", {
                 **self._plan_event(account, subscription), "from_plan_code": old_plan})
+        self._announce_renewal(account, subscription, old_end)
         if subscription.status == "cancelled" and old_status != "cancelled":
             subscription.cancelled_at = utc_now()
             add_event(self.db, Outbox, "plan.cancelled", {
@@ -498,13 +509,22 @@ class BillingService(HealthMixin):
         return subscription
 
     def _announce_purchase_once(self, account, subscription):
-        """plan.purchased, once per subscription, the first time we know it is active and paid."""
-        if subscription.purchased_at is not None or subscription.status != "active":
+        """plan.purchased, once per subscription, the first time we know it is active and paid for a
+        known period (listeners such as usage need the period; it comes with the gateway's
+        subscription or invoice facts, which may trail the checkout's)."""
+        if (subscription.purchased_at is not None or subscription.status != "active"
+                or subscription.current_period_end is None):
             return
         subscription.purchased_at = utc_now()
         add_event(self.db, Outbox, "plan.purchased", {
             **self._plan_event(account, subscription),
             "checkout_id": str(subscription.checkout_id) if subscription.checkout_id else None})
+
+    def _announce_renewal(self, account, subscription, old_period_end):
+        """plan.renewed when an announced plan enters a later period (usage starts a new one)."""
+        new_end = subscription.current_period_end
+        if subscription.purchased_at is not None and old_period_end and new_end and new_end > old_period_end:
+            add_event(self.db, Outbox, "plan.renewed", self._plan_event(account, subscription))
 
     def _plan_event(self, account, subscription):
         plan = self._plan(subscription.plan_code)
