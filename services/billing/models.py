@@ -116,7 +116,8 @@ class Payment(Base):
     currency: Mapped[str] = mapped_column(String(3))
     description: Mapped[str] = mapped_column(String(500))
     invoice_url: Mapped[str | None] = mapped_column(String(2000))
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the gateway's time (seconds)
+    recorded_at: Mapped[datetime] = utc_now_column()  # orders lines the gateway stamped in the same second
 
 
 class PaymentMethodSnapshot(Base):

@@ -187,7 +187,8 @@ class BillingService(HealthMixin):
         """Payments and failed attempts, newest first."""
         account, _ = self._account(actor, account_ref, VIEW_BILLING)
         payments = self.db.scalars(
-            select(Payment).where(Payment.account_id == account.id).order_by(Payment.occurred_at.desc(), Payment.id)
+            select(Payment).where(Payment.account_id == account.id)
+            .order_by(Payment.occurred_at.desc(), Payment.recorded_at.desc())
         ).all()
         return [{
             "id": str(p.id), "date": _iso(p.occurred_at), "description": p.description, "amount": p.amount,

@@ -30,7 +30,7 @@ def stack(tmp_path_factory):
     requests.put(f"{RABBIT_API}/permissions/{vhost}/guest", auth=guest, timeout=10,
                  json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
 
-    prefix = "e2e_"
+    prefix = os.environ["DATABASE_PREFIX"] + "e2e_"  # test_e2e_, or per TEST_DATABASE_PREFIX
     previous_prefix = os.environ["DATABASE_PREFIX"]
     os.environ["DATABASE_PREFIX"] = prefix  # shared.db reads it through settings(); reset below
     from shared.config import settings

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: bc820e3ececb
+Revision ID: 49b08ee4b788
 Revises: 
-Create Date: 2026-11-26 11:06:18.256728
+Create Date: 2026-11-26 11:28:24.967019
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision: str = 'bc820e3ececb'
+revision: str = '49b08ee4b788'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -68,6 +68,7 @@ def upgrade() -> None:
     sa.Column('description', sa.String(length=500), nullable=False),
     sa.Column('invoice_url', sa.String(length=2000), nullable=True),
     sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('recorded_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('gateway_invoice_id', 'status', name='uq_payments_invoice_status')
