@@ -5,6 +5,7 @@ from marshmallow import Schema, fields, validate
 from nameko.rpc import RpcProxy
 from nameko.web.handlers import http
 
+from gateway_http import pages
 from gateway_http.dependencies import RequestContext
 from gateway_http.errors import error_response, json_response
 from gateway_http.openapi import openapi_document
@@ -38,10 +39,6 @@ def acct(suffix=""):
 def account_ref(call):
     org_id = call.params.get("org_id")
     return {"kind": "org", "id": org_id} if org_id else {"kind": "personal"}
-
-
-RETURN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>
-<body style="font-family: sans-serif; max-width: 36em; margin: 4em auto"><h1>{title}</h1><p>{text}</p></body></html>"""
 
 
 class HttpGateway:
@@ -229,17 +226,26 @@ class HttpGateway:
         self.gateway_stripe.handle_webhook(dict(call.request.headers), _text(call.body))
         return 200, None
 
+    @route("POST", "/webhooks/cashfree", tag="webhooks", auth=False, raw_body=True,
+           body_limit=WEBHOOK_BODY_LIMIT, responses={200: None},
+           summary="Cashfree's webhooks (x-webhook-signature checked by gateway_cashfree)")
+    def cashfree_webhook(self, call):
+        self.gateway_cashfree.handle_webhook(dict(call.request.headers), _text(call.body))
+        return 200, None
+
+    @http("GET", "/pay/cashfree/subscription/<session_id>")
+    def cashfree_checkout_page(self, request, session_id):
+        """"Pay Now" for India lands here: the page opens Cashfree's checkout for the session."""
+        return pages.cashfree_subscription_checkout(session_id)
+
     @http("GET", "/billing/checkout/<checkout_id>/return")
     def checkout_return(self, request, checkout_id):
         """Where the gateway's page sends the payer back after paying."""
-        return 200, {"Content-Type": "text/html; charset=utf-8"}, RETURN_PAGE.format(
-            title="Thank you", text="Your payment is being confirmed; your plan shows as active on the "
-                                    "billing page in a moment.")
+        return pages.checkout_returned()
 
     @http("GET", "/billing/checkout/<checkout_id>/cancelled")
     def checkout_cancelled(self, request, checkout_id):
-        return 200, {"Content-Type": "text/html; charset=utf-8"}, RETURN_PAGE.format(
-            title="Payment not completed", text="Nothing was charged. You can try again from the billing page.")
+        return pages.checkout_cancelled()
 
 
 def _text(body):

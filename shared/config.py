@@ -22,6 +22,8 @@ class Settings:
     cashfree_client_id: str
     cashfree_client_secret: str
     cashfree_api_base: str
+    cashfree_js_sdk_url: str
+    cashfree_mode: str  # "sandbox" | "production", as Cashfree's JS SDK wants it
     usage_ingest_key: str
     token_ttl_seconds: int
     invitation_ttl_seconds: int
@@ -58,6 +60,14 @@ def cashfree_is_sandbox():
     return _env("CASHFREE_CLIENT_ID", SANDBOX_CASHFREE_CLIENT_ID) == SANDBOX_CASHFREE_CLIENT_ID
 
 
+def _cashfree_sdk_default(default_base):
+    """The local sandbox serves a stand-in for Cashfree's JS SDK beside its API; otherwise Cashfree's own."""
+    if cashfree_is_sandbox():
+        base = _env("CASHFREE_API_BASE", default_base)
+        return f"{base.rstrip('/').removesuffix('/pg')}/js/v3/cashfree.js"
+    return "https://sdk.cashfree.com/js/v3/cashfree.js"
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     http_port = int(_env("HTTP_PORT", "8000"))
@@ -78,6 +88,9 @@ def settings() -> Settings:
         cashfree_client_id=_env("CASHFREE_CLIENT_ID", SANDBOX_CASHFREE_CLIENT_ID),
         cashfree_client_secret=_env("CASHFREE_CLIENT_SECRET", "cf_sandbox_secret"),
         cashfree_api_base=_env("CASHFREE_API_BASE", cashfree_default_base),
+        cashfree_js_sdk_url=_env("CASHFREE_JS_SDK_URL", _cashfree_sdk_default(cashfree_default_base)),
+        cashfree_mode=_env("CASHFREE_MODE", "production" if "api.cashfree.com" in
+                           _env("CASHFREE_API_BASE", cashfree_default_base) else "sandbox"),
         usage_ingest_key=_env("USAGE_INGEST_KEY", ""),
         token_ttl_seconds=int(_env("TOKEN_TTL_SECONDS", str(24 * 3600))),
         invitation_ttl_seconds=int(_env("INVITATION_TTL_SECONDS", str(7 * 24 * 3600))),

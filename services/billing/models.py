@@ -47,6 +47,7 @@ class Quote(Base):
     currency: Mapped[str] = mapped_column(String(3))
     lines: Mapped[list] = mapped_column(JSONB)
     amount_due: Mapped[int] = mapped_column(BigInteger)
+    recurring_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # when the plan's own price applies
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = utc_now_column()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -20,17 +20,26 @@ def _day(moment: datetime):
     return moment.strftime("%Y-%m-%d")
 
 
-def quote_lines(plan, now, current=None):
-    """(lines, amount_due) for buying `plan` at `now`; `current` is the active subscription's
-    {plan, period_start, period_end} when this is a change."""
+PRORATE_NOW = "prorate_now"  # the gateway charges the difference at once (Stripe)
+NEXT_CYCLE = "next_cycle"  # the gateway charges the new price from the next cycle (Cashfree)
+
+
+def quote_lines(plan, now, current=None, policy=PRORATE_NOW):
+    """(lines, amount_due, recurring_from) for buying `plan` at `now`; `current` is the active
+    subscription's {plan, period_start, period_end} when this is a change, and `policy` how the
+    account's gateway charges a change. recurring_from: when the plan's own price starts to apply."""
     price = Money(plan["amount"], plan["currency"])
     if current is None:
-        return _finish([{"description": plan_label(plan), "amount": price.amount}], price.currency)
+        return (*_finish([{"description": plan_label(plan), "amount": price.amount}], price.currency), now)
 
     old_plan = current["plan"]
     start, end = current["period_start"], current["period_end"]
     if start is None or end is None or end <= now:
-        return _finish([{"description": f"{plan_label(plan)} from today", "amount": price.amount}], price.currency)
+        return (*_finish([{"description": f"{plan_label(plan)} from today", "amount": price.amount}],
+                         price.currency), now)
+    if policy == NEXT_CYCLE:
+        line = {"description": f"{plan_label(plan)} from today, first charged on {_day(end)}", "amount": 0}
+        return (*_finish([line], price.currency), end)
 
     total, left = (end - start).total_seconds(), (end - now).total_seconds()
     credit = -Money(old_plan["amount"], old_plan["currency"]).prorate(int(left), int(total))
@@ -39,9 +48,9 @@ def quote_lines(plan, now, current=None):
         charge = price.prorate(int(left), int(total))
         lines.append({"description": f"Remaining time on {plan_label(plan)} until {_day(end)}",
                       "amount": charge.amount})
-    else:
-        lines.append({"description": f"{plan_label(plan)} from today", "amount": price.amount})
-    return _finish(lines, price.currency)
+        return (*_finish(lines, price.currency), end)
+    lines.append({"description": f"{plan_label(plan)} from today", "amount": price.amount})
+    return (*_finish(lines, price.currency), now)
 
 
 def _finish(lines, currency):

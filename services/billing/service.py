@@ -59,12 +59,11 @@ def checkout_dict(checkout):
 
 def quote_dict(quote):
     plan = quote.plan
-    renews_at = quote.created_at if quote.kind == "new" else None
     return {
         "id": str(quote.id), "kind": quote.kind, "plan": plan, "currency": quote.currency, "lines": quote.lines,
         "amount_due": quote.amount_due,
         "recurring": {"amount": plan["amount"], "currency": plan["currency"], "interval": plan["interval"],
-                      "starts_at": _iso(renews_at or quote.created_at)},
+                      "starts_at": _iso(quote.recurring_from)},
         "created_at": _iso(quote.created_at), "expires_at": _iso(quote.expires_at),
     }
 
@@ -356,16 +355,18 @@ class BillingService(HealthMixin):
             if current.plan_code == plan_code:
                 raise Conflict("This is already your plan.", code="ALREADY_ON_PLAN")
             old_plan = {**self._plan_for(account, current.plan_code), "amount": current.amount}
-            lines, amount_due = quote_lines(plan, utc_now(), {
+            policy = self._call_adapter(account, "plan_change_policy")
+            lines, amount_due, recurring_from = quote_lines(plan, utc_now(), {
                 "plan": old_plan, "period_start": current.current_period_start,
-                "period_end": current.current_period_end})
+                "period_end": current.current_period_end}, policy)
             kind = "change"
         else:
-            lines, amount_due = quote_lines(plan, utc_now())
+            lines, amount_due, recurring_from = quote_lines(plan, utc_now())
             kind = "new"
         quote = Quote(id=uuid.uuid4(), account_id=account.id, kind=kind, plan=plan,
                       from_subscription_id=current.id if kind == "change" else None, currency=account.currency,
-                      lines=lines, amount_due=amount_due, created_by=created_by, created_at=utc_now(),
+                      lines=lines, amount_due=amount_due, recurring_from=recurring_from,
+                      created_by=created_by, created_at=utc_now(),
                       expires_at=utc_now() + QUOTE_TTL)
         self.db.add(quote)
         self.db.flush()
@@ -488,8 +489,9 @@ class BillingService(HealthMixin):
         subscription.plan_code = snapshot["plan_code"]
         subscription.amount, subscription.currency = snapshot["amount"], snapshot["currency"]
         subscription.status = snapshot["status"]
-        subscription.current_period_start = from_unix(snapshot["current_period_start"])
-        subscription.current_period_end = from_unix(snapshot["current_period_end"])
+        if snapshot["current_period_end"]:  # a gateway that does not know the period keeps ours
+            subscription.current_period_start = from_unix(snapshot["current_period_start"])
+            subscription.current_period_end = from_unix(snapshot["current_period_end"])
         subscription.cancel_at_period_end = snapshot["cancel_at_period_end"]
         subscription.last_event_at = max(subscription.last_event_at, snapshot["gateway_event_at"])
 

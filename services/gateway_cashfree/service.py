@@ -1,6 +1,410 @@
-"""gateway_cashfree: answers health pings until its issue builds it (see the issues list)."""
-from shared.service import HealthMixin
+"""gateway_cashfree: the Cashfree adapter (India, INR). The same RPC contract and the same
+gateway.* facts as gateway_stripe, so billing never needs to know which gateway it talks to.
+
+Recurring plans are Cashfree Subscriptions: a Cashfree plan per catalogue plan and price, one
+subscription per checkout, authorised on Cashfree's hosted page. The authorisation charge is the
+first period's payment; Cashfree charges the renewals. Cashfree reports no billing periods, so this
+adapter keeps them, from the successful charges it is told about.
+"""
+import base64
+import hashlib
+import hmac
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+
+import simplejson
+from nameko.timer import timer
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from services.gateway_cashfree import cashfree_api
+from services.gateway_cashfree.cashfree_api import CashfreeError, paise, rupees
+from services.gateway_cashfree.models import (
+    CashfreeOrder, CashfreePlan, CashfreeSubscription, Outbox, WebhookEvent,
+)
+from shared.config import settings
+from shared.db import Database
+from shared.errors import BadRequest
+from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
+from shared.periods import add_interval
+from shared.service import HealthMixin, api_rpc
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_MAX_AGE_SECONDS = 300
+# Cashfree requires a phone number for a subscription's customer; we do not collect one yet.
+PLACEHOLDER_PHONE = "9999999999"
+CANCEL_MARGIN = timedelta(hours=1)  # a scheduled cancellation goes in this long before the next charge
+
+SUBSCRIPTION_STATUS = {
+    "ACTIVE": "active",
+    "INITIALIZED": "incomplete",
+    "BANK_APPROVAL_PENDING": "incomplete",
+    "ON_HOLD": "past_due",
+    "PAUSED": "past_due",
+    "CUSTOMER_PAUSED": "past_due",
+    "CANCELLED": "cancelled",
+    "CUSTOMER_CANCELLED": "cancelled",
+    "COMPLETED": "cancelled",
+    "EXPIRED": "cancelled",
+    "LINK_EXPIRED": "cancelled",
+}
+METHOD_TYPES = {"upi": "upi", "card": "card", "enach": "netbanking", "pnach": "netbanking", "netbanking": "netbanking"}
+
+
+def plan_id_for(plan):
+    return f"{plan['code']}_inr_{plan['amount']}"
+
+
+def subscription_id_for(checkout_id):
+    return f"chk_{checkout_id.replace('-', '')}"
+
+
+def _cashfree_time(value):
+    """Cashfree's time strings (RFC 3339, often +05:30) as aware datetimes; None if absent."""
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def _unix(moment):
+    return int(moment.timestamp()) if moment else None
+
+
+def signature_of(timestamp, body, secret):
+    return base64.b64encode(hmac.new(secret.encode(), (timestamp + body).encode(), hashlib.sha256).digest()).decode()
 
 
 class GatewayCashfreeService(HealthMixin):
     name = "gateway_cashfree"
+
+    db = Database()
+    outbox = OutboxRelay(Outbox)
+
+    # -- the gateway contract ------------------------------------------------------------------
+
+    @api_rpc
+    def plan_change_policy(self):
+        """Cashfree's CHANGE_PLAN takes effect on the next charge: nothing is prorated now."""
+        return "next_cycle"
+
+    @api_rpc
+    def create_checkout(self, request):
+        """A Cashfree subscription for the plan, to be authorised on Cashfree's hosted checkout.
+
+        Returns {gateway_checkout_id, redirect_url, expires_at}: redirect_url is our page that
+        opens Cashfree's checkout for the subscription session (Cashfree's JS SDK). Raises
+        GatewayError; a retry with the same checkout_id reuses the same idempotency keys.
+        """
+        account, plan, checkout_id = request["account"], request["plan"], request["checkout_id"]
+        plan_id = self._ensure_plan(plan)
+        subscription_id = subscription_id_for(checkout_id)
+        now = utc_now()
+        created = cashfree_api.call("POST", "/subscriptions", idempotency_key=f"checkout-{checkout_id}", body={
+            "subscription_id": subscription_id,
+            "customer_details": {"customer_name": account.get("name") or "Customer",
+                                 "customer_email": account.get("email"), "customer_phone": PLACEHOLDER_PHONE},
+            "plan_details": {"plan_id": plan_id},
+            "authorization_details": {"authorization_amount": rupees(plan["amount"]),
+                                      "authorization_amount_refund": False,
+                                      "payment_methods": ["upi", "card", "enach"]},
+            "subscription_meta": {"return_url": request["success_url"]},
+            "subscription_first_charge_time": rfc3339(add_interval(now, plan["interval"])),
+            "subscription_expiry_time": rfc3339(add_interval(now, "year", 10)),
+            "subscription_tags": {"account_id": account["id"], "checkout_id": checkout_id, "plan_code": plan["code"]},
+        })
+        session_id = created["subscription_session_id"]
+        self.db.execute(insert(CashfreeSubscription).values(
+            subscription_id=subscription_id, account_id=account["id"], checkout_id=checkout_id,
+            plan_code=plan["code"], interval=plan["interval"], session_id=session_id,
+        ).on_conflict_do_update(index_elements=["subscription_id"], set_={"session_id": session_id}))
+        self.db.commit()
+        return {"gateway_checkout_id": subscription_id,
+                "redirect_url": f"{settings().public_base_url}/pay/cashfree/subscription/{session_id}",
+                "expires_at": request["expires_at"]}
+
+    @api_rpc
+    def expire_checkout(self, gateway_checkout_id):
+        """Cancel a subscription nobody authorised yet, so its checkout can no longer be paid."""
+        answer = self._manage(gateway_checkout_id, "CANCEL", f"expire-{gateway_checkout_id}")
+        return {"status": answer.get("subscription_status")}
+
+    @api_rpc
+    def change_subscription(self, request):
+        """CHANGE_PLAN at Cashfree: the new amount is charged from the next cycle. Returns the snapshot."""
+        subscription_id = request["gateway_subscription_id"]
+        plan_id = self._ensure_plan(request["plan"])
+        answer = self._manage(subscription_id, "CHANGE_PLAN", f"change-{request['change_id']}", {"plan_id": plan_id})
+        row = self._subscription_row(subscription_id)
+        row.plan_code, row.interval = request["plan"]["code"], request["plan"]["interval"]
+        self.db.commit()
+        return self._snapshot(answer, row, f"change-{request['change_id']}", int(time.time()))
+
+    @api_rpc
+    def cancel_subscription(self, request):
+        """Cancel now, or at the period's end. Cashfree has no end-of-period cancel, so that one is
+        scheduled here and carried out by `cancel_due_subscriptions`. Returns the snapshot."""
+        subscription_id = request["gateway_subscription_id"]
+        row = self._subscription_row(subscription_id)
+        if request["at_period_end"] and row.current_period_end and row.current_period_end > utc_now():
+            row.cancel_at = row.current_period_end - CANCEL_MARGIN
+            self.db.commit()
+            answer = cashfree_api.call("GET", f"/subscriptions/{subscription_id}")
+        else:
+            answer = self._manage(subscription_id, "CANCEL", f"cancel-{request['request_id']}")
+        return self._snapshot(answer, row, f"cancel-{request['request_id']}", int(time.time()))
+
+    @timer(interval=60)
+    def cancel_due_subscriptions(self):
+        """Carry out the end-of-period cancellations that are due."""
+        due = self.db.scalars(select(CashfreeSubscription).where(CashfreeSubscription.cancel_at <= utc_now())).all()
+        for row in due:
+            try:
+                self._manage(row.subscription_id, "CANCEL", f"scheduled-cancel-{row.subscription_id}")
+            except CashfreeError as error:
+                if error.status != 400:  # 400: already cancelled
+                    continue
+            row.cancel_at = None
+            self.db.commit()
+
+    @api_rpc
+    def list_payment_methods(self, account_id):
+        """How the account's live subscriptions are authorised (UPI, card with last4, netbanking)."""
+        rows = self.db.scalars(select(CashfreeSubscription).where(
+            CashfreeSubscription.account_id == account_id, CashfreeSubscription.authorized_at.is_not(None))
+            .order_by(CashfreeSubscription.authorized_at.desc())).all()
+        methods = []
+        for row in rows:
+            subscription = cashfree_api.call("GET", f"/subscriptions/{row.subscription_id}")
+            if SUBSCRIPTION_STATUS.get(subscription.get("subscription_status")) == "cancelled":
+                continue
+            auth = subscription.get("authorisation_details") or {}
+            method = METHOD_TYPES.get(str(auth.get("payment_method") or "").lower(), "other")
+            reference = str(auth.get("authorization_reference") or "")
+            methods.append({
+                "id": reference or row.subscription_id, "type": method, "brand": None,
+                "last4": reference[-4:] if method == "card" and len(reference) >= 4 else None,
+                "exp_month": None, "exp_year": None, "is_default": not methods,
+            })
+        return methods
+
+    @api_rpc
+    def list_invoices(self, account_id):
+        """Charges of the account's subscriptions as history lines, newest first."""
+        rows = self.db.scalars(select(CashfreeSubscription).where(CashfreeSubscription.account_id == account_id)).all()
+        lines = []
+        for row in rows:
+            for payment in cashfree_api.call("GET", f"/subscriptions/{row.subscription_id}/payments"):
+                status = {"SUCCESS": "paid", "FAILED": "failed"}.get(payment.get("payment_status"))
+                if status:
+                    lines.append({
+                        "id": str(payment.get("cf_payment_id") or payment.get("payment_id")),
+                        "date": _unix(_cashfree_time(payment.get("payment_initiated_date"))),
+                        "amount": paise(payment["payment_amount"]), "currency": "inr", "status": status,
+                        "description": f"Subscription {payment.get('payment_type', 'CHARGE').lower()}",
+                        "invoice_url": None,
+                    })
+        return sorted(lines, key=lambda line: line["date"] or 0, reverse=True)
+
+    @api_rpc
+    def handle_webhook(self, headers, body):
+        """Verify, store once, and announce a Cashfree webhook. Raises BadRequest (400) on a missing,
+        forged or stale signature (nothing stored). Returns {"status": accepted|duplicate}."""
+        headers = {key.lower(): value for key, value in headers.items()}
+        timestamp, signature = headers.get("x-webhook-timestamp"), headers.get("x-webhook-signature")
+        if not timestamp or not signature:
+            raise BadRequest("Missing x-webhook-signature or x-webhook-timestamp.", code="SIGNATURE_MISSING")
+        expected = signature_of(timestamp, body, settings().cashfree_client_secret)
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
+            raise BadRequest("The webhook signature is invalid.", code="SIGNATURE_INVALID")
+        try:
+            age = time.time() - int(timestamp) / 1000
+        except ValueError:
+            raise BadRequest("x-webhook-timestamp is not a time.", code="SIGNATURE_INVALID") from None
+        if abs(age) > SIGNATURE_MAX_AGE_SECONDS:
+            raise BadRequest("The webhook is too old (or from the future).", code="SIGNATURE_INVALID")
+        try:
+            event = simplejson.loads(body, use_decimal=True)
+            kind, data = event["type"], event["data"]
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest("The webhook body is not a Cashfree event.", code="MALFORMED_EVENT") from None
+
+        event_id = headers.get("x-idempotency-key") or self._natural_id(kind, data, body)
+        inserted = self.db.execute(insert(WebhookEvent).values(id=event_id, type=kind, body=body)
+                                   .on_conflict_do_nothing().returning(WebhookEvent.id)).first()
+        if inserted is None:
+            self.db.rollback()
+            return {"status": "duplicate"}
+        event_at = _cashfree_time(event.get("event_time")) or utc_now()
+        handler = getattr(self, f"_on_{kind.lower()}", None)
+        if handler is None:
+            log.info("cashfree webhook %s stored, not acted on", kind)
+        else:
+            handler(data, event_id, _unix(event_at))
+        self.db.commit()
+        return {"status": "accepted"}
+
+    # -- webhook handlers (each stages gateway.* facts in the outbox) --------------------------
+
+    def _on_subscription_auth_status(self, data, event_id, event_at):
+        row = self._subscription_row(data.get("subscription_id"))
+        if row is None:
+            return
+        base = self._base(row.account_id, event_id, event_at)
+        if data.get("payment_status") == "SUCCESS":
+            if row.authorized_at is None:
+                row.authorized_at = datetime.fromtimestamp(event_at, timezone.utc)
+            add_event(self.db, Outbox, "gateway.checkout_completed", {
+                **base, "checkout_id": row.checkout_id, "gateway_checkout_id": row.subscription_id,
+                "gateway_subscription_id": row.subscription_id, "gateway_customer_id": None})
+        elif data.get("payment_status") in ("FAILED", "CANCELLED", "USER_DROPPED"):
+            add_event(self.db, Outbox, "gateway.checkout_failed", {
+                **base, "checkout_id": row.checkout_id, "gateway_checkout_id": row.subscription_id,
+                "reason": "declined"})
+
+    def _on_subscription_status_changed(self, data, event_id, event_at):
+        subscription = data.get("subscription_details") or data
+        row = self._subscription_row(subscription.get("subscription_id"))
+        if row is None:
+            return
+        status = SUBSCRIPTION_STATUS.get(subscription.get("subscription_status"), "incomplete")
+        if row.authorized_at is None:
+            # Never paid: not a plan anyone had. A cancellation only closes its checkout.
+            if status == "cancelled":
+                add_event(self.db, Outbox, "gateway.checkout_failed", {
+                    **self._base(row.account_id, event_id, event_at), "checkout_id": row.checkout_id,
+                    "gateway_checkout_id": row.subscription_id, "reason": "expired"})
+            return
+        if status == "cancelled":
+            row.cancel_at = None
+        plan_code = self._plan_code(subscription) or row.plan_code
+        row.plan_code = plan_code
+        add_event(self.db, Outbox, "gateway.subscription_updated", self._snapshot(subscription, row, event_id, event_at))
+
+    def _on_subscription_payment_success(self, data, event_id, event_at):
+        row = self._subscription_row(data.get("subscription_id"))
+        if row is None:
+            return
+        paid_at = _cashfree_time(data.get("payment_initiated_date")) or datetime.fromtimestamp(event_at, timezone.utc)
+        if row.authorized_at is None and data.get("payment_type") == "AUTH":
+            row.authorized_at = paid_at
+        start, end = paid_at, add_interval(paid_at, row.interval)
+        if row.current_period_end is None or end > row.current_period_end:
+            row.current_period_start, row.current_period_end = start, end
+        add_event(self.db, Outbox, "gateway.payment_succeeded", self._payment_fact(data, row, event_id, event_at,
+                                                                                    start, end))
+
+    def _on_subscription_payment_failed(self, data, event_id, event_at):
+        row = self._subscription_row(data.get("subscription_id"))
+        if row is None or data.get("payment_type") == "AUTH":
+            return  # a failed authorisation is a declined checkout (SUBSCRIPTION_AUTH_STATUS), not a bill
+        add_event(self.db, Outbox, "gateway.payment_failed", self._payment_fact(data, row, event_id, event_at,
+                                                                                 None, None))
+
+    def _on_payment_success_webhook(self, data, event_id, event_at):
+        self._order_payment(data, event_id, event_at, succeeded=True)
+
+    def _on_payment_failed_webhook(self, data, event_id, event_at):
+        self._order_payment(data, event_id, event_at, succeeded=False)
+
+    def _on_payment_user_dropped_webhook(self, data, event_id, event_at):
+        self._order_payment(data, event_id, event_at, succeeded=False)
+
+    def _order_payment(self, data, event_id, event_at, succeeded):
+        """Order payments (payment links): only SUCCESS is final; a FAILED after it changes nothing."""
+        order, payment = data.get("order") or {}, data.get("payment") or {}
+        tags = order.get("order_tags") or {}
+        if not order.get("order_id") or not tags.get("account_id"):
+            log.warning("cashfree order event %s names no account of ours; ignored", event_id)
+            return
+        self.db.execute(insert(CashfreeOrder).values(order_id=order["order_id"]).on_conflict_do_nothing())
+        stored = self.db.scalar(select(CashfreeOrder).where(CashfreeOrder.order_id == order["order_id"])
+                                .with_for_update())
+        if stored.paid_at is not None:
+            return
+        fact = {
+            **self._base(tags["account_id"], event_id, event_at), "gateway_invoice_id": order["order_id"],
+            "gateway_subscription_id": None, "amount": paise(payment.get("payment_amount") or order["order_amount"]),
+            "currency": "inr", "description": order.get("order_note") or "Payment", "invoice_url": None,
+            "period_start": None, "period_end": None,
+        }
+        if succeeded:
+            stored.paid_at = utc_now()
+        add_event(self.db, Outbox, "gateway.payment_succeeded" if succeeded else "gateway.payment_failed", fact)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _base(account_id, event_id, event_at):
+        return {"gateway": "cashfree", "gateway_event_id": event_id, "gateway_event_at": int(event_at),
+                "account_id": account_id}
+
+    @staticmethod
+    def _natural_id(kind, data, body):
+        """Without Cashfree's idempotency header: payment id + type, else the body's digest."""
+        payment = data.get("payment") if isinstance(data.get("payment"), dict) else data
+        payment_id = payment.get("cf_payment_id") or payment.get("payment_id")
+        if payment_id:
+            return f"{payment_id}:{kind}"
+        return f"{kind}:{hashlib.sha256(body.encode()).hexdigest()}"
+
+    def _snapshot(self, subscription, row, event_id, event_at):
+        plan = subscription.get("plan_details") or {}
+        amount = plan.get("plan_recurring_amount")
+        return {
+            **self._base(row.account_id, event_id, event_at),
+            "gateway_subscription_id": row.subscription_id, "checkout_id": row.checkout_id,
+            "plan_code": self._plan_code(subscription) or row.plan_code,
+            "status": SUBSCRIPTION_STATUS.get(subscription.get("subscription_status"), "incomplete"),
+            "amount": paise(amount) if amount is not None else 0, "currency": "inr",
+            "current_period_start": _unix(row.current_period_start),
+            "current_period_end": _unix(row.current_period_end),
+            "cancel_at_period_end": row.cancel_at is not None,
+        }
+
+    def _payment_fact(self, data, row, event_id, event_at, start, end):
+        kind = "first payment" if data.get("payment_type") == "AUTH" else "renewal"
+        return {
+            **self._base(row.account_id, event_id, event_at),
+            "gateway_invoice_id": str(data.get("cf_payment_id") or data.get("payment_id")),
+            "gateway_subscription_id": row.subscription_id, "amount": paise(data["payment_amount"]),
+            "currency": "inr", "description": f"{row.plan_code.replace('_', ' ').title()} ({kind})",
+            "invoice_url": None, "period_start": _unix(start), "period_end": _unix(end),
+        }
+
+    def _plan_code(self, subscription):
+        plan_id = (subscription.get("plan_details") or {}).get("plan_id")
+        return self.db.scalar(select(CashfreePlan.plan_code).where(CashfreePlan.plan_id == plan_id)) if plan_id else None
+
+    def _subscription_row(self, subscription_id):
+        if not subscription_id:
+            return None
+        return self.db.scalar(select(CashfreeSubscription).where(
+            CashfreeSubscription.subscription_id == subscription_id).with_for_update())
+
+    def _manage(self, subscription_id, action, idempotency_key, details=None):
+        body = {"subscription_id": subscription_id, "action": action}
+        if details:
+            body["action_details"] = details
+        return cashfree_api.call("POST", f"/subscriptions/{subscription_id}/manage", body, idempotency_key)
+
+    def _ensure_plan(self, plan):
+        """The Cashfree plan for this catalogue plan and INR price, created once."""
+        plan_id = plan_id_for(plan)
+        if self.db.get(CashfreePlan, plan_id) is None:
+            try:
+                cashfree_api.call("POST", "/plans", idempotency_key=f"plan-{plan_id}", body={
+                    "plan_id": plan_id, "plan_name": f"{plan['name']} ({plan['interval']}ly)",
+                    "plan_type": "PERIODIC", "plan_currency": "INR",
+                    "plan_recurring_amount": rupees(plan["amount"]), "plan_max_amount": rupees(plan["amount"]),
+                    "plan_intervals": 1, "plan_interval_type": plan["interval"].upper(),
+                    "plan_note": plan["code"],
+                })
+            except CashfreeError as error:
+                if error.status != 409:  # 409: it exists already (made by an earlier attempt)
+                    raise
+            self.db.execute(insert(CashfreePlan).values(plan_id=plan_id, plan_code=plan["code"],
+                                                        interval=plan["interval"]).on_conflict_do_nothing())
+            self.db.commit()
+        return plan_id

@@ -36,6 +36,11 @@ class GatewayStripeService(HealthMixin):
     # -- the gateway contract ------------------------------------------------------------------
 
     @api_rpc
+    def plan_change_policy(self):
+        """Stripe prorates a plan change and invoices the difference at once (always_invoice)."""
+        return "prorate_now"
+
+    @api_rpc
     def create_checkout(self, request):
         """A hosted Checkout Session (subscription mode) for one plan.
 

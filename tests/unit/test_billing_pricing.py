@@ -35,14 +35,14 @@ def assert_adds_up(lines, amount_due):
 # -- quote lines -------------------------------------------------------------------------------
 
 def test_a_new_purchase_is_one_line_at_the_full_price():
-    lines, amount_due = quote_lines(STARTER_MONTHLY, HALFWAY)
+    lines, amount_due, _ = quote_lines(STARTER_MONTHLY, HALFWAY)
 
     assert lines == [{"description": "Starter (monthly)", "amount": 1900}]
     assert amount_due == 1900
 
 
 def test_an_upgrade_halfway_through_the_period_credits_half_the_old_plan_and_charges_half_the_new():
-    lines, amount_due = quote_lines(GROWTH_MONTHLY, HALFWAY, current(STARTER_MONTHLY))
+    lines, amount_due, _ = quote_lines(GROWTH_MONTHLY, HALFWAY, current(STARTER_MONTHLY))
 
     assert [line["amount"] for line in lines] == [-950, 2450]
     assert "Starter" in lines[0]["description"] and "Growth" in lines[1]["description"]
@@ -51,7 +51,7 @@ def test_an_upgrade_halfway_through_the_period_credits_half_the_old_plan_and_cha
 
 
 def test_a_downgrade_that_would_cost_less_than_nothing_is_free_and_leaves_a_credit_line():
-    lines, amount_due = quote_lines(STARTER_MONTHLY, HALFWAY, current(GROWTH_MONTHLY))
+    lines, amount_due, _ = quote_lines(STARTER_MONTHLY, HALFWAY, current(GROWTH_MONTHLY))
 
     assert amount_due == 0
     assert [line["amount"] for line in lines] == [-2450, 950, 1500]
@@ -60,7 +60,7 @@ def test_a_downgrade_that_would_cost_less_than_nothing_is_free_and_leaves_a_cred
 
 
 def test_a_change_of_interval_credits_the_unused_time_and_charges_the_full_new_price():
-    lines, amount_due = quote_lines(STARTER_YEARLY, HALFWAY, current(STARTER_MONTHLY))
+    lines, amount_due, _ = quote_lines(STARTER_YEARLY, HALFWAY, current(STARTER_MONTHLY))
 
     assert [line["amount"] for line in lines] == [-950, 19000]
     assert amount_due == 18050
@@ -74,7 +74,7 @@ def test_a_change_of_interval_credits_the_unused_time_and_charges_the_full_new_p
     pytest.param(HALFWAY - timedelta(days=30), HALFWAY, id="period-ends-now"),
 ])
 def test_a_change_without_a_running_period_costs_the_full_price(start, end):
-    lines, amount_due = quote_lines(GROWTH_MONTHLY, HALFWAY, current(STARTER_MONTHLY, start, end))
+    lines, amount_due, _ = quote_lines(GROWTH_MONTHLY, HALFWAY, current(STARTER_MONTHLY, start, end))
 
     assert [line["amount"] for line in lines] == [4900]
     assert amount_due == 4900
@@ -87,7 +87,7 @@ def test_a_change_without_a_running_period_costs_the_full_price(start, end):
 def test_prorated_amounts_are_whole_minor_units_that_add_up_to_the_amount_due(old, new, days_left):
     now = PERIOD_END - timedelta(days=days_left, seconds=1)  # a third of a cent is not a price
 
-    lines, amount_due = quote_lines(new, now, current(old))
+    lines, amount_due, _ = quote_lines(new, now, current(old))
 
     assert_adds_up(lines, amount_due)
     assert amount_due >= 0
@@ -95,7 +95,7 @@ def test_prorated_amounts_are_whole_minor_units_that_add_up_to_the_amount_due(ol
 
 def test_proration_rounds_to_the_nearest_minor_unit():
     # 2/3 of 1900 = 1266.67 and 2/3 of 4900 = 3266.67: each line rounds on its own.
-    lines, amount_due = quote_lines(GROWTH_MONTHLY, PERIOD_START + timedelta(days=10), current(STARTER_MONTHLY))
+    lines, amount_due, _ = quote_lines(GROWTH_MONTHLY, PERIOD_START + timedelta(days=10), current(STARTER_MONTHLY))
 
     assert [line["amount"] for line in lines] == [-1267, 3267]
     assert amount_due == 2000
@@ -181,3 +181,16 @@ def test_the_next_payment_is_at_the_end_of_the_period_while_active_and_renewing(
 ])
 def test_there_is_no_next_payment_unless_active_and_renewing(status, cancel_at_period_end):
     assert next_payment_date(held(status=status, cancel_at_period_end=cancel_at_period_end)) is None
+
+
+def test_the_recurring_price_starts_now_for_a_purchase_and_at_the_period_end_for_an_upgrade():
+    assert quote_lines(STARTER_MONTHLY, HALFWAY)[2] == HALFWAY
+    assert quote_lines(GROWTH_MONTHLY, HALFWAY, current(STARTER_MONTHLY))[2] == PERIOD_END
+    assert quote_lines(STARTER_YEARLY, HALFWAY, current(STARTER_MONTHLY))[2] == HALFWAY  # the period restarts
+
+
+def test_a_gateway_that_changes_plans_next_cycle_charges_nothing_now():
+    lines, amount_due, recurring_from = quote_lines(GROWTH_MONTHLY, HALFWAY, current(STARTER_MONTHLY),
+                                                    policy="next_cycle")
+    assert (amount_due, recurring_from) == (0, PERIOD_END)
+    assert [line["amount"] for line in lines] == [0]

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 49b08ee4b788
+Revision ID: f907916eb817
 Revises: 
-Create Date: 2026-11-26 11:28:24.967019
+Create Date: 2026-11-26 11:30:20.122315
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision: str = '49b08ee4b788'
+revision: str = 'f907916eb817'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -83,6 +83,7 @@ def upgrade() -> None:
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('lines', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
     sa.Column('amount_due', sa.BigInteger(), nullable=False),
+    sa.Column('recurring_from', sa.DateTime(timezone=True), nullable=False),
     sa.Column('created_by', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,68 @@
+from datetime import datetime
+
+from sqlalchemy import DateTime, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.models import InboxMixin, OutboxMixin, utc_now_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CashfreePlan(Base):
+    """A Cashfree plan per catalogue plan and INR price (a price change makes a new one)."""
+
+    __tablename__ = "plans"
+
+    plan_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    plan_code: Mapped[str] = mapped_column(String(64))
+    interval: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = utc_now_column()
+
+
+class CashfreeSubscription(Base):
+    """A subscription we created at Cashfree, one per checkout, with what Cashfree does not report:
+    the current period (from its successful charges) and a cancellation we scheduled for its end."""
+
+    __tablename__ = "subscriptions"
+
+    subscription_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), index=True)
+    checkout_id: Mapped[str] = mapped_column(String(64))
+    plan_code: Mapped[str] = mapped_column(String(64))
+    interval: Mapped[str] = mapped_column(String(10))
+    session_id: Mapped[str | None] = mapped_column(String(255))
+    authorized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    current_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = utc_now_column()
+
+
+class CashfreeOrder(Base):
+    """Order payments: SUCCESS is final, so a late FAILED for a paid order changes nothing."""
+
+    __tablename__ = "orders"
+
+    order_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookEvent(Base):
+    """Every verified Cashfree webhook, stored once (by its idempotency key) before we answer 200."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    body: Mapped[str] = mapped_column(Text)  # exactly as received (amounts stay exact decimals)
+    received_at: Mapped[datetime] = utc_now_column()
+
+
+class Outbox(OutboxMixin, Base):
+    pass
+
+
+class Inbox(InboxMixin, Base):
+    pass

@@ -1,0 +1,186 @@
+"""gateway_cashfree's webhook intake: Cashfree's signature and age checks, each event stored once,
+and Cashfree's subscription and order events turned into the same gateway.* facts as Stripe's."""
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+from nameko.testing.services import worker_factory
+from sqlalchemy import select
+
+from services.gateway_cashfree.models import CashfreePlan, CashfreeSubscription, Outbox, WebhookEvent
+from services.gateway_cashfree.service import GatewayCashfreeService, signature_of
+from shared.errors import BadRequest
+
+SECRET = "cf_sandbox_secret"
+ACCOUNT = "0b5e7c1e-5b1a-4c55-9e0e-0d7f6a1b2c3d"
+CHECKOUT = "7d6c5b4a-3e2f-4a1b-8c9d-0e1f2a3b4c5d"
+SUBSCRIPTION = "chk_7d6c5b4a3e2f4a1b8c9d0e1f2a3b4c5d"
+AUTHORISED_AT = "2026-11-01T10:00:00+05:30"
+
+
+def headers_for(body, secret=SECRET, at_ms=None, key=None):
+    timestamp = str(at_ms if at_ms is not None else int(time.time() * 1000))
+    headers = {"x-webhook-timestamp": timestamp, "x-webhook-signature": signature_of(timestamp, body, secret),
+               "x-webhook-version": "2025-01-01"}
+    if key:
+        headers["x-idempotency-key"] = key
+    return headers
+
+
+def webhook(kind, data, event_time="2026-11-01T10:00:05+05:30"):
+    return json.dumps({"data": data, "event_time": event_time, "type": kind})
+
+
+def payment(status="SUCCESS", payment_type="AUTH", amount="1499.00", payment_id="cfp_1", date=AUTHORISED_AT):
+    return {"subscription_id": SUBSCRIPTION, "cf_subscription_id": "cfsub_1", "payment_id": payment_id,
+            "cf_payment_id": payment_id, "payment_status": status, "payment_type": payment_type,
+            "payment_amount": amount, "payment_initiated_date": date, "payment_schedule_date": date}
+
+
+def status_changed(status="ACTIVE", plan_id="starter_monthly_inr_149900", amount="1499.00"):
+    return {"subscription_details": {
+        "subscription_id": SUBSCRIPTION, "cf_subscription_id": "cfsub_1", "subscription_status": status,
+        "plan_details": {"plan_id": plan_id, "plan_recurring_amount": amount, "plan_currency": "INR"},
+        "subscription_tags": {"account_id": ACCOUNT, "checkout_id": CHECKOUT, "plan_code": "starter_monthly"}}}
+
+
+def order_payment(status="SUCCESS", amount="999.50"):
+    return {"order": {"order_id": "order_1", "order_amount": amount, "order_currency": "INR",
+                      "order_tags": {"account_id": ACCOUNT}},
+            "payment": {"cf_payment_id": f"pay_{status}", "payment_status": status, "payment_amount": amount,
+                        "payment_currency": "INR"}}
+
+
+@pytest.fixture
+def adapter(db_session):
+    service = worker_factory(GatewayCashfreeService, db=db_session("gateway_cashfree"))
+    service.db.add(CashfreePlan(plan_id="starter_monthly_inr_149900", plan_code="starter_monthly", interval="month"))
+    service.db.add(CashfreePlan(plan_id="growth_monthly_inr_399900", plan_code="growth_monthly", interval="month"))
+    service.db.add(CashfreeSubscription(subscription_id=SUBSCRIPTION, account_id=ACCOUNT, checkout_id=CHECKOUT,
+                                        plan_code="starter_monthly", interval="month"))
+    service.db.commit()
+    return service
+
+
+def deliver(adapter, body, **header_options):
+    return adapter.handle_webhook(headers_for(body, **header_options), body)["status"]
+
+
+def facts(adapter, kind=None):
+    rows = adapter.db.scalars(select(Outbox).order_by(Outbox.created_at)).all()
+    return [(row.event_type, row.payload) for row in rows if kind is None or row.event_type == kind]
+
+
+def stored(adapter):
+    return adapter.db.scalars(select(WebhookEvent.id)).all()
+
+
+@pytest.mark.parametrize("make_headers, code", [
+    (lambda body: headers_for(body, secret="forged"), "SIGNATURE_INVALID"),
+    (lambda body: headers_for(body, at_ms=int((time.time() - 301) * 1000)), "SIGNATURE_INVALID"),  # stale
+    (lambda body: headers_for(body + " "), "SIGNATURE_INVALID"),  # tampered after signing
+    (lambda body: {"x-webhook-timestamp": str(int(time.time() * 1000))}, "SIGNATURE_MISSING"),
+    (lambda body: {}, "SIGNATURE_MISSING"),
+])
+def test_unverifiable_webhooks_are_refused_and_nothing_is_stored(adapter, make_headers, code):
+    body = webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment())
+    with pytest.raises(BadRequest) as raised:
+        adapter.handle_webhook(make_headers(body), body)
+    assert raised.value.error_code == code
+    assert stored(adapter) == [] and facts(adapter) == []
+
+
+def test_the_same_event_is_stored_once_by_cashfrees_idempotency_key(adapter):
+    body = webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment())
+    assert [deliver(adapter, body, key="wh_1") for _ in range(3)] == ["accepted", "duplicate", "duplicate"]
+    assert len(facts(adapter, "gateway.payment_succeeded")) == 1
+
+
+def test_without_the_header_an_event_is_known_by_payment_id_and_type(adapter):
+    body = webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment())
+    assert [deliver(adapter, body) for _ in range(2)] == ["accepted", "duplicate"]
+    assert stored(adapter) == ["cfp_1:SUBSCRIPTION_PAYMENT_SUCCESS"]
+
+
+def test_an_authorised_subscription_completes_its_checkout_and_starts_a_period(adapter):
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment()))
+    deliver(adapter, webhook("SUBSCRIPTION_STATUS_CHANGED", status_changed()))
+    [(_, completed)] = facts(adapter, "gateway.checkout_completed")
+    assert (completed["checkout_id"], completed["gateway_subscription_id"]) == (CHECKOUT, SUBSCRIPTION)
+    [(_, paid)] = facts(adapter, "gateway.payment_succeeded")
+    start = datetime.fromisoformat(AUTHORISED_AT)
+    assert (paid["amount"], paid["currency"], paid["period_start"]) == (149900, "inr", int(start.timestamp()))
+    assert paid["period_end"] == int(start.replace(month=12).timestamp())
+    [(_, snapshot)] = facts(adapter, "gateway.subscription_updated")
+    assert (snapshot["status"], snapshot["plan_code"], snapshot["amount"]) == ("active", "starter_monthly", 149900)
+    assert snapshot["current_period_end"] == paid["period_end"]
+
+
+def test_a_renewal_moves_the_period_and_a_failed_one_is_a_failed_payment(adapter):
+    deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment()))
+    deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment(payment_type="CHARGE", payment_id="cfp_2",
+                                                                    date="2026-12-01T10:00:00+05:30")))
+    deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_FAILED", payment("FAILED", "CHARGE", payment_id="cfp_3",
+                                                                     date="2027-01-01T10:00:00+05:30")))
+    row = adapter.db.get(CashfreeSubscription, SUBSCRIPTION)
+    assert row.current_period_end == datetime(2027, 1, 1, 4, 30, tzinfo=timezone.utc)
+    [(_, failed)] = facts(adapter, "gateway.payment_failed")
+    assert (failed["gateway_invoice_id"], failed["amount"]) == ("cfp_3", 149900)
+
+
+def test_a_declined_authorisation_fails_the_checkout_and_bills_nothing(adapter):
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment("FAILED")))
+    deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_FAILED", payment("FAILED")))
+    assert [(kind, fact.get("reason")) for kind, fact in facts(adapter)] == [("gateway.checkout_failed", "declined")]
+
+
+def test_a_never_authorised_subscription_that_is_cancelled_only_closes_its_checkout(adapter):
+    deliver(adapter, webhook("SUBSCRIPTION_STATUS_CHANGED", status_changed("CANCELLED")))
+    assert [(kind, fact.get("reason")) for kind, fact in facts(adapter)] == [("gateway.checkout_failed", "expired")]
+
+
+@pytest.mark.parametrize("cashfree_status, ours", [
+    ("ACTIVE", "active"), ("ON_HOLD", "past_due"), ("CANCELLED", "cancelled"), ("CUSTOMER_CANCELLED", "cancelled"),
+    ("COMPLETED", "cancelled"), ("PAUSED", "past_due"),
+])
+def test_cashfree_statuses_map_to_ours(adapter, cashfree_status, ours):
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    deliver(adapter, webhook("SUBSCRIPTION_STATUS_CHANGED", status_changed(cashfree_status)))
+    assert facts(adapter, "gateway.subscription_updated")[0][1]["status"] == ours
+
+
+def test_a_plan_change_shows_the_new_plan_and_amount(adapter):
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    deliver(adapter, webhook("SUBSCRIPTION_STATUS_CHANGED", status_changed(
+        plan_id="growth_monthly_inr_399900", amount="3999.00")))
+    snapshot = facts(adapter, "gateway.subscription_updated")[0][1]
+    assert (snapshot["plan_code"], snapshot["amount"]) == ("growth_monthly", 399900)
+
+
+def test_an_order_that_failed_then_succeeded_ends_paid(adapter):
+    deliver(adapter, webhook("PAYMENT_FAILED_WEBHOOK", order_payment("FAILED")))
+    deliver(adapter, webhook("PAYMENT_SUCCESS_WEBHOOK", order_payment("SUCCESS")))
+    assert [kind for kind, _ in facts(adapter)] == ["gateway.payment_failed", "gateway.payment_succeeded"]
+    assert facts(adapter, "gateway.payment_succeeded")[0][1]["amount"] == 99950  # ₹999.50, exactly
+
+
+@pytest.mark.parametrize("late", ["PAYMENT_FAILED_WEBHOOK", "PAYMENT_USER_DROPPED_WEBHOOK"])
+def test_only_success_is_final_for_an_order(adapter, late):
+    deliver(adapter, webhook("PAYMENT_SUCCESS_WEBHOOK", order_payment("SUCCESS")))
+    deliver(adapter, webhook(late, order_payment("FAILED" if "FAILED" in late else "USER_DROPPED")))
+    assert [kind for kind, _ in facts(adapter)] == ["gateway.payment_succeeded"]
+
+
+def test_a_dropped_order_payment_is_a_failed_payment(adapter):
+    deliver(adapter, webhook("PAYMENT_USER_DROPPED_WEBHOOK", order_payment("USER_DROPPED")))
+    assert [kind for kind, _ in facts(adapter)] == ["gateway.payment_failed"]
+
+
+def test_events_about_subscriptions_we_did_not_create_are_stored_but_announce_nothing(adapter):
+    data = payment()
+    data["subscription_id"] = "someone_elses"
+    deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_SUCCESS", data))
+    deliver(adapter, webhook("SOME_NEW_EVENT_TYPE", {"anything": 1}))
+    assert facts(adapter) == [] and len(stored(adapter)) == 2
