@@ -1,8 +1,9 @@
-"""`make demo`: a US purchase end to end over HTTP against a running portal (`make up`).
+"""`make demo`: purchases end to end over HTTP against a running portal (`make up`), in both regions.
 
-Signs up a new user, creates an organization, asks for a quote, presses Pay Now, opens the
-gateway's hosted page and presses its Pay button as a browser would, then prints the billing page
-once the gateway's webhooks have made the plan active. Then does the same for the personal licence.
+For a US user (Stripe, usd) and then an India user (Cashfree, inr): sign up, create an
+organization, ask for a quote, press Pay Now, open the gateway's hosted page and press its Pay
+button as a browser would, then print the billing page once the gateway's webhooks have made the
+plan active; then the same for the user's personal licence.
 
     python -m deploy.demo [BASE_URL]       (default http://127.0.0.1:8000)
 """
@@ -39,12 +40,19 @@ class Portal:
 
 
 def press_pay(redirect_url):
-    """What a payer does on the gateway's hosted page: open it, submit its Pay form."""
+    """What a payer's browser does: open the page; where it is our Cashfree page, follow what
+    Cashfree's JS SDK would do (open the session's checkout); then submit the Pay form."""
     browser = requests.Session()
     page = browser.get(redirect_url, timeout=30)
     page.raise_for_status()
+    session = re.search(r'data-session-id="([^"]+)"', page.text)
+    if session:  # the JS SDK navigates to Cashfree's checkout for the session
+        sdk = re.search(r'<script src="([^"]+)"', page.text).group(1)
+        checkout_url = urljoin(sdk, f"/checkout/subscription/{session.group(1)}")
+        page = browser.get(checkout_url, timeout=30)
+        page.raise_for_status()
     action = next(a for a in re.findall(r"<form[^>]*action=['\"]([^'\"]+)['\"]", page.text) if a.endswith("pay"))
-    landed = browser.post(urljoin(redirect_url, action), timeout=30)
+    landed = browser.post(urljoin(page.url, action), timeout=30)
     landed.raise_for_status()
     print(f"paid on the gateway page; back on {landed.url}")
 
@@ -73,17 +81,18 @@ def buy(portal, acct, label):
 
 
 def main(base_url):
-    portal = Portal(base_url)
-    email = f"demo-{uuid.uuid4().hex[:8]}@example.com"
-    step(f"sign up {email} (USA, so Stripe and usd)")
-    signed_up = portal.call("POST", "/api/v1/auth/signup", 201, json={
-        "email": email, "password": "demo password 123", "name": "Demo Buyer", "country": "US", "plan": PLAN})
-    portal.http.headers["Authorization"] = f"Bearer {signed_up['token']}"
-    print(f"pending plan offered after signup: {signed_up['pending_plan']}")
+    for country, region in (("US", "USA, so Stripe and usd"), ("IN", "India, so Cashfree and inr")):
+        portal = Portal(base_url)
+        email = f"demo-{country.lower()}-{uuid.uuid4().hex[:8]}@example.com"
+        step(f"sign up {email} ({region})")
+        signed_up = portal.call("POST", "/api/v1/auth/signup", 201, json={
+            "email": email, "password": "demo password 123", "name": "Demo Buyer", "country": country, "plan": PLAN})
+        portal.http.headers["Authorization"] = f"Bearer {signed_up['token']}"
+        print(f"pending plan offered after signup: {signed_up['pending_plan']}")
 
-    org = portal.call("POST", "/api/v1/orgs", 201, json={"name": "Demo Corp"})
-    buy(portal, f"/api/v1/orgs/{org['id']}/billing", f"organization {org['name']}")
-    buy(portal, "/api/v1/billing/personal", "personal licence")
+        org = portal.call("POST", "/api/v1/orgs", 201, json={"name": f"Demo Corp {country}"})
+        buy(portal, f"/api/v1/orgs/{org['id']}/billing", f"organization {org['name']}")
+        buy(portal, "/api/v1/billing/personal", f"personal licence ({country})")
     print("\nDemo complete.")
 
 

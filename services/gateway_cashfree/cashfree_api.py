@@ -28,16 +28,11 @@ TIMEOUT_SECONDS = float(os.environ.get("CASHFREE_TIMEOUT_SECONDS", "6"))
 NETWORK_RETRIES = int(os.environ.get("CASHFREE_NETWORK_RETRIES", "2"))
 
 
-class CashfreeError(GatewayError):
-    """A refusal from Cashfree, with its code kept for the adapter's own decisions (e.g. 409)."""
-
-    @property
-    def status(self):
-        return self.details.get("status")
-
-    @property
-    def cashfree_code(self):
-        return self.details.get("code")
+def refusal_status(error: GatewayError):
+    """The HTTP status Cashfree refused with (None when it did not answer): for the adapter's own
+    decisions, e.g. 409 on a plan that already exists. The error itself stays the shared type, so
+    it crosses RPC as GatewayError."""
+    return error.details.get("status")
 
 
 def rupees(paise: int) -> Decimal:
@@ -64,7 +59,7 @@ def _session():
 
 
 def call(method, path, body=None, idempotency_key=None):
-    """One API call; the parsed JSON answer (Decimal amounts). Raises CashfreeError / GatewayError."""
+    """One API call; the parsed JSON answer (Decimal amounts). Raises GatewayError."""
     config = settings()
     headers = {
         "x-client-id": config.cashfree_client_id,
@@ -93,6 +88,5 @@ def call(method, path, body=None, idempotency_key=None):
         error = answer if isinstance(answer, dict) else {}
         log.warning("cashfree %s %s answered %s: %s (%s, %s; request %s)", method, path, response.status_code,
                     error.get("message"), error.get("code"), error.get("type"), headers["x-request-id"])
-        raise CashfreeError(details={"gateway": "cashfree", "status": response.status_code,
-                                     "code": error.get("code")})
+        raise GatewayError(details={"gateway": "cashfree", "status": response.status_code, "code": error.get("code")})
     return answer

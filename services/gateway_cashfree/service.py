@@ -19,13 +19,13 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.gateway_cashfree import cashfree_api
-from services.gateway_cashfree.cashfree_api import CashfreeError, paise, rupees
+from services.gateway_cashfree.cashfree_api import paise, refusal_status, rupees
 from services.gateway_cashfree.models import (
     CashfreeOrder, CashfreePlan, CashfreeSubscription, Outbox, WebhookEvent,
 )
 from shared.config import settings
 from shared.db import Database
-from shared.errors import BadRequest
+from shared.errors import BadRequest, GatewayError
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
 from shared.periods import add_interval
 from shared.service import HealthMixin, api_rpc
@@ -162,8 +162,8 @@ class GatewayCashfreeService(HealthMixin):
         for row in due:
             try:
                 self._manage(row.subscription_id, "CANCEL", f"scheduled-cancel-{row.subscription_id}")
-            except CashfreeError as error:
-                if error.status != 400:  # 400: already cancelled
+            except GatewayError as error:
+                if refusal_status(error) != 400:  # 400: already cancelled
                     continue
             row.cancel_at = None
             self.db.commit()
@@ -286,7 +286,10 @@ class GatewayCashfreeService(HealthMixin):
         row = self._subscription_row(data.get("subscription_id"))
         if row is None:
             return
-        paid_at = _cashfree_time(data.get("payment_initiated_date")) or datetime.fromtimestamp(event_at, timezone.utc)
+        # A renewal pays for the period starting at its scheduled date; the authorisation, from when it was made.
+        date_field = "payment_initiated_date" if data.get("payment_type") == "AUTH" else "payment_schedule_date"
+        paid_at = (_cashfree_time(data.get(date_field)) or _cashfree_time(data.get("payment_initiated_date"))
+                   or datetime.fromtimestamp(event_at, timezone.utc))
         if row.authorized_at is None and data.get("payment_type") == "AUTH":
             row.authorized_at = paid_at
         start, end = paid_at, add_interval(paid_at, row.interval)
@@ -401,8 +404,8 @@ class GatewayCashfreeService(HealthMixin):
                     "plan_intervals": 1, "plan_interval_type": plan["interval"].upper(),
                     "plan_note": plan["code"],
                 })
-            except CashfreeError as error:
-                if error.status != 409:  # 409: it exists already (made by an earlier attempt)
+            except GatewayError as error:
+                if refusal_status(error) != 409:  # 409: it exists already (made by an earlier attempt)
                     raise
             self.db.execute(insert(CashfreePlan).values(plan_id=plan_id, plan_code=plan["code"],
                                                         interval=plan["interval"]).on_conflict_do_nothing())

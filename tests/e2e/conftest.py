@@ -43,7 +43,7 @@ def stack(tmp_path_factory):
     os.environ["DATABASE_PREFIX"] = previous_prefix
     settings.cache_clear()
 
-    port, stripe_port = free_port(), free_port()
+    port, stripe_port, cashfree_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -56,6 +56,10 @@ def stack(tmp_path_factory):
         "STRIPE_API_BASE": f"http://127.0.0.1:{stripe_port}",
         "STRIPE_TIMEOUT_SECONDS": "2",
         "STRIPE_SANDBOX_RETRY_SCALE": "0.2",
+        "CASHFREE_SANDBOX_PORT": str(cashfree_port),
+        "CASHFREE_API_BASE": f"http://127.0.0.1:{cashfree_port}/pg",
+        "CASHFREE_TIMEOUT_SECONDS": "2",
+        "CASHFREE_SANDBOX_RETRY_SCALE": "0.1",
         "PYTHONUNBUFFERED": "1",
     }
     log_path = tmp_path_factory.mktemp("stack") / "stack.log"
@@ -68,8 +72,9 @@ def stack(tmp_path_factory):
     try:
         if not wait_healthy(f"{base_url}/healthz", 60):
             pytest.fail(f"stack did not become healthy; log:\n{log_path.read_text()[-5000:]}")
-        if not wait_healthy(f"http://127.0.0.1:{stripe_port}/_sandbox/health", 30):
-            pytest.fail(f"the Stripe sandbox did not start; log:\n{log_path.read_text()[-5000:]}")
+        for sandbox_port in (stripe_port, cashfree_port):
+            if not wait_healthy(f"http://127.0.0.1:{sandbox_port}/_sandbox/health", 30):
+                pytest.fail(f"a gateway sandbox did not start; log:\n{log_path.read_text()[-5000:]}")
         yield Stack(base_url, honcho, log_path, env)
     finally:
         honcho.send_signal(signal.SIGTERM)
@@ -87,6 +92,7 @@ class Stack:
         self.log_path = log_path
         self.env = env
         self.stripe_sandbox = f"http://127.0.0.1:{env['STRIPE_SANDBOX_PORT']}"
+        self.cashfree_sandbox = f"http://127.0.0.1:{env['CASHFREE_SANDBOX_PORT']}"
 
     def client(self, token=None):
         return Client(self.base_url, token)

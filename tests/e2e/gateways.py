@@ -8,6 +8,8 @@ from kombu import Connection, Exchange, Queue
 
 class StripeSandbox:
     country, currency, gateway = "US", "usd", "stripe"
+    method_type = "card"  # what the hosted page pays with
+    prorates_changes = True  # a plan change is charged at once, prorated
 
     def __init__(self, stack):
         self.base = stack.stripe_sandbox
@@ -31,15 +33,15 @@ class StripeSandbox:
         assert answer.status_code == 303, answer.text
         return answer
 
-    def subscription_of(self, redirect_url):
-        session = self.http.get(f"{self.base}/v1/checkout/sessions/{self.session_id(redirect_url)}", timeout=10,
-                                headers={"Authorization": "Bearer sk_test_sandbox"}).json()
+    def subscription_of(self, checkout):
+        session = self.http.get(f"{self.base}/v1/checkout/sessions/{self.session_id(checkout['redirect_url'])}",
+                                timeout=10, headers={"Authorization": "Bearer sk_test_sandbox"}).json()
         return session["subscription"]
 
-    def renew(self, redirect_url, outcome="paid"):
-        subscription = self.subscription_of(redirect_url)
-        answer = self.http.post(f"{self.base}/_sandbox/subscriptions/{subscription}/renew", json={"outcome": outcome},
-                                timeout=10)
+    def renew(self, checkout, paid=True):
+        subscription = self.subscription_of(checkout)
+        answer = self.http.post(f"{self.base}/_sandbox/subscriptions/{subscription}/renew", timeout=10,
+                                json={"outcome": "paid" if paid else "failed"})
         assert answer.status_code == 200, answer.text
 
     def fail_next_checkout_creation(self, kind, times=1, delay_seconds=3):
@@ -59,7 +61,65 @@ class StripeSandbox:
                     and entry["params"].get("client_reference_id") == checkout_id and entry["object_id"]})
 
 
-DRIVERS = {"US": StripeSandbox}
+class CashfreeSandbox:
+    country, currency, gateway = "IN", "inr", "cashfree"
+    method_type = "upi"
+    prorates_changes = False  # Cashfree's CHANGE_PLAN charges the new price from the next cycle
+    create_path = "/pg/subscriptions"
+
+    def __init__(self, stack):
+        self.base = stack.cashfree_sandbox
+        self.http = requests.Session()
+
+    def session_id(self, redirect_url):
+        """Our page names the Cashfree session it opens (the JS SDK would navigate there)."""
+        page = self.http.get(redirect_url, timeout=10)
+        assert page.status_code == 200 and "subscriptionsCheckout" in page.text, page.text
+        script = re.search(r'<script src="([^"]+)"', page.text).group(1)
+        assert "subscriptionsCheckout" in self.http.get(script, timeout=10).text
+        return re.search(r'data-session-id="([^"]+)"', page.text).group(1)
+
+    def _press(self, redirect_url, button, method="upi"):
+        checkout_page = f"{self.base}/checkout/subscription/{self.session_id(redirect_url)}"
+        assert "Pay" in self.http.get(checkout_page, timeout=10).text
+        answer = self.http.post(f"{checkout_page}/{button}", data={"method": method}, timeout=10,
+                                allow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        return answer
+
+    def pay(self, redirect_url):
+        return self.http.get(self._press(redirect_url, "pay").headers["Location"], timeout=10)
+
+    def decline(self, redirect_url):
+        return self._press(redirect_url, "decline")
+
+    @staticmethod
+    def subscription_of(checkout):
+        return f"chk_{checkout['id'].replace('-', '')}"  # the adapter names it after our checkout
+
+    def renew(self, checkout, paid=True):
+        answer = self.http.post(f"{self.base}/_sandbox/subscriptions/{self.subscription_of(checkout)}/charge",
+                                json={"outcome": "success" if paid else "failed"}, timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    def fail_next_checkout_creation(self, kind, times=1, delay_seconds=3):
+        answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
+            "method": "POST", "path": self.create_path, "kind": kind, "times": times,
+            "delay_seconds": delay_seconds})
+        assert answer.status_code in (200, 201), answer.text
+
+    def clear_faults(self):
+        self.http.delete(f"{self.base}/_sandbox/faults", timeout=10)
+
+    def checkout_sessions_created_for(self, checkout_id):
+        log = self.http.get(f"{self.base}/_sandbox/requests", timeout=10).json()
+        return len({(entry.get("body") or {}).get("subscription_id") for entry in log
+                    if entry["method"] == "POST" and entry["path"] == self.create_path
+                    and ((entry.get("body") or {}).get("subscription_tags") or {}).get("checkout_id") == checkout_id
+                    and entry["status"] == 200})
+
+
+DRIVERS = {"US": StripeSandbox, "IN": CashfreeSandbox}
 
 
 class EventTap:

@@ -1,0 +1,29 @@
+"""`python -m services.gateway_cashfree.sandbox`: serve until SIGINT/SIGTERM (honcho sends SIGTERM)."""
+import logging
+import signal
+import threading
+
+from .config import SandboxConfig
+from .server import start
+
+log = logging.getLogger("cashfree_sandbox")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = SandboxConfig.from_env()
+    handle = start(config)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("Cashfree sandbox: API at %s, pages at %s; webhooks to %s; OpenAPI validation %s",
+             handle.api_base, handle.public_url, config.webhook_url or "(nowhere)",
+             "on" if handle.app.contract is not None else "OFF")
+    while not stop.wait(1):
+        pass
+    log.info("stopping")
+    handle.stop()
+
+
+if __name__ == "__main__":
+    main()

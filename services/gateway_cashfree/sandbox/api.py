@@ -1,0 +1,61 @@
+"""The /pg endpoints: the subset of Cashfree's PG API (2025-01-01) the adapter uses.
+
+Handlers receive a Call (the parsed JSON body, path arguments, who asked) and return the entity to
+send; the app (app.py) does authentication, the version check, faults, idempotency, OpenAPI
+validation of the body and rendering. Each route names its operation's path in Cashfree's
+OpenAPI document, which is how the app finds the schema to validate against.
+"""
+from dataclasses import dataclass
+from typing import Any
+
+from . import plans, subscriptions
+from .store import Store
+
+
+@dataclass
+class Call:
+    store: Store
+    public_url: str
+    body: Any  # parsed JSON (amounts as Decimal), already checked against the OpenAPI schema
+    args: dict  # from the URL rule
+    request_id: str
+
+
+def create_plan(call: Call) -> dict:
+    return plans.create(call.store, call.body)
+
+
+def get_plan(call: Call) -> dict:
+    return call.store.render(call.store.plan(call.args["plan_id"]))
+
+
+def create_subscription(call: Call) -> dict:
+    return subscriptions.create(call.store, call.body)
+
+
+def get_subscription(call: Call) -> dict:
+    return call.store.render(call.store.subscription(call.args["subscription_id"]))
+
+
+def manage_subscription(call: Call) -> dict:
+    return subscriptions.manage(call.store, call.args["subscription_id"], call.body)
+
+
+def list_subscription_payments(call: Call) -> list:
+    """Every payment of the subscription (AUTH and CHARGE), newest first."""
+    with call.store.lock:
+        call.store.subscription(call.args["subscription_id"])
+        return call.store.render(call.store.payments_of(call.args["subscription_id"]))
+
+
+# (method, werkzeug rule, the operation's path in the OpenAPI document, handler)
+ROUTES = [
+    ("POST", "/pg/plans", "/plans", create_plan),
+    ("GET", "/pg/plans/<plan_id>", "/plans/{plan_id}", get_plan),
+    ("POST", "/pg/subscriptions", "/subscriptions", create_subscription),
+    ("GET", "/pg/subscriptions/<subscription_id>", "/subscriptions/{subscription_id}", get_subscription),
+    ("POST", "/pg/subscriptions/<subscription_id>/manage", "/subscriptions/{subscription_id}/manage",
+     manage_subscription),
+    ("GET", "/pg/subscriptions/<subscription_id>/payments", "/subscriptions/{subscription_id}/payments",
+     list_subscription_payments),
+]

@@ -1,0 +1,78 @@
+"""Starting and stopping the sandbox: a werkzeug threaded server in a background thread.
+
+Plain threads throughout, so it runs the same as its own process (`python -m`) and inside a test
+process that eventlet has monkey-patched (the threads are then green, which is fine: nothing here
+blocks outside the patched socket, time and threading calls).
+"""
+import threading
+from dataclasses import replace
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from . import openapi
+from .app import SandboxApp
+from .config import SandboxConfig
+from .store import Store
+from .webhooks import WebhookSender
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log lines (tests); errors still reach werkzeug's logger."""
+
+    def log_request(self, code="-", size="-"):
+        pass
+
+
+class SandboxHandle:
+    """A running sandbox: `.url` (+ "/pg" for CASHFREE_API_BASE), `.store` for white-box checks, `.stop()`."""
+
+    def __init__(self, config: SandboxConfig, server, store: Store, app: SandboxApp, sender: WebhookSender):
+        self.config = config
+        self.server = server
+        self.store = store
+        self.app = app
+        self.sender = sender
+        self.port = server.server_port
+        self.url = f"http://{config.host}:{self.port}"
+        self.api_base = f"{self.url}/pg"
+        self.public_url = app.public_url
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"cashfree-sandbox-{self.port}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.sender.stop()
+        self.app.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def start(config: SandboxConfig, quiet: bool = False) -> SandboxHandle:
+    contract = openapi.load(config.openapi_path)  # parsed once per process, however many sandboxes
+    store = Store(config.clock, webhooks_enabled=bool(config.webhook_url))
+    # The app needs the bound port (port 0 picks one) for its public URL: bind first, attach after.
+    server = make_server(config.host, config.port, app=None, threaded=True,
+                         request_handler=_QuietHandler if quiet else None)
+    public_url = (config.public_url or f"http://{config.host}:{server.server_port}").rstrip("/")
+    sender = WebhookSender(store, config.webhook_url, config.client_secret, retry_scale=config.retry_scale,
+                           timeout=config.webhook_timeout)
+    app = SandboxApp(store, public_url, config.client_id, config.client_secret, contract, sender)
+    server.app = app
+    store.on_events = sender.enqueue
+    return SandboxHandle(config, server, store, app, sender)
+
+
+def start_sandbox(port: int = 0, webhook_url: str = "", *, quiet: bool = True, **options) -> SandboxHandle:
+    """Run a sandbox in this process (tests). `options` are SandboxConfig fields: clock, retry_scale,
+    client_id, client_secret, public_url, openapi_path, ..."""
+    return start(replace(SandboxConfig(), port=port, webhook_url=webhook_url, **options), quiet=quiet)

@@ -1,0 +1,107 @@
+"""Webhook delivery as Cashfree does it: signed, at least once, retried, in no guaranteed order.
+
+Each event is POSTed as `{"data": ..., "event_time": ..., "type": ...}` with
+  x-webhook-timestamp   milliseconds since the epoch, at sending time
+  x-webhook-signature   base64(HMAC-SHA256(key=client secret, msg=timestamp + raw body))
+  x-webhook-version     2025-01-01
+  x-idempotency-key     the event's id: the same on every retry and redelivery of it
+The body is serialised once when the event is created (store.emit) and those exact bytes are signed
+and sent on every attempt. Anything but HTTP 200 (or no answer) is a failure, retried after 2, 10
+and 30 minutes (here: that many seconds x retry_scale), then given up. Each event has its own
+delivery thread, so one failing event never holds up another and retries reorder them. While
+deliveries are paused, an attempt that falls due is dropped for good, as a lost webhook is lost.
+"""
+import base64
+import hashlib
+import hmac
+import logging
+import threading
+import time
+
+import requests
+
+from .config import API_VERSION
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+RETRY_MINUTES = (2, 10, 30)  # Cashfree's schedule after the first attempt
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("utf-8") + body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class WebhookSender:
+    def __init__(self, store: Store, url: str, secret: str, *, retry_scale: float = 1.0, timeout: float = 10.0):
+        self.store = store
+        self.url = url
+        self.secret = secret
+        self.retry_scale = retry_scale
+        self.timeout = timeout
+        self._stopping = threading.Event()
+
+    def enqueue(self, event_ids) -> None:
+        for event_id in event_ids:
+            self._start(event_id)
+
+    def redeliver(self, event_id: str) -> None:
+        """Send an event again (same body, same x-idempotency-key), with its own retries."""
+        self._start(event_id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _start(self, event_id: str) -> None:
+        if not self.url:
+            return
+        with self.store.lock:  # numbered per event: 1 is the original delivery, 2.. redeliveries
+            event = self.store.events[event_id]
+            event["delivery_runs"] += 1
+            run = event["delivery_runs"]
+        threading.Thread(target=self._deliver, args=(event_id, run), name=f"cashfree-webhook-{event_id}",
+                         daemon=True).start()
+
+    def _deliver(self, event_id: str, run: int) -> None:
+        body = self.store.events[event_id]["body"].encode("utf-8")
+        attempts = 1 + len(RETRY_MINUTES)
+        for attempt in range(1, attempts + 1):
+            if attempt > 1 and self._stopping.wait(RETRY_MINUTES[attempt - 2] * self.retry_scale):
+                return
+            if self._stopping.is_set():
+                return
+            if self.store.webhooks_paused:
+                self._record(event_id, run, attempt, outcome="dropped", status="dropped")
+                return
+            status_code, error, timestamp = self._post(event_id, body)
+            delivered = status_code == 200
+            final = "delivered" if delivered else ("failed" if attempt == attempts else None)
+            self._record(event_id, run, attempt, outcome="delivered" if delivered else "failed", status=final,
+                         status_code=status_code, error=error, timestamp=timestamp)
+            if delivered:
+                return
+        log.warning("webhook %s gave up after %d attempts", event_id, attempts)
+
+    def _post(self, event_id: str, body: bytes):
+        """One signed POST; (status, None, timestamp) or (None, what went wrong, timestamp)."""
+        timestamp = str(int(time.time() * 1000))
+        headers = {
+            "Content-Type": "application/json",
+            "x-webhook-timestamp": timestamp,
+            "x-webhook-signature": signature(self.secret, timestamp, body),
+            "x-webhook-version": API_VERSION,
+            "x-idempotency-key": event_id,
+        }
+        try:
+            response = requests.post(self.url, data=body, headers=headers, timeout=self.timeout)
+            return response.status_code, None, timestamp
+        except requests.RequestException as exc:
+            return None, f"{type(exc).__name__}: {exc}", timestamp
+
+    def _record(self, event_id: str, run: int, attempt: int, *, outcome: str, status=None, status_code=None,
+                error=None, timestamp=None) -> None:
+        self.store.record_attempt(event_id, {
+            "delivery": run, "attempt": attempt, "status_code": status_code, "error": error, "outcome": outcome,
+            "x_webhook_timestamp": timestamp, "at": time.time(), "url": self.url,
+        }, status=status)

@@ -1,0 +1,777 @@
+"""The Cashfree sandbox, driven with plain `requests` exactly as the gateway_cashfree adapter does.
+
+Each test starts a sandbox in this process on a free port, with a fake clock and a small local
+webhook receiver. Every call to the PG API goes through `CashfreeApi.call`, which checks the
+answer against the operation's response schema in Cashfree's own OpenAPI document (parsed once
+per test session): if it validates there, it has the shape the real API documents. The root
+conftest has monkey-patched eventlet, so this also shows the sandbox's threads and locks work as
+green threads.
+"""
+import base64
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+from openapi_schema_validator import OAS30Validator
+from referencing import Registry, Resource, Specification
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from services.gateway_cashfree.sandbox import openapi as sandbox_openapi
+from services.gateway_cashfree.sandbox import start_sandbox
+
+CLIENT_ID = "cf_sandbox_client"
+SECRET = "cf_sandbox_secret"
+VERSION = "2025-01-01"
+OPENAPI = Path(__file__).resolve().parents[3] / "shared/reference/cashfree/openapi-2025-01-01.yaml"
+RETURN_URL = "https://portal.test/billing/return?org=acme"
+IST_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\+05:30|Z)$")
+MONTH_LATER = 30 * 24 * 3600  # the fake clock starts on the 1st of a 30-day month (below)
+
+
+# the contract: Cashfree's OpenAPI document, read once per test session
+
+class Contract:
+    """Validators for the operations' documented answers, `$ref`s resolved through a registry."""
+
+    BASE = "urn:test:cashfree-openapi"
+    OPERATIONS = [  # (method, request path under /pg as a regex, the operation's path in the document)
+        ("POST", r"/plans", "/plans"),
+        ("GET", r"/plans/[^/]+", "/plans/{plan_id}"),
+        ("POST", r"/subscriptions", "/subscriptions"),
+        ("GET", r"/subscriptions/[^/]+", "/subscriptions/{subscription_id}"),
+        ("POST", r"/subscriptions/[^/]+/manage", "/subscriptions/{subscription_id}/manage"),
+        ("GET", r"/subscriptions/[^/]+/payments", "/subscriptions/{subscription_id}/payments"),
+    ]
+    UNDOCUMENTED = {409: "ApiError409"}  # Cashfree answers 409 for duplicate ids; the paths omit it
+
+    def __init__(self, document):
+        self.document = document
+        self.registry = Registry().with_resource(
+            self.BASE, Resource(contents=document, specification=Specification.OPAQUE))
+        self._cache = {}
+
+    def template(self, method, path):
+        for verb, pattern, template in self.OPERATIONS:
+            if verb == method and re.fullmatch(pattern, path):
+                return template
+        return None
+
+    def answer_validator(self, method, template, status):
+        key = (method, template, status)
+        if key not in self._cache:
+            responses = self.document["paths"][template][method.lower()]["responses"]
+            if str(status) in responses:
+                schema = responses[str(status)]["content"]["application/json"]["schema"]
+            elif status in self.UNDOCUMENTED:
+                schema = {"$ref": f"#/components/schemas/{self.UNDOCUMENTED[status]}"}
+            else:
+                raise AssertionError(f"{method} {template} does not document status {status}")
+            self._cache[key] = self._validator(schema)
+        return self._cache[key]
+
+    def component_validator(self, name):
+        if name not in self._cache:
+            self._cache[name] = self._validator({"$ref": f"#/components/schemas/{name}"})
+        return self._cache[name]
+
+    def _validator(self, schema):
+        text = json.dumps(schema).replace('"$ref": "#/', f'"$ref": "{self.BASE}#/')
+        return OAS30Validator(json.loads(text), registry=self.registry)
+
+
+def problems(validator, instance):
+    return [f"{'.'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+            for error in validator.iter_errors(instance)]
+
+
+@pytest.fixture(scope="session")
+def contract():
+    """The document as the sandbox parsed it (1 MB of YAML is parsed once per process), judged here
+    by validators of the test's own."""
+    if not OPENAPI.exists():
+        pytest.skip(f"Cashfree's OpenAPI document is not at {OPENAPI} (the shared reference folder is absent)")
+    return Contract(sandbox_openapi.load(str(OPENAPI)).document)
+
+
+# the adapter's side: requests with Cashfree's headers, bodies with exact amounts
+
+def to_json(body):
+    """JSON with Decimal amounts written as exact numbers (json.dumps alone cannot)."""
+    text = json.dumps(body, default=lambda value: f"@decimal:{value}@")
+    return re.sub(r'"@decimal:([-0-9.E+]+)@"', r"\1", text)
+
+
+class Answer:
+    def __init__(self, response):
+        self.status = response.status_code
+        self.headers = response.headers
+        self.text = response.text
+        self.body = json.loads(response.text, parse_float=Decimal)
+
+
+class CashfreeApi:
+    """What the adapter does: requests at CASHFREE_API_BASE with the client id, secret and version."""
+
+    def __init__(self, base, contract, client_id=CLIENT_ID, secret=SECRET):
+        self.base = base
+        self.contract = contract
+        self.headers = {"x-client-id": client_id, "x-client-secret": secret, "x-api-version": VERSION}
+
+    def call(self, method, path, body=None, *, idempotency_key=None, headers=None, timeout=5):
+        sent = {**self.headers, "x-request-id": f"test-{time.monotonic_ns()}", **(headers or {})}
+        sent = {name: value for name, value in sent.items() if value is not None}
+        if body is not None:
+            sent["Content-Type"] = "application/json"
+        if idempotency_key:
+            sent["x-idempotency-key"] = idempotency_key
+        response = requests.request(method, self.base + path, headers=sent, timeout=timeout,
+                                    data=None if body is None else to_json(body).encode("utf-8"))
+        answer = Answer(response)
+        self.check(method, path, answer)
+        return answer
+
+    def check(self, method, path, answer):
+        """Every answer, success or error, has the shape the OpenAPI document gives that status."""
+        if answer.status != 200:
+            assert set(answer.body) == {"message", "code", "type"}, answer.body
+        template = self.contract.template(method, path)
+        if template is None:
+            assert answer.status != 200, f"{method} {path} is not an operation of the document"
+            return
+        found = problems(self.contract.answer_validator(method, template, answer.status), answer.body)
+        assert not found, f"{method} {path} -> {answer.status} does not match the OpenAPI document: {found}"
+
+    # the calls the adapter makes
+
+    def create_plan(self, plan_id="pro_monthly", amount=Decimal("1499.00"), name="Pro", **extra):
+        answer = self.call("POST", "/plans", {
+            "plan_id": plan_id, "plan_name": name, "plan_type": "PERIODIC", "plan_currency": "INR",
+            "plan_recurring_amount": amount, "plan_max_amount": Decimal("10000.00"), "plan_interval_type": "MONTH",
+            "plan_intervals": 1, "plan_note": "monthly", **extra})
+        assert answer.status == 200, answer.body
+        return answer.body
+
+    def subscription_body(self, subscription_id="sub-acme-1", plan_id="pro_monthly", amount=Decimal("1499.00"),
+                          **extra):
+        return {
+            "subscription_id": subscription_id,
+            "customer_details": {"customer_name": "Ann", "customer_email": "ann@example.com",
+                                 "customer_phone": "9876543210"},
+            "plan_details": {"plan_id": plan_id},
+            "authorization_details": {"authorization_amount": amount, "authorization_amount_refund": False,
+                                      "payment_methods": ["upi", "card", "enach"]},
+            "subscription_meta": {"return_url": RETURN_URL},
+            "subscription_tags": {"account_id": "acct-1", "checkout_id": "chk-1"},
+            **extra,
+        }
+
+    def create_subscription(self, **options):
+        key = options.pop("idempotency_key", None)
+        answer = self.call("POST", "/subscriptions", self.subscription_body(**options), idempotency_key=key)
+        assert answer.status == 200, answer.body
+        return answer.body
+
+    def subscription(self, subscription_id="sub-acme-1"):
+        answer = self.call("GET", f"/subscriptions/{subscription_id}")
+        assert answer.status == 200, answer.body
+        return answer.body
+
+    def payments(self, subscription_id="sub-acme-1"):
+        answer = self.call("GET", f"/subscriptions/{subscription_id}/payments")
+        assert answer.status == 200, answer.body
+        return answer.body
+
+    def manage(self, action, subscription_id="sub-acme-1", **details):
+        body = {"subscription_id": subscription_id, "action": action}
+        if details:
+            body["action_details"] = details
+        return self.call("POST", f"/subscriptions/{subscription_id}/manage", body)
+
+
+# the world around the sandbox: a clock and a webhook endpoint
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1_748_716_200.0  # 2025-06-01T00:00:00+05:30, so "a month later" is 30 days
+
+    def __call__(self):
+        return self.now
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, *args):
+        pass
+
+
+class WebhookReceiver:
+    """Stands in for gateway_http's /webhooks/cashfree: records deliveries, answers as told."""
+
+    def __init__(self):
+        self.deliveries = []  # {"body", "headers", "status", "at"} in arrival order
+        self.answers = []  # statuses to answer next, then 200
+        self._changed = threading.Condition()
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_Quiet)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/webhooks/cashfree"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def _app(self, environ, start_response):
+        request = Request(environ)
+        with self._changed:
+            status = self.answers.pop(0) if self.answers else 200
+            self.deliveries.append({"body": request.get_data(), "headers": dict(request.headers), "status": status,
+                                    "at": time.monotonic()})
+            self._changed.notify_all()
+        return Response("ok" if status == 200 else "try again", status=status)(environ, start_response)
+
+    def wait_until(self, condition, timeout=5.0):
+        with self._changed:
+            assert self._changed.wait_for(lambda: condition(self.deliveries), timeout), (
+                f"webhooks not as expected after {timeout}s: {[_type(d) for d in self.deliveries]}")
+
+    def accepted(self, *types, timeout=5.0):
+        """Wait for accepted deliveries of these types (any order); each verified as the adapter will.
+        Returns {type: [event payloads]}."""
+        def arrived(deliveries):
+            return set(types) <= {_type(d) for d in deliveries if d["status"] == 200}
+
+        self.wait_until(arrived, timeout)
+        events = {}
+        for delivery in self.deliveries:
+            if delivery["status"] == 200:
+                events.setdefault(_type(delivery), []).append(verified(delivery))
+        return events
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _type(delivery):
+    return json.loads(delivery["body"])["type"]
+
+
+def verified(delivery, secret=SECRET):
+    """The adapter's check: base64 HMAC-SHA256 of timestamp + raw body, keyed with the client secret."""
+    headers = {name.lower(): value for name, value in delivery["headers"].items()}
+    timestamp = headers["x-webhook-timestamp"]
+    expected = base64.b64encode(hmac.new(secret.encode(), timestamp.encode() + delivery["body"],
+                                         hashlib.sha256).digest()).decode()
+    assert hmac.compare_digest(headers["x-webhook-signature"], expected), "bad webhook signature"
+    assert timestamp.isdigit() and abs(int(timestamp) / 1000 - time.time()) < 60  # milliseconds, now
+    assert headers["x-webhook-version"] == VERSION
+    assert headers["content-type"].startswith("application/json")
+    assert headers["x-idempotency-key"]
+    event = json.loads(delivery["body"], parse_float=Decimal)
+    assert list(event) == ["data", "event_time", "type"] and IST_TIME.match(event["event_time"])
+    return event
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def receiver():
+    endpoint = WebhookReceiver()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def sandbox(receiver, clock):
+    handle = start_sandbox(port=0, webhook_url=receiver.url, clock=clock, retry_scale=0.01)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def cashfree(sandbox, contract):
+    return CashfreeApi(sandbox.api_base, contract)
+
+
+def control(sandbox, verb, path, body=None):
+    """A call to the sandbox's own /_sandbox API (not Cashfree's)."""
+    response = requests.request(verb, sandbox.url + path, data=None if body is None else to_json(body),
+                                headers={"Content-Type": "application/json"}, timeout=5)
+    return response.status_code, json.loads(response.text, parse_float=Decimal)
+
+
+def authorised_subscription(cashfree, sandbox, method="upi", **options):
+    """A plan, a subscription on it, and the payer's Pay: the subscription as it then is."""
+    if "plan_id" not in options:
+        cashfree.create_plan()
+    created = cashfree.create_subscription(**options)
+    status, body = control(sandbox, "POST", f"/_sandbox/checkout/subscription/{created['subscription_session_id']}/pay",
+                           {"method": method})
+    assert status == 200, body
+    return cashfree.subscription(created["subscription_id"])
+
+
+def subscription_posts(sandbox):
+    return [entry for entry in control(sandbox, "GET", "/_sandbox/requests")[1] if entry["path"] == "/pg/subscriptions"]
+
+
+def events_of(sandbox):
+    return control(sandbox, "GET", "/_sandbox/events")[1]
+
+
+# the environment
+
+def test_the_sandbox_runs_under_eventlet_monkey_patching():
+    import eventlet.patcher
+
+    assert eventlet.patcher.is_monkey_patched("thread") and eventlet.patcher.is_monkey_patched("socket")
+
+
+# plans and validation
+
+def test_a_plan_is_created_active_fetched_and_unique(cashfree):
+    plan = cashfree.create_plan(amount=Decimal("1499.99"))
+    assert (plan["plan_id"], plan["plan_status"], plan["plan_type"], plan["plan_currency"]) == (
+        "pro_monthly", "ACTIVE", "PERIODIC", "INR")
+    assert plan["plan_recurring_amount"] == Decimal("1499.99") and plan["plan_max_amount"] == 10000
+    fetched = cashfree.call("GET", "/plans/pro_monthly")
+    assert fetched.status == 200 and fetched.body == plan and '"plan_recurring_amount":1499.99' in fetched.text
+
+    duplicate = cashfree.call("POST", "/plans", {"plan_id": "pro_monthly", "plan_name": "Again",
+                                                 "plan_type": "ON_DEMAND", "plan_max_amount": 100})
+    assert duplicate.status == 409 and duplicate.body["type"] == "invalid_request_error"
+    missing = cashfree.call("GET", "/plans/nope")
+    assert missing.status == 404 and missing.body["type"] == "invalid_request_error"
+
+
+def test_invalid_bodies_are_refused_with_the_field_named(cashfree, sandbox):
+    cashfree.create_plan()
+    body = cashfree.subscription_body()
+    del body["customer_details"]
+    no_customer = cashfree.call("POST", "/subscriptions", body)
+    assert no_customer.status == 400 and no_customer.body["type"] == "invalid_request_error"
+    assert "customer_details" in no_customer.body["message"] and no_customer.body["code"] == "customer_details_missing"
+
+    string_amount = cashfree.call("POST", "/subscriptions", cashfree.subscription_body(amount="1499.00"))
+    assert string_amount.status == 400
+    assert "authorization_details.authorization_amount" in string_amount.body["message"]
+
+    for bad_plan in ({"plan_id": "odd", "plan_name": "Odd", "plan_type": "WEEKLY", "plan_max_amount": 100},
+                     {"plan_id": "odd", "plan_name": "Odd", "plan_type": "ON_DEMAND", "plan_max_amount": "100"},
+                     {"plan_id": "odd", "plan_name": "Odd", "plan_type": "ON_DEMAND",
+                      "plan_max_amount": Decimal("10.005")}):
+        refused = cashfree.call("POST", "/plans", bad_plan)
+        assert refused.status == 400, bad_plan
+        assert refused.body["message"].startswith(("plan_type", "plan_max_amount")), refused.body
+    inline = cashfree.call("POST", "/subscriptions", cashfree.subscription_body(
+        plan_details={"plan_name": "Odd", "plan_type": "YEARLY", "plan_max_amount": 100}))
+    assert inline.status == 400 and inline.body["code"] == "plan_details.plan_type_invalid"
+
+    logged = [entry for entry in control(sandbox, "GET", "/_sandbox/requests")[1] if entry["status"] == 400]
+    assert len(logged) == 6 and all(entry["validation_errors"] for entry in logged)
+    assert any("customer_details" in error for error in logged[0]["validation_errors"])
+    assert "1499.00" in str(logged[1]["body"]["authorization_details"]["authorization_amount"])
+    assert cashfree.call("GET", "/subscriptions/sub-acme-1").status == 404  # nothing was created
+
+
+def test_without_the_openapi_document_the_handlers_still_refuse_bad_bodies(contract, tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        handle = start_sandbox(port=0, openapi_path=str(tmp_path / "absent.yaml"))
+    try:
+        assert "NOT validated" in caplog.text and handle.app.contract is None
+        cashfree = CashfreeApi(handle.api_base, contract)
+        cashfree.create_plan()
+        body = cashfree.subscription_body()
+        del body["customer_details"]
+        refused = cashfree.call("POST", "/subscriptions", body)
+        assert refused.status == 400 and refused.body["code"] == "customer_details_missing"
+        assert cashfree.call("POST", "/subscriptions", cashfree.subscription_body(amount="1")).status == 400
+        assert cashfree.create_subscription()["subscription_status"] == "INITIALIZED"
+    finally:
+        handle.stop()
+
+
+# the payer's side
+
+def test_pay_flow_end_to_end(cashfree, sandbox, receiver, clock):
+    plan = cashfree.create_plan()
+    created = cashfree.create_subscription()
+    assert created["subscription_status"] == "INITIALIZED" and created["subscription_session_id"].startswith(
+        "sub_session_")
+    assert created["plan_details"] == plan and created["cf_subscription_id"].isdigit()
+    assert created["authorisation_details"]["authorization_status"] == "INITIALIZED"
+    assert created["authorisation_details"]["authorization_amount"] == Decimal("1499")
+    assert created["subscription_tags"] == {"account_id": "acct-1", "checkout_id": "chk-1"}
+    assert created["subscription_meta"]["return_url"] == RETURN_URL
+
+    script = requests.get(f"{sandbox.public_url}/js/v3/cashfree.js", timeout=5)
+    assert script.status_code == 200 and "javascript" in script.headers["Content-Type"]
+    assert "subscriptionsCheckout" in script.text and f'"{sandbox.public_url}"' in script.text
+    assert "/checkout/subscription/" in script.text
+    page_url = f"{sandbox.public_url}/checkout/subscription/{created['subscription_session_id']}"
+    page = requests.get(page_url, timeout=5)
+    assert page.status_code == 200 and "Pro" in page.text and "₹1,499.00" in page.text
+    assert "Pay</button>" in page.text and "Decline</button>" in page.text
+    assert "value='upi' checked" in page.text and "value='netbanking'" in page.text
+
+    paid = requests.post(f"{page_url}/pay", data={"method": "upi"}, allow_redirects=False, timeout=5)
+    assert paid.status_code == 303
+    assert paid.headers["Location"] == RETURN_URL + "&subscription_id=sub-acme-1"
+
+    subscription = cashfree.subscription()
+    auth = subscription["authorisation_details"]
+    assert subscription["subscription_status"] == "ACTIVE"
+    assert (auth["authorization_status"], auth["payment_method"], auth["authorization_reference"]) == (
+        "ACTIVE", "upi", "ann@okaxis")
+    assert IST_TIME.match(auth["authorization_time"])
+    assert subscription["next_schedule_date"] == "2025-07-01T00:00:00+05:30"
+    (payment,) = cashfree.payments()
+    assert (payment["payment_type"], payment["payment_status"], payment["payment_amount"]) == ("AUTH", "SUCCESS", 1499)
+    assert payment["cf_payment_id"].isdigit() and payment["payment_id"] == auth["payment_id"]
+    assert payment["payment_initiated_date"] == payment["payment_schedule_date"] == "2025-06-01T00:00:00+05:30"
+
+    types = ("SUBSCRIPTION_AUTH_STATUS", "SUBSCRIPTION_STATUS_CHANGED", "SUBSCRIPTION_PAYMENT_SUCCESS")
+    events = receiver.accepted(*types)
+    (auth_event,), (changed,), (success,) = (events[name] for name in types)
+    assert auth_event["data"]["payment_status"] == "SUCCESS" and auth_event["data"]["payment_type"] == "AUTH"
+    assert auth_event["data"]["authorization_details"]["authorization_status"] == "ACTIVE"
+    assert (auth_event["data"]["subscription_id"], auth_event["data"]["cf_subscription_id"]) == (
+        "sub-acme-1", created["cf_subscription_id"])
+    assert changed["data"]["subscription_details"]["subscription_status"] == "ACTIVE"
+    assert changed["data"]["subscription_details"]["subscription_tags"] == created["subscription_tags"]
+    assert success["data"] == auth_event["data"] and success["data"]["payment_amount"] == 1499
+    keys = {delivery["headers"]["X-Idempotency-Key"] for delivery in receiver.deliveries}
+    assert len(keys) == 3  # one per event
+    contract = cashfree.contract
+    for payload in (auth_event["data"], success["data"]):
+        assert not problems(contract.component_validator("SubscriptionPaymentEntity"), payload)
+    assert not problems(contract.component_validator("SubscriptionEntity"), changed["data"]["subscription_details"])
+
+    closed = requests.get(page_url, timeout=5).text
+    assert "already authorised" in closed and "Pay</button>" not in closed
+
+
+def test_card_and_netbanking_mandates_have_their_references(cashfree, sandbox):
+    cashfree.create_plan()
+    card = authorised_subscription(cashfree, sandbox, "card", subscription_id="sub-card", plan_id="pro_monthly")
+    bank = authorised_subscription(cashfree, sandbox, "netbanking", subscription_id="sub-bank", plan_id="pro_monthly")
+    card_auth = card["authorisation_details"]
+    assert (card_auth["payment_method"], card_auth["authorization_reference"]) == ("card", "XXXXXXXXXXXX1111")
+    assert bank["authorisation_details"]["payment_method"] == "enach"
+    assert re.fullmatch(r"HDFC\d{13}", bank["authorisation_details"]["authorization_reference"])
+
+
+def test_declining_fails_the_authorisation_and_leaves_the_subscription_initialized(cashfree, sandbox, receiver):
+    cashfree.create_plan()
+    created = cashfree.create_subscription()
+    page_url = f"{sandbox.public_url}/checkout/subscription/{created['subscription_session_id']}"
+    declined = requests.post(f"{page_url}/decline", allow_redirects=False, timeout=5)
+    assert declined.status_code == 303 and declined.headers["Location"] == RETURN_URL + "&subscription_id=sub-acme-1"
+
+    subscription = cashfree.subscription()
+    assert subscription["subscription_status"] == "INITIALIZED"
+    assert subscription["authorisation_details"]["authorization_status"] == "FAILED"
+    (payment,) = cashfree.payments()
+    assert (payment["payment_type"], payment["payment_status"]) == ("AUTH", "FAILED")
+    assert payment["failure_details"]["failure_reason"] == "Payment declined by customer"
+    events = receiver.accepted("SUBSCRIPTION_AUTH_STATUS", "SUBSCRIPTION_PAYMENT_FAILED")
+    assert events["SUBSCRIPTION_AUTH_STATUS"][0]["data"]["payment_status"] == "FAILED"
+    assert events["SUBSCRIPTION_PAYMENT_FAILED"][0]["data"]["failure_details"]["failure_reason"] == (
+        "Payment declined by customer")
+    assert "SUBSCRIPTION_STATUS_CHANGED" not in events
+    page = requests.get(page_url, timeout=5).text
+    assert "declined" in page and "Pay</button>" not in page
+    assert requests.post(f"{page_url}/pay", allow_redirects=False, timeout=5).status_code == 409
+
+
+def test_a_session_cannot_be_paid_twice(cashfree, sandbox):
+    cashfree.create_plan()
+    created = cashfree.create_subscription()
+    session = created["subscription_session_id"]
+    assert control(sandbox, "POST", f"/_sandbox/checkout/subscription/{session}/pay", {"method": "upi"})[0] == 200
+    again = requests.post(f"{sandbox.public_url}/checkout/subscription/{session}/pay", data={"method": "card"},
+                          allow_redirects=False, timeout=5)
+    assert again.status_code == 409 and "no longer active" in again.text
+    status, body = control(sandbox, "POST", f"/_sandbox/checkout/subscription/{session}/pay")
+    assert status == 409 and body["code"] == "subscription_session_closed"
+    assert control(sandbox, "POST", f"/_sandbox/checkout/subscription/{session}/decline")[0] == 409
+    assert len(cashfree.payments()) == 1
+    assert cashfree.subscription()["authorisation_details"]["payment_method"] == "upi"
+
+
+def test_unknown_sessions_and_order_checkouts_are_404(sandbox):
+    assert requests.get(f"{sandbox.public_url}/checkout/subscription/sub_session_nope", timeout=5).status_code == 404
+    assert requests.get(f"{sandbox.public_url}/checkout/order/session_x", timeout=5).status_code == 404
+    assert control(sandbox, "POST", "/_sandbox/checkout/subscription/sub_session_nope/pay")[0] == 404
+
+
+# charges
+
+def test_a_successful_charge_pays_the_plan_amount_and_moves_the_schedule(cashfree, sandbox, receiver):
+    authorised_subscription(cashfree, sandbox)
+    status, payment = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge", {"outcome": "success"})
+    assert status == 200
+    assert (payment["payment_type"], payment["payment_status"], payment["payment_amount"]) == (
+        "CHARGE", "SUCCESS", Decimal("1499"))
+    assert payment["payment_schedule_date"] == "2025-07-01T00:00:00+05:30"
+    assert cashfree.subscription()["next_schedule_date"] == "2025-08-01T00:00:00+05:30"
+    assert [p["payment_type"] for p in cashfree.payments()] == ["CHARGE", "AUTH"]  # newest first
+    receiver.wait_until(lambda ds: [_type(d) for d in ds].count("SUBSCRIPTION_PAYMENT_SUCCESS") == 2)
+    charged = [verified(d) for d in receiver.deliveries if _type(d) == "SUBSCRIPTION_PAYMENT_SUCCESS"]
+    assert {event["data"]["payment_type"] for event in charged} == {"AUTH", "CHARGE"}
+
+
+def test_a_failed_charge_puts_the_subscription_on_hold(cashfree, sandbox, receiver):
+    authorised_subscription(cashfree, sandbox)
+    receiver.accepted("SUBSCRIPTION_STATUS_CHANGED")
+    status, payment = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge", {"outcome": "failed"})
+    assert status == 200 and payment["payment_status"] == "FAILED" and payment["failure_details"]["failure_reason"]
+    assert cashfree.subscription()["subscription_status"] == "ON_HOLD"
+    events = receiver.accepted("SUBSCRIPTION_PAYMENT_FAILED")
+    receiver.wait_until(lambda ds: [_type(d) for d in ds].count("SUBSCRIPTION_STATUS_CHANGED") == 2)
+    changes = [verified(d)["data"]["subscription_details"]["subscription_status"] for d in receiver.deliveries
+               if _type(d) == "SUBSCRIPTION_STATUS_CHANGED"]
+    assert sorted(changes) == ["ACTIVE", "ON_HOLD"]
+    assert events["SUBSCRIPTION_PAYMENT_FAILED"][0]["data"]["payment_id"] == payment["payment_id"]
+
+    status, retried = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge", {"outcome": "success"})
+    assert status == 200 and retried["payment_status"] == "SUCCESS"
+    assert cashfree.subscription()["subscription_status"] == "ACTIVE"  # a successful retry lifts the hold
+
+
+# managing
+
+def test_cancel_ends_the_subscription_once(cashfree, sandbox, receiver):
+    authorised_subscription(cashfree, sandbox)
+    cancelled = cashfree.manage("CANCEL")
+    assert cancelled.status == 200 and cancelled.body["subscription_status"] == "CANCELLED"
+    receiver.wait_until(lambda ds: any(
+        _type(d) == "SUBSCRIPTION_STATUS_CHANGED"
+        and json.loads(d["body"])["data"]["subscription_details"]["subscription_status"] == "CANCELLED" for d in ds))
+    again = cashfree.manage("CANCEL")
+    assert again.status == 400 and again.body["type"] == "invalid_request_error"
+    assert cashfree.manage("ACTIVATE").status == 400
+    assert control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge")[0] == 409
+
+
+def test_change_plan_applies_the_new_amount_from_the_next_charge(cashfree, sandbox, receiver):
+    authorised_subscription(cashfree, sandbox)
+    bigger = cashfree.create_plan("max_monthly", Decimal("2999.50"), "Max")
+    changed = cashfree.manage("CHANGE_PLAN", plan_id="max_monthly")
+    assert changed.status == 200 and changed.body["plan_details"] == bigger
+    assert changed.body["subscription_status"] == "ACTIVE" and len(cashfree.payments()) == 1  # nothing charged now
+    receiver.wait_until(lambda ds: any(
+        _type(d) == "SUBSCRIPTION_STATUS_CHANGED"
+        and json.loads(d["body"])["data"]["subscription_details"]["plan_details"]["plan_id"] == "max_monthly"
+        for d in ds))
+
+    status, payment = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge", {"outcome": "success"})
+    assert status == 200 and payment["payment_amount"] == Decimal("2999.50")
+    unknown = cashfree.manage("CHANGE_PLAN", plan_id="no_such_plan")
+    assert unknown.status == 400 and "action_details.plan_id" in unknown.body["message"]
+
+
+def test_pause_and_activate(cashfree, sandbox):
+    authorised_subscription(cashfree, sandbox)
+    assert cashfree.manage("PAUSE").body["subscription_status"] == "PAUSED"
+    assert control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge")[0] == 409
+    assert cashfree.manage("PAUSE").status == 400
+    activated = cashfree.manage("ACTIVATE", next_scheduled_time="2025-09-01T00:00:00+05:30")
+    assert activated.body["subscription_status"] == "ACTIVE"
+    assert activated.body["next_schedule_date"] == "2025-09-01T00:00:00+05:30"
+    wrong = cashfree.call("POST", "/subscriptions/sub-acme-1/manage", {"subscription_id": "other", "action": "PAUSE"})
+    assert wrong.status == 400
+    unknown = cashfree.call("POST", "/subscriptions/sub-acme-1/manage", {"subscription_id": "sub-acme-1",
+                                                                        "action": "DELETE"})
+    assert unknown.status == 400 and unknown.body["code"] == "action_invalid"
+
+
+def test_an_inline_plan_becomes_the_subscriptions_plan(cashfree):
+    answer = cashfree.call("POST", "/subscriptions", cashfree.subscription_body(plan_details={
+        "plan_name": "Team", "plan_type": "PERIODIC", "plan_amount": Decimal("999.90"),
+        "plan_max_amount": Decimal("5000"), "plan_interval_type": "WEEK"}))
+    assert answer.status == 200
+    plan = answer.body["plan_details"]
+    assert (plan["plan_recurring_amount"], plan["plan_interval_type"], plan["plan_intervals"]) == (
+        Decimal("999.9"), "WEEK", 1)
+    assert cashfree.call("GET", f"/plans/{plan['plan_id']}").body == plan
+
+
+def test_an_unknown_subscription_is_404(cashfree):
+    for method, path in (("GET", "/subscriptions/nope"), ("GET", "/subscriptions/nope/payments")):
+        missing = cashfree.call(method, path)
+        assert missing.status == 404 and missing.body["code"] == "subscription_not_found"
+    assert cashfree.manage("CANCEL", subscription_id="nope").status == 404
+
+
+# idempotency, authentication, versions
+
+def test_the_same_idempotency_key_replays_the_first_response(cashfree, sandbox):
+    cashfree.create_plan()
+    body = cashfree.subscription_body()
+    first = cashfree.call("POST", "/subscriptions", body, idempotency_key="checkout-chk-1")
+    again = cashfree.call("POST", "/subscriptions", body, idempotency_key="checkout-chk-1")
+    assert first.status == again.status == 200 and again.body == first.body
+    assert (first.headers["x-idempotency-replayed"], again.headers["x-idempotency-replayed"]) == ("false", "true")
+
+    conflict = cashfree.call("POST", "/subscriptions", {**body, "subscription_note": "changed"},
+                             idempotency_key="checkout-chk-1")
+    assert conflict.status == 422 and conflict.body["type"] == "idempotency_error"
+    without_key = cashfree.call("POST", "/subscriptions", body)
+    assert without_key.status == 409 and without_key.body["code"] == "subscription_already_exists"
+    posts = subscription_posts(sandbox)
+    assert [(entry["status"], entry["replayed"]) for entry in posts] == [(200, False), (200, True), (422, False),
+                                                                         (409, False)]
+
+
+def test_a_wrong_secret_is_an_authentication_error(sandbox, contract):
+    stranger = CashfreeApi(sandbox.api_base, contract, secret="not-the-secret")
+    refused = stranger.call("GET", "/plans/pro_monthly")
+    assert refused.status == 401
+    assert refused.body == {"message": "authentication Failed", "code": "request_failed",
+                            "type": "authentication_error"}
+    assert CashfreeApi(sandbox.api_base, contract, client_id="other").call("GET", "/plans/x").status == 401
+
+
+def test_the_api_version_header_is_required(cashfree):
+    missing = cashfree.call("GET", "/plans/pro_monthly", headers={"x-api-version": None})
+    assert missing.status == 400 and missing.body["type"] == "invalid_request_error"
+    assert "x-api-version" in missing.body["message"]
+    older = cashfree.call("GET", "/plans/pro_monthly", headers={"x-api-version": "2023-08-01"})
+    assert older.status == 400
+
+
+def test_an_unknown_route_is_a_bad_url(cashfree):
+    answer = cashfree.call("GET", "/subscriptions/x/y/z")
+    assert answer.status == 400 and "bad URL" in answer.body["message"]
+
+
+# faults
+
+def test_an_injected_500_does_nothing(cashfree, sandbox):
+    cashfree.create_plan()
+    control(sandbox, "POST", "/_sandbox/faults", {"method": "POST", "path": "/pg/subscriptions", "kind": "error_500"})
+    failed = cashfree.call("POST", "/subscriptions", cashfree.subscription_body(), idempotency_key="k1")
+    assert failed.status == 500 and failed.body["type"] == "api_error"
+    assert cashfree.call("GET", "/subscriptions/sub-acme-1").status == 404
+    assert cashfree.create_subscription(idempotency_key="k1")["subscription_status"] == "INITIALIZED"
+
+    control(sandbox, "POST", "/_sandbox/faults", {"method": "POST", "path": "/pg/subscriptions/*/manage",
+                                                 "kind": "error_500", "times": 2})
+    assert [cashfree.manage("CANCEL").status for _ in range(3)] == [500, 500, 200]
+    assert control(sandbox, "GET", "/_sandbox/faults")[1] == {"faults": []}
+
+
+def test_a_retry_after_create_then_timeout_gets_the_same_subscription(cashfree, sandbox):
+    cashfree.create_plan()
+    control(sandbox, "POST", "/_sandbox/faults", {"method": "POST", "path": "/pg/subscriptions",
+                                                 "kind": "create_then_timeout", "delay_seconds": 1.0})
+    body = cashfree.subscription_body()
+    with pytest.raises(requests.Timeout):
+        cashfree.call("POST", "/subscriptions", body, idempotency_key="checkout-chk-1", timeout=0.3)
+    retried = cashfree.call("POST", "/subscriptions", body, idempotency_key="checkout-chk-1")
+    assert retried.status == 200 and retried.headers["x-idempotency-replayed"] == "true"
+    assert list(sandbox.store.subscriptions) == ["sub-acme-1"]
+    assert retried.body["cf_subscription_id"] == sandbox.store.subscriptions["sub-acme-1"]["cf_subscription_id"]
+    posts = subscription_posts(sandbox)
+    assert [entry["replayed"] for entry in posts] == [False, True]
+    assert {entry["headers"]["x-idempotency-key"] for entry in posts} == {"checkout-chk-1"}
+    assert {entry["object_id"] for entry in posts} == {"sub-acme-1"}
+
+
+def test_an_injected_timeout_answers_500_late_and_does_nothing(cashfree, sandbox):
+    control(sandbox, "POST", "/_sandbox/faults", {"method": "GET", "path": "/pg/plans/*", "kind": "timeout",
+                                                 "delay_seconds": 0.2})
+    started = time.monotonic()
+    assert cashfree.call("GET", "/plans/anything").status == 500
+    assert time.monotonic() - started >= 0.2
+
+
+# webhook delivery
+
+def test_a_refused_webhook_is_retried_on_cashfrees_schedule(cashfree, sandbox, receiver):
+    cashfree.create_plan()
+    cashfree.create_subscription()
+    receiver.answers = [500, 500]
+    cashfree.manage("CANCEL")  # one event: SUBSCRIPTION_STATUS_CHANGED
+    receiver.wait_until(lambda deliveries: len(deliveries) == 3)
+    assert [d["status"] for d in receiver.deliveries] == [500, 500, 200]
+    assert len({d["body"] for d in receiver.deliveries}) == 1  # the same bytes every time
+    assert len({d["headers"]["X-Idempotency-Key"] for d in receiver.deliveries}) == 1
+    for delivery in receiver.deliveries:
+        verified(delivery)
+    first, second, third = (d["at"] for d in receiver.deliveries)
+    assert second - first >= 2 * 0.01 * 0.9 and third - second >= 10 * 0.01 * 0.9  # 2 and 10 "minutes"
+    (event,) = events_of(sandbox)
+    assert event["status"] == "delivered" and event["idempotency_key"] == event["id"]
+    assert [(a["attempt"], a["status_code"]) for a in event["delivery_attempts"]] == [(1, 500), (2, 500), (3, 200)]
+
+
+def test_a_webhook_is_given_up_after_three_retries(cashfree, sandbox, receiver):
+    cashfree.create_plan()
+    cashfree.create_subscription()
+    receiver.answers = [503] * 10
+    cashfree.manage("CANCEL")
+    receiver.wait_until(lambda deliveries: len(deliveries) == 4)
+    deadline = time.monotonic() + 5
+    while events_of(sandbox)[0]["status"] != "failed":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.1)
+    assert len(receiver.deliveries) == 4
+
+
+def test_webhooks_sent_while_paused_are_lost(cashfree, sandbox, receiver):
+    cashfree.create_plan()
+    cashfree.create_subscription(subscription_id="sub-lost")
+    cashfree.create_subscription(subscription_id="sub-found")
+    control(sandbox, "POST", "/_sandbox/webhooks/pause")
+    cashfree.manage("CANCEL", subscription_id="sub-lost")
+    deadline = time.monotonic() + 5
+    while not events_of(sandbox)[0]["delivery_attempts"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    control(sandbox, "POST", "/_sandbox/webhooks/resume")
+    cashfree.manage("CANCEL", subscription_id="sub-found")
+    events = receiver.accepted("SUBSCRIPTION_STATUS_CHANGED")
+    time.sleep(0.1)  # a dropped delivery is never retried: nothing more arrives
+    assert [e["data"]["subscription_details"]["subscription_id"] for e in events["SUBSCRIPTION_STATUS_CHANGED"]] == [
+        "sub-found"]
+    lost = events_of(sandbox)[0]
+    assert lost["status"] == "dropped" and [a["outcome"] for a in lost["delivery_attempts"]] == ["dropped"]
+
+
+def test_a_redelivered_event_carries_the_same_idempotency_key(cashfree, sandbox, receiver):
+    authorised_subscription(cashfree, sandbox)
+    receiver.accepted("SUBSCRIPTION_PAYMENT_SUCCESS")
+    event = next(e for e in events_of(sandbox) if e["type"] == "SUBSCRIPTION_PAYMENT_SUCCESS")
+    status, _ = control(sandbox, "POST", f"/_sandbox/webhooks/{event['id']}/redeliver")
+    assert status == 200
+    receiver.wait_until(lambda ds: [_type(d) for d in ds].count("SUBSCRIPTION_PAYMENT_SUCCESS") == 2)
+    first, second = [d for d in receiver.deliveries if _type(d) == "SUBSCRIPTION_PAYMENT_SUCCESS"]
+    assert first["headers"]["X-Idempotency-Key"] == second["headers"]["X-Idempotency-Key"] == event["id"]
+    assert first["body"] == second["body"] and verified(second) == verified(first)
+    attempts = next(e for e in events_of(sandbox) if e["id"] == event["id"])["delivery_attempts"]
+    assert [(a["delivery"], a["outcome"]) for a in attempts] == [(1, "delivered"), (2, "delivered")]
+    assert control(sandbox, "POST", "/_sandbox/webhooks/no-such-event/redeliver")[0] == 404
+
+
+# amounts
+
+def test_amounts_stay_exact_decimal_numbers(cashfree, sandbox):
+    cashfree.create_plan(amount=Decimal("0.10"))
+    answer = cashfree.call("POST", "/subscriptions", cashfree.subscription_body(amount=Decimal("0.30")))
+    assert '"authorization_amount":0.3' in answer.text
+    status, payment = control(sandbox, "POST", f"/_sandbox/checkout/subscription/"
+                                               f"{answer.body['subscription_session_id']}/pay")
+    assert payment["payment"]["payment_amount"] == Decimal("0.3")
+    charged = [control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge")[1]["payment_amount"]
+               for _ in range(2)]
+    assert sum(charged, Decimal("0.3")) == Decimal("0.5")  # 0.1 + 0.1 + 0.3, exactly
