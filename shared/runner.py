@@ -35,10 +35,21 @@ def service_class(name):
     return getattr(importlib.import_module(module_name), class_name)
 
 
+class ExpectedErrorsInOneLine(logging.Filter):
+    """nameko logs every expected outcome (a 404, a 409...) with a full traceback; one line says it."""
+
+    def filter(self, record):
+        if record.name == "nameko.containers" and str(record.msg).startswith("(expected)"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def main(argv):
     if len(argv) != 1 or argv[0] not in SERVICE_CLASSES:
         sys.exit(f"usage: python -m shared.runner {{{'|'.join(SERVICE_CLASSES)}}}")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {argv[0]} %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ExpectedErrorsInOneLine())
     run([service_class(argv[0])], settings().nameko_config())
 
 

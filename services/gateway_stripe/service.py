@@ -5,7 +5,7 @@ import logging
 import time
 
 import stripe
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.gateway_stripe import stripe_api
@@ -13,7 +13,7 @@ from services.gateway_stripe.models import Outbox, StripeCustomer, StripePrice, 
 from services.gateway_stripe.normalize import normalize, subscription_snapshot
 from shared.config import settings
 from shared.db import Database
-from shared.errors import BadRequest
+from shared.errors import BadRequest, GatewayError
 from shared.outbox import OutboxRelay, add_event
 from shared.service import HealthMixin, api_rpc
 
@@ -50,13 +50,20 @@ class GatewayStripeService(HealthMixin):
         fails or times out; a retry with the same checkout_id is safe (same Idempotency-Key).
         """
         account, plan = request["account"], request["plan"]
-        customer_id = self._customer_for(account)
-        price_id = self._price_for(plan)
         metadata = {"account_id": account["id"], "checkout_id": request["checkout_id"], "plan_code": plan["code"]}
-        session = stripe_api.create_checkout_session(
-            request["checkout_id"], customer_id, price_id, metadata,
-            request["success_url"], request["cancel_url"], request["expires_at"],
-        )
+        for attempt in (1, 2):
+            customer_id, price_id = self._customer_for(account), self._price_for(plan)
+            try:
+                session = stripe_api.create_checkout_session(
+                    request["checkout_id"], customer_id, price_id, metadata,
+                    request["success_url"], request["cancel_url"], request["expires_at"],
+                )
+                break
+            except GatewayError as error:
+                # A customer or price we remember was deleted at Stripe (or we were pointed at
+                # another account): forget it and make it again, once.
+                if attempt == 2 or not self._forget_missing(stripe_api.missing_param(error), account, plan):
+                    raise
         return {"gateway_checkout_id": session.id, "redirect_url": session.url, "expires_at": session.expires_at}
 
     @api_rpc
@@ -156,6 +163,19 @@ class GatewayStripeService(HealthMixin):
     def _snapshot(self, subscription, account_id, event_id):
         """The snapshot fact for a subscription the API just returned (stamped with our clock)."""
         return subscription_snapshot(subscription.to_dict(), account_id, event_id, int(time.time()))
+
+    def _forget_missing(self, param, account, plan):
+        """Drop the remembered id Stripe says it lacks; True if there was one to drop."""
+        if param is None:
+            return False
+        if param == "customer":
+            self.db.execute(delete(StripeCustomer).where(StripeCustomer.account_id == account["id"]))
+        elif param.startswith("line_items"):
+            self.db.execute(delete(StripePrice).where(StripePrice.lookup_key == price_lookup_key(plan)))
+        else:
+            return False
+        self.db.commit()
+        return True
 
     def _customer_id(self, account_id):
         return self.db.scalar(select(StripeCustomer.customer_id).where(StripeCustomer.account_id == account_id))

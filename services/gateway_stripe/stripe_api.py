@@ -40,8 +40,18 @@ def gateway_errors(fn):
         except stripe.StripeError as exc:
             log.warning("stripe %s failed: %s (status %s, request %s)", fn.__name__, exc.user_message or exc,
                         exc.http_status, exc.request_id)
-            raise GatewayError(details={"gateway": "stripe"}) from None
+            error = getattr(exc, "error", None)
+            raise GatewayError(details={
+                "gateway": "stripe", "status": exc.http_status, "code": getattr(error, "code", None),
+                "param": getattr(error, "param", None)}) from None
     return wrapper
+
+
+def missing_param(error: GatewayError):
+    """The request parameter naming an object Stripe does not have (e.g. a deleted price), or None."""
+    if error.details.get("code") == "resource_missing":
+        return error.details.get("param") or ""
+    return None
 
 
 def _idempotent(key):
