@@ -20,6 +20,11 @@ if [ -f var/honcho.pid ] && kill -0 "$(cat var/honcho.pid)" 2>/dev/null; then
   exit 1
 fi
 
+# The gateway sandboxes remember their objects across restarts, as the real gateways do (our
+# databases keep the ids they handed out).
+export STRIPE_SANDBOX_STATE_FILE="${STRIPE_SANDBOX_STATE_FILE:-var/stripe_sandbox.json}"
+export CASHFREE_SANDBOX_STATE_FILE="${CASHFREE_SANDBOX_STATE_FILE:-var/cashfree_sandbox.json}"
+
 python -m shared.migrate
 rm -f var/stop-requested
 

@@ -53,6 +53,9 @@ class StripeSandbox:
     def clear_faults(self):
         self.http.delete(f"{self.base}/_sandbox/faults", timeout=10)
 
+    def assert_requests_valid(self):
+        """Stripe's sandbox refuses unknown parameters itself; nothing more to check here."""
+
     def checkout_sessions_created_for(self, checkout_id):
         """How many distinct Checkout Sessions the sandbox made for one of our checkouts."""
         log = self.http.get(f"{self.base}/_sandbox/requests", timeout=10).json()
@@ -110,6 +113,16 @@ class CashfreeSandbox:
 
     def clear_faults(self):
         self.http.delete(f"{self.base}/_sandbox/faults", timeout=10)
+
+    def assert_requests_valid(self):
+        """The sandbox checks every request body against Cashfree's OpenAPI: the adapter sent none it refused."""
+        log = self.http.get(f"{self.base}/_sandbox/requests", timeout=10).json()
+        refused = [entry for entry in log if entry.get("validation_errors")]
+        assert refused == [], refused
+        api_calls = [entry for entry in log if entry["path"].startswith("/pg/")]
+        assert all(entry["headers"]["x-api-version"] == "2025-01-01" and entry["headers"]["x-request-id"]
+                   for entry in api_calls)
+        assert all(entry["headers"]["x-idempotency-key"] for entry in api_calls if entry["method"] == "POST")
 
     def checkout_sessions_created_for(self, checkout_id):
         log = self.http.get(f"{self.base}/_sandbox/requests", timeout=10).json()

@@ -17,6 +17,7 @@ def region(request, stack):
     driver = DRIVERS[request.param](stack)
     yield driver
     driver.clear_faults()
+    driver.assert_requests_valid()
 
 
 @pytest.fixture

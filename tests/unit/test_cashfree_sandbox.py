@@ -775,3 +775,118 @@ def test_amounts_stay_exact_decimal_numbers(cashfree, sandbox):
     charged = [control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge")[1]["payment_amount"]
                for _ in range(2)]
     assert sum(charged, Decimal("0.3")) == Decimal("0.5")  # 0.1 + 0.1 + 0.3, exactly
+
+
+# persistence across restarts (CASHFREE_SANDBOX_STATE_FILE)
+
+def test_objects_survive_a_restart_with_the_same_state_file(receiver, clock, contract, tmp_path):
+    path = tmp_path / "var" / "cashfree_sandbox.json"  # the folder is made on the first save
+    options = dict(port=0, webhook_url=receiver.url, clock=clock, retry_scale=0.01, state_file=str(path))
+    first = start_sandbox(**options)
+    try:
+        cashfree = CashfreeApi(first.api_base, contract)
+        cashfree.create_plan(plan_id="tenth", amount=Decimal("0.10"))
+        subscription = authorised_subscription(cashfree, first)
+        session_id = subscription["subscription_session_id"]
+        control(first, "POST", "/_sandbox/subscriptions/sub-acme-1/charge", {"outcome": "success"})
+        body = cashfree.subscription_body(subscription_id="sub-acme-2")
+        created = cashfree.call("POST", "/subscriptions", body, idempotency_key="checkout-chk-2")
+        answers = {path: cashfree.call("GET", path).text for path in (
+            "/plans/pro_monthly", "/plans/tenth", "/subscriptions/sub-acme-1", "/subscriptions/sub-acme-1/payments",
+            "/subscriptions/sub-acme-2")}
+        receiver.accepted("SUBSCRIPTION_AUTH_STATUS", "SUBSCRIPTION_PAYMENT_SUCCESS")
+        control(first, "POST", "/_sandbox/clock", {"advance_seconds": 3600})
+        control(first, "POST", "/_sandbox/faults", {"path": "/pg/subscriptions", "kind": "error_500", "times": 5})
+        control(first, "POST", "/_sandbox/webhooks/pause")
+        event_ids = [event["id"] for event in events_of(first)]
+    finally:
+        first.stop()
+    saved = json.loads(path.read_text())
+    assert (saved["format"], saved["version"]) == ("cashfree-sandbox-state", 1)
+
+    second = start_sandbox(**options)
+    try:
+        cashfree = CashfreeApi(second.api_base, contract)
+        assert {path: cashfree.call("GET", path).text for path in answers} == answers  # byte for byte
+        tenth = second.store.plans["tenth"]["plan_recurring_amount"]
+        assert isinstance(tenth, Decimal) and str(tenth) == "0.10"  # exact, exponent and all
+        replayed = cashfree.call("POST", "/subscriptions", body, idempotency_key="checkout-chk-2")
+        assert replayed.text == created.text and replayed.headers["x-idempotency-replayed"] == "true"
+        assert cashfree.call("POST", "/subscriptions", body).status == 409  # it still exists
+        page = requests.get(f"{second.public_url}/checkout/subscription/{session_id}", timeout=5).text
+        assert "already authorised" in page
+        assert control(second, "GET", "/_sandbox/clock")[1]["offset_seconds"] == 3600
+        events = events_of(second)
+        assert [event["id"] for event in events] == event_ids
+        auth = next(event for event in events if event["type"] == "SUBSCRIPTION_AUTH_STATUS")
+        assert auth["status"] == "delivered" and auth["delivery_attempts"][-1]["outcome"] == "delivered"
+        # faults and the paused flag belong to the run that set them
+        assert control(second, "GET", "/_sandbox/faults")[1]["faults"] == [] and not second.store.webhooks_paused
+        # the schedule carries on where it was, with fresh numeric references
+        status, charge = control(second, "POST", "/_sandbox/subscriptions/sub-acme-1/charge", {"outcome": "success"})
+        assert status == 200 and charge["payment_schedule_date"] == "2025-08-01T00:00:00+05:30"
+        old_ids = {payment["cf_payment_id"] for payment in json.loads(answers["/subscriptions/sub-acme-1/payments"])}
+        assert charge["cf_payment_id"] not in old_ids and old_ids <= second.store.cf_ids
+    finally:
+        second.stop()
+
+
+def test_changes_are_saved_while_running_atomically(tmp_path, contract):
+    path = tmp_path / "cashfree_sandbox.json"
+    handle = start_sandbox(port=0, state_file=str(path))
+    try:
+        CashfreeApi(handle.api_base, contract).create_plan(plan_id="saved_plan")
+        deadline = time.monotonic() + 3
+        while not (path.exists() and "saved_plan" in path.read_text()):  # no stop needed: a crash keeps it
+            assert time.monotonic() < deadline, "the change was not saved"
+            time.sleep(0.02)
+    finally:
+        handle.stop()
+    assert [entry.name for entry in tmp_path.iterdir()] == [path.name]  # no temporary files left behind
+
+
+@pytest.mark.parametrize("content", [
+    b"{\"format\": \"cashfree-sandbox-st",  # cut short
+    b"\xff\xfe not text",
+    b"[]",
+    b'{"format": "stripe-sandbox-state", "version": 1, "state": {}}',  # another sandbox's file
+    b'{"format": "cashfree-sandbox-state", "version": 99, "state": {}}',
+    b'{"format": "cashfree-sandbox-state", "version": 1, "state": {"plans": []}}',
+], ids=["truncated", "binary", "not-an-object", "foreign", "other-version", "wrong-shape"])
+def test_a_corrupt_or_foreign_state_file_starts_empty_without_crashing(tmp_path, caplog, contract, content):
+    path = tmp_path / "cashfree_sandbox.json"
+    path.write_bytes(content)
+    with caplog.at_level("WARNING"):
+        handle = start_sandbox(port=0, state_file=str(path))
+    try:
+        assert "unusable" in caplog.text and not handle.store.plans and not handle.store.subscriptions
+        (aside,) = tmp_path.glob("cashfree_sandbox.json.unreadable-*")  # kept, not overwritten
+        assert aside.read_bytes() == content
+        cashfree = CashfreeApi(handle.api_base, contract)
+        assert cashfree.call("GET", "/plans/pro_monthly").status == 404
+        cashfree.create_plan()
+    finally:
+        handle.stop()
+    again = start_sandbox(port=0, state_file=str(path))
+    try:
+        assert CashfreeApi(again.api_base, contract).call("GET", "/plans/pro_monthly").status == 200
+    finally:
+        again.stop()
+
+
+def test_without_a_state_file_nothing_is_written(tmp_path, monkeypatch, contract):
+    from services.gateway_cashfree.sandbox import SandboxConfig
+
+    assert SandboxConfig().state_file is None and SandboxConfig.from_env({}).state_file is None
+    assert SandboxConfig.from_env({"CASHFREE_SANDBOX_STATE_FILE": "var/cashfree_sandbox.json"}).state_file == (
+        "var/cashfree_sandbox.json")
+    monkeypatch.chdir(tmp_path)
+    handle = start_sandbox(port=0)
+    try:
+        assert handle.state is None
+        cashfree = CashfreeApi(handle.api_base, contract)
+        cashfree.create_plan()
+        cashfree.create_subscription()
+    finally:
+        handle.stop()
+    assert list(tmp_path.iterdir()) == []

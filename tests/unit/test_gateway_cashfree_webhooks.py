@@ -184,3 +184,19 @@ def test_events_about_subscriptions_we_did_not_create_are_stored_but_announce_no
     deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_SUCCESS", data))
     deliver(adapter, webhook("SOME_NEW_EVENT_TYPE", {"anything": 1}))
     assert facts(adapter) == [] and len(stored(adapter)) == 2
+
+
+@pytest.mark.parametrize("method, reference, expected", [
+    ("upi", "ann@okaxis", {"type": "upi", "last4": None}),
+    ("card", "XXXXXXXXXXXX1111", {"type": "card", "last4": "1111"}),
+    ("enach", "HDFC0000000012345", {"type": "netbanking", "last4": None}),
+])
+def test_payment_methods_are_what_cashfree_says_authorised_the_plan(adapter, monkeypatch, method, reference, expected):
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    adapter.db.commit()
+    answers = {f"/subscriptions/{SUBSCRIPTION}": {"subscription_status": "ACTIVE", "authorisation_details": {
+        "payment_method": method, "authorization_reference": reference}}}
+    monkeypatch.setattr("services.gateway_cashfree.cashfree_api.call", lambda method_, path, *a, **k: answers[path])
+    [listed] = adapter.list_payment_methods(ACCOUNT)
+    assert {"type": listed["type"], "last4": listed["last4"]} == expected
+    assert listed["is_default"] is True

@@ -653,3 +653,112 @@ def test_an_unknown_parameter_is_refused_like_stripe(client):
 def test_an_unknown_route_is_a_stripe_shaped_404(sandbox):
     response = requests.get(f"{sandbox.url}/v1/nothing_here", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
     assert response.status_code == 404 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+# persistence across restarts (STRIPE_SANDBOX_STATE_FILE)
+
+def _client_of(handle):
+    return stripe.StripeClient(KEY, base_addresses={"api": handle.url}, max_network_retries=0)
+
+
+def test_objects_survive_a_restart_with_the_same_state_file(receiver, clock, tmp_path):
+    path = tmp_path / "var" / "stripe_sandbox.json"  # the folder is made on the first save
+    options = dict(port=0, webhook_url=receiver.url, clock=clock, retry_scale=0.01, state_file=str(path))
+    first = start_sandbox(**options)
+    try:
+        client = _client_of(first)
+        price = make_price(client)
+        subscription = paid_subscription(client, first, price)
+        bob = client.v1.customers.create(params={"email": "bob@example.com"}, options={"idempotency_key": "bob-1"})
+        customers = [customer.id for customer in client.v1.customers.list().data]
+        receiver.accepted_events("customer.created", "customer.subscription.created")
+        control(first, "POST", "/_sandbox/clock", {"advance_seconds": 3600})
+        control(first, "POST", "/_sandbox/faults", {"path": "/v1/customers", "kind": "error_500", "times": 5})
+        control(first, "POST", "/_sandbox/webhooks/pause")
+        event_ids = [event["id"] for event in control(first, "GET", "/_sandbox/events")[1]]
+    finally:
+        first.stop()
+    saved = json.loads(path.read_text())
+    assert (saved["format"], saved["version"]) == ("stripe-sandbox-state", 1)
+
+    second = start_sandbox(**options)
+    try:
+        client = _client_of(second)
+        assert client.v1.prices.retrieve(price.id).to_dict() == price.to_dict()
+        assert [found.id for found in client.v1.prices.list(params={"lookup_keys": ["pro_monthly"]}).data] == [price.id]
+        assert client.v1.subscriptions.retrieve(subscription.id).to_dict() == subscription.to_dict()
+        assert client.v1.customers.retrieve(subscription.customer).email == "ann@example.com"
+        replayed = client.v1.customers.create(params={"email": "bob@example.com"}, options={"idempotency_key": "bob-1"})
+        assert replayed.id == bob.id and replayed.last_response.headers.get("Idempotent-Replayed") == "true"
+        assert control(second, "GET", "/_sandbox/clock")[1]["offset_seconds"] == 3600
+        events = control(second, "GET", "/_sandbox/events")[1]
+        assert [event["id"] for event in events] == event_ids
+        created = next(event for event in events if event["type"] == "customer.created")
+        assert "delivered" in [attempt["outcome"] for attempt in created["delivery_attempts"]]
+        # faults and the paused flag belong to the run that set them
+        assert control(second, "GET", "/_sandbox/faults")[1]["faults"] == [] and not second.store.webhooks_paused
+        newer = client.v1.customers.create(params={"email": "cy@example.com"})  # the creation order carries on
+        assert [customer.id for customer in client.v1.customers.list().data] == [newer.id, *customers]
+    finally:
+        second.stop()
+
+
+def test_changes_are_saved_while_running_atomically(tmp_path):
+    path = tmp_path / "stripe_sandbox.json"
+    handle = start_sandbox(port=0, state_file=str(path))
+    try:
+        customer = _client_of(handle).v1.customers.create(params={"email": "ann@example.com"})
+        deadline = time.monotonic() + 3
+        while not (path.exists() and customer.id in path.read_text()):  # no stop needed: a crash keeps it
+            assert time.monotonic() < deadline, "the change was not saved"
+            time.sleep(0.02)
+    finally:
+        handle.stop()
+    assert [entry.name for entry in tmp_path.iterdir()] == [path.name]  # no temporary files left behind
+
+
+@pytest.mark.parametrize("content", [
+    b"{\"format\": \"stripe-sandbox-st",  # cut short
+    b"\xff\xfe not text",
+    b"[]",
+    b'{"format": "cashfree-sandbox-state", "version": 1, "state": {}}',  # another sandbox's file
+    b'{"format": "stripe-sandbox-state", "version": 99, "state": {}}',
+    b'{"format": "stripe-sandbox-state", "version": 1, "state": {"objects": []}}',
+], ids=["truncated", "binary", "not-an-object", "foreign", "other-version", "wrong-shape"])
+def test_a_corrupt_or_foreign_state_file_starts_empty_without_crashing(tmp_path, caplog, content):
+    path = tmp_path / "stripe_sandbox.json"
+    path.write_bytes(content)
+    with caplog.at_level("WARNING"):
+        handle = start_sandbox(port=0, state_file=str(path))
+    try:
+        assert "unusable" in caplog.text and not handle.store.objects
+        (aside,) = tmp_path.glob("stripe_sandbox.json.unreadable-*")  # kept, not overwritten
+        assert aside.read_bytes() == content
+        client = _client_of(handle)
+        assert client.v1.customers.list().data == []
+        customer = client.v1.customers.create(params={"email": "ann@example.com"})
+    finally:
+        handle.stop()
+    again = start_sandbox(port=0, state_file=str(path))
+    try:
+        assert _client_of(again).v1.customers.retrieve(customer.id).email == "ann@example.com"
+    finally:
+        again.stop()
+
+
+def test_without_a_state_file_nothing_is_written(tmp_path, monkeypatch):
+    from services.gateway_stripe.sandbox import SandboxConfig
+
+    assert SandboxConfig().state_file is None and SandboxConfig.from_env({}).state_file is None
+    assert SandboxConfig.from_env({"STRIPE_SANDBOX_STATE_FILE": "var/stripe_sandbox.json"}).state_file == (
+        "var/stripe_sandbox.json")
+    monkeypatch.chdir(tmp_path)
+    handle = start_sandbox(port=0)
+    try:
+        assert handle.state is None
+        client = _client_of(handle)
+        client.v1.customers.create(params={"email": "ann@example.com"})
+        make_price(client)
+    finally:
+        handle.stop()
+    assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,11 @@ Environment: CASHFREE_SANDBOX_PORT (12112, on 127.0.0.1), CASHFREE_SANDBOX_PUBLI
 SDK links; http://127.0.0.1:<port>), CASHFREE_CLIENT_ID (cf_sandbox_client), CASHFREE_CLIENT_SECRET
 (cf_sandbox_secret; also the webhook signing key), CASHFREE_SANDBOX_WEBHOOK_URL
 (PUBLIC_BASE_URL/webhooks/cashfree), CASHFREE_SANDBOX_RETRY_SCALE (1.0: retries after 2, 10, 30 s),
-CASHFREE_OPENAPI_PATH (../shared/reference/cashfree/openapi-2025-01-01.yaml; absent: no validation).
+CASHFREE_OPENAPI_PATH (../shared/reference/cashfree/openapi-2025-01-01.yaml; absent: no validation),
+CASHFREE_SANDBOX_STATE_FILE (unset: state in memory only; a path, relative to the working directory:
+plans, subscriptions, payments, events, the clock and idempotent answers are loaded from it at start
+and saved to it on every change and at shutdown, so ids the portal stored survive a restart; see
+persistence.py).
 
 API (headers x-client-id, x-client-secret, x-api-version: 2025-01-01; optional x-request-id,
 x-idempotency-key): POST /pg/plans; GET /pg/plans/{id}; POST /pg/subscriptions;

@@ -16,9 +16,10 @@ def main() -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    log.info("Cashfree sandbox: API at %s, pages at %s; webhooks to %s; OpenAPI validation %s",
+    log.info("Cashfree sandbox: API at %s, pages at %s; webhooks to %s; OpenAPI validation %s; state %s",
              handle.api_base, handle.public_url, config.webhook_url or "(nowhere)",
-             "on" if handle.app.contract is not None else "OFF")
+             "on" if handle.app.contract is not None else "OFF",
+             f"saved to {handle.state.path}" if handle.state else "in memory only")
     while not stop.wait(1):
         pass
     log.info("stopping")

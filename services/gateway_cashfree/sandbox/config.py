@@ -35,6 +35,7 @@ class SandboxConfig:
     webhook_timeout: float = 10.0
     openapi_path: Optional[str] = DEFAULT_OPENAPI_PATH  # None or absent file: no schema validation
     clock: Callable[[], float] = field(default=time.time)  # injectable so tests control schedules
+    state_file: Optional[str] = None  # a JSON file the state is loaded from and saved to; None: memory only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "SandboxConfig":
@@ -46,4 +47,5 @@ class SandboxConfig:
             webhook_url=env.get("CASHFREE_SANDBOX_WEBHOOK_URL") or default_webhook_url(env),
             retry_scale=float(env.get("CASHFREE_SANDBOX_RETRY_SCALE") or 1.0),
             openapi_path=env.get("CASHFREE_OPENAPI_PATH") or DEFAULT_OPENAPI_PATH,
+            state_file=env.get("CASHFREE_SANDBOX_STATE_FILE") or None,
         )

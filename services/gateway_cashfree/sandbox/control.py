@@ -94,6 +94,7 @@ class Control:
                 raise invalid_value("advance_seconds", "Expected a non-negative integer")
             with self.store.lock:
                 self.store.clock_offset += advance
+            self.store.changed()
         return 200, {"now": self.store.now(), "offset_seconds": self.store.clock_offset}
 
     def _faults(self) -> list:

@@ -65,3 +65,4 @@ def settle(store: Store, key: str, status: int, response: bytes) -> None:
         else:
             record = store.idempotency[key]
             record.status, record.response = status, response
+    store.changed()  # finished records are saved with the state

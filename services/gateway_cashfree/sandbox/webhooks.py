@@ -60,6 +60,7 @@ class WebhookSender:
             event = self.store.events[event_id]
             event["delivery_runs"] += 1
             run = event["delivery_runs"]
+        self.store.changed()
         threading.Thread(target=self._deliver, args=(event_id, run), name=f"cashfree-webhook-{event_id}",
                          daemon=True).start()
 

@@ -12,7 +12,10 @@ control API under /_sandbox for tests and demos.
 Environment: STRIPE_SANDBOX_PORT (12111, on 127.0.0.1), STRIPE_SANDBOX_PUBLIC_URL (hosted page
 links), STRIPE_SECRET_KEY (sk_test_sandbox), STRIPE_WEBHOOK_SECRET (whsec_sandbox),
 STRIPE_SANDBOX_WEBHOOK_URL (PUBLIC_BASE_URL/webhooks/stripe), STRIPE_SANDBOX_RETRY_SCALE (1.0),
-STRIPE_SANDBOX_WEBHOOK_EVENTS (comma-separated types, wildcards allowed; default all).
+STRIPE_SANDBOX_WEBHOOK_EVENTS (comma-separated types, wildcards allowed; default all),
+STRIPE_SANDBOX_STATE_FILE (unset: state in memory only; a path, relative to the working directory:
+objects, events, the clock and idempotent answers are loaded from it at start and saved to it on
+every change and at shutdown, so ids the portal stored survive a restart; see persistence.py).
 
 Control API (JSON, no auth): POST /_sandbox/checkout/{id}/pay | /decline;
 POST /_sandbox/subscriptions/{id}/renew {"outcome": "paid"|"failed"}; POST /_sandbox/invoices/{id}/pay;

@@ -16,8 +16,9 @@ def main() -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    log.info("Stripe sandbox on %s (pages at %s); webhooks to %s", handle.url, handle.public_url,
-             config.webhook_url or "(nowhere)")
+    log.info("Stripe sandbox on %s (pages at %s); webhooks to %s; state %s", handle.url, handle.public_url,
+             config.webhook_url or "(nowhere)",
+             f"saved to {handle.state.path}" if handle.state else "in memory only")
     while not stop.wait(1):
         pass
     log.info("stopping")

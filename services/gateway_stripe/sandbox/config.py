@@ -30,6 +30,7 @@ class SandboxConfig:
     max_attempts: int = 8
     webhook_timeout: float = 10.0
     clock: Callable[[], float] = field(default=time.time)  # injectable so tests control periods
+    state_file: Optional[str] = None  # a JSON file the state is loaded from and saved to; None: memory only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "SandboxConfig":
@@ -42,4 +43,5 @@ class SandboxConfig:
             webhook_events=tuple(part.strip() for part in (env.get("STRIPE_SANDBOX_WEBHOOK_EVENTS") or "*").split(",")
                                  if part.strip()),
             retry_scale=float(env.get("STRIPE_SANDBOX_RETRY_SCALE") or 1.0),
+            state_file=env.get("STRIPE_SANDBOX_STATE_FILE") or None,
         )

@@ -84,6 +84,7 @@ class Control:
                 raise invalid("advance_seconds must be a non-negative integer", param="advance_seconds")
             with self.store.lock:
                 self.store.clock_offset += advance
+            self.store.changed()
         return 200, {"now": self.store.now(), "offset_seconds": self.store.clock_offset}
 
     def _faults(self) -> list:

@@ -55,3 +55,4 @@ def settle(store: Store, key: str, status: int, body: bytes) -> None:
         else:
             record = store.idempotency[key]
             record.status, record.body = status, body
+    store.changed()  # finished records are saved with the state

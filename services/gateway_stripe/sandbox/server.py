@@ -6,11 +6,13 @@ blocks outside the patched socket, time and threading calls).
 """
 import threading
 from dataclasses import replace
+from typing import Optional
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .app import SandboxApp
 from .config import SandboxConfig
+from .persistence import StateFile
 from .store import Store
 from .webhooks import WebhookSender
 
@@ -23,14 +25,17 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class SandboxHandle:
-    """A running sandbox: `.url` for the SDK's base address, `.store` for white-box checks, `.stop()`."""
+    """A running sandbox: `.url` for the SDK's base address, `.store` for white-box checks, `.stop()`.
+    `.state` is its StateFile when it has one (SandboxConfig.state_file), else None."""
 
-    def __init__(self, config: SandboxConfig, server, store: Store, app: SandboxApp, sender: WebhookSender):
+    def __init__(self, config: SandboxConfig, server, store: Store, app: SandboxApp, sender: WebhookSender,
+                 state: Optional[StateFile] = None):
         self.config = config
         self.server = server
         self.store = store
         self.app = app
         self.sender = sender
+        self.state = state
         self.port = server.server_port
         self.url = f"http://{config.host}:{self.port}"
         self.public_url = app.public_url
@@ -44,6 +49,8 @@ class SandboxHandle:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
+        if self.state is not None:  # after the server: the last answered request is in the final save
+            self.state.stop()
 
     def wait(self) -> None:
         self._thread.join()
@@ -57,6 +64,9 @@ class SandboxHandle:
 
 def start(config: SandboxConfig, quiet: bool = False) -> SandboxHandle:
     store = Store(config.clock, webhooks_enabled=bool(config.webhook_url), enabled_events=config.webhook_events)
+    state = StateFile(config.state_file, store) if config.state_file else None
+    if state is not None:
+        state.load()  # before serving; an unusable file is set aside with a warning and the store starts empty
     # The app needs the bound port (port 0 picks one) for its public URL: bind first, attach after.
     server = make_server(config.host, config.port, app=None, threaded=True,
                          request_handler=_QuietHandler if quiet else None)
@@ -66,10 +76,13 @@ def start(config: SandboxConfig, quiet: bool = False) -> SandboxHandle:
     sender = WebhookSender(store, config.webhook_url, config.webhook_secret, retry_scale=config.retry_scale,
                            max_attempts=config.max_attempts, timeout=config.webhook_timeout)
     store.on_events = sender.enqueue
-    return SandboxHandle(config, server, store, app, sender)
+    if state is not None:
+        store.on_change = state.changed
+        state.start()
+    return SandboxHandle(config, server, store, app, sender, state)
 
 
 def start_sandbox(port: int = 0, webhook_url: str = "", *, quiet: bool = True, **options) -> SandboxHandle:
     """Run a sandbox in this process (tests). `options` are SandboxConfig fields: clock, retry_scale,
-    secret_key, webhook_secret, public_url, webhook_events, ..."""
+    secret_key, webhook_secret, public_url, webhook_events, state_file, ..."""
     return start(replace(SandboxConfig(), port=port, webhook_url=webhook_url, **options), quiet=quiet)

@@ -1,4 +1,4 @@
-"""All sandbox state, in memory, behind one lock.
+"""All sandbox state, in memory, behind one lock (saved to a file too if configured: persistence.py).
 
 One re-entrant lock is enough for a test double and makes every operation atomic: a handler takes
 it for the whole operation (`with store.transaction():`), so two requests never interleave half
@@ -45,14 +45,27 @@ class Store:
         self._outbox: List[str] = []
         self._depth = 0
         self.on_events: Optional[Callable[[List[str]], None]] = None
+        self.on_change: Optional[Callable[[], None]] = None  # persistence.StateFile.changed, when saving
+
+    def changed(self) -> None:
+        """Something persistent may have changed: the state file (if any) saves soon. Cheap; any thread."""
+        if self.on_change:
+            self.on_change()
+
+    def reset_counter(self, start: int) -> None:
+        """Continue the creation order after `start` objects (restored from a state file)."""
+        with self.lock:
+            self._counter = itertools.count(start)
 
     def now(self) -> int:
         return int(self._clock()) + self.clock_offset
 
     @contextmanager
     def transaction(self):
-        """Hold the lock for one whole operation; hand its events to the sender afterwards."""
+        """Hold the lock for one whole operation; hand its events to the sender afterwards, and tell
+        the state file (if any) that the store may have changed."""
         events: List[str] = []
+        outermost = False
         try:
             with self.lock:
                 self._depth += 1
@@ -61,8 +74,11 @@ class Store:
                 finally:
                     self._depth -= 1
                     if self._depth == 0:  # the outermost transaction flushes
+                        outermost = True
                         events, self._outbox = self._outbox, []
         finally:
+            if outermost:
+                self.changed()
             if events and self.on_events:
                 self.on_events(events)
 
@@ -134,6 +150,7 @@ class Store:
             self.deliveries[event_id].append(attempt)
             if final:
                 self.objects[event_id]["pending_webhooks"] = 0
+        self.changed()
 
     def events_with_attempts(self) -> list:
         with self.lock:
