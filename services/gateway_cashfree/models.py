@@ -31,6 +31,7 @@ class CashfreeSubscription(Base):
     account_id: Mapped[str] = mapped_column(String(64), index=True)
     checkout_id: Mapped[str] = mapped_column(String(64))
     plan_code: Mapped[str] = mapped_column(String(64))
+    plan_label: Mapped[str] = mapped_column(String(200))  # "Growth (monthly)", for history lines
     interval: Mapped[str] = mapped_column(String(10))
     session_id: Mapped[str | None] = mapped_column(String(255))
     authorized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

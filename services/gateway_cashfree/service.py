@@ -53,6 +53,10 @@ SUBSCRIPTION_STATUS = {
 METHOD_TYPES = {"upi": "upi", "card": "card", "enach": "netbanking", "pnach": "netbanking", "netbanking": "netbanking"}
 
 
+def plan_label(plan):
+    return f"{plan['name']} ({plan['interval']}ly)"
+
+
 def plan_id_for(plan):
     return f"{plan['code']}_inr_{plan['amount']}"
 
@@ -117,7 +121,7 @@ class GatewayCashfreeService(HealthMixin):
         session_id = created["subscription_session_id"]
         self.db.execute(insert(CashfreeSubscription).values(
             subscription_id=subscription_id, account_id=account["id"], checkout_id=checkout_id,
-            plan_code=plan["code"], interval=plan["interval"], session_id=session_id,
+            plan_code=plan["code"], plan_label=plan_label(plan), interval=plan["interval"], session_id=session_id,
         ).on_conflict_do_update(index_elements=["subscription_id"], set_={"session_id": session_id}))
         self.db.commit()
         return {"gateway_checkout_id": subscription_id,
@@ -138,6 +142,7 @@ class GatewayCashfreeService(HealthMixin):
         answer = self._manage(subscription_id, "CHANGE_PLAN", f"change-{request['change_id']}", {"plan_id": plan_id})
         row = self._subscription_row(subscription_id)
         row.plan_code, row.interval = request["plan"]["code"], request["plan"]["interval"]
+        row.plan_label = plan_label(request["plan"])
         self.db.commit()
         return self._snapshot(answer, row, f"change-{request['change_id']}", int(time.time()))
 
@@ -372,7 +377,7 @@ class GatewayCashfreeService(HealthMixin):
             **self._base(row.account_id, event_id, event_at),
             "gateway_invoice_id": str(data.get("cf_payment_id") or data.get("payment_id")),
             "gateway_subscription_id": row.subscription_id, "amount": paise(data["payment_amount"]),
-            "currency": "inr", "description": f"{row.plan_code.replace('_', ' ').title()} ({kind})",
+            "currency": "inr", "description": f"{row.plan_label}, {kind}",
             "invoice_url": None, "period_start": _unix(start), "period_end": _unix(end),
         }
 
@@ -398,7 +403,7 @@ class GatewayCashfreeService(HealthMixin):
         if self.db.get(CashfreePlan, plan_id) is None:
             try:
                 cashfree_api.call("POST", "/plans", idempotency_key=f"plan-{plan_id}", body={
-                    "plan_id": plan_id, "plan_name": f"{plan['name']} ({plan['interval']}ly)",
+                    "plan_id": plan_id, "plan_name": plan_label(plan),
                     "plan_type": "PERIODIC", "plan_currency": "INR",
                     "plan_recurring_amount": rupees(plan["amount"]), "plan_max_amount": rupees(plan["amount"]),
                     "plan_intervals": 1, "plan_interval_type": plan["interval"].upper(),

@@ -58,7 +58,8 @@ def adapter(db_session):
     service.db.add(CashfreePlan(plan_id="starter_monthly_inr_149900", plan_code="starter_monthly", interval="month"))
     service.db.add(CashfreePlan(plan_id="growth_monthly_inr_399900", plan_code="growth_monthly", interval="month"))
     service.db.add(CashfreeSubscription(subscription_id=SUBSCRIPTION, account_id=ACCOUNT, checkout_id=CHECKOUT,
-                                        plan_code="starter_monthly", interval="month"))
+                                        plan_code="starter_monthly", plan_label="Starter (monthly)",
+                                        interval="month"))
     service.db.commit()
     return service
 
@@ -112,6 +113,7 @@ def test_an_authorised_subscription_completes_its_checkout_and_starts_a_period(a
     [(_, paid)] = facts(adapter, "gateway.payment_succeeded")
     start = datetime.fromisoformat(AUTHORISED_AT)
     assert (paid["amount"], paid["currency"], paid["period_start"]) == (149900, "inr", int(start.timestamp()))
+    assert paid["description"] == "Starter (monthly), first payment"
     assert paid["period_end"] == int(start.replace(month=12).timestamp())
     [(_, snapshot)] = facts(adapter, "gateway.subscription_updated")
     assert (snapshot["status"], snapshot["plan_code"], snapshot["amount"]) == ("active", "starter_monthly", 149900)

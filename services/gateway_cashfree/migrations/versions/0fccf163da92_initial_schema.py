@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: c0b020c27bd8
+Revision ID: 0fccf163da92
 Revises: 
-Create Date: 2026-11-26 11:30:05.278538
+Create Date: 2026-11-26 11:50:31.509957
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision: str = 'c0b020c27bd8'
+revision: str = '0fccf163da92'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -54,6 +54,7 @@ def upgrade() -> None:
     sa.Column('account_id', sa.String(length=64), nullable=False),
     sa.Column('checkout_id', sa.String(length=64), nullable=False),
     sa.Column('plan_code', sa.String(length=64), nullable=False),
+    sa.Column('plan_label', sa.String(length=200), nullable=False),
     sa.Column('interval', sa.String(length=10), nullable=False),
     sa.Column('session_id', sa.String(length=255), nullable=True),
     sa.Column('authorized_at', sa.DateTime(timezone=True), nullable=True),
