@@ -259,7 +259,13 @@ class GatewayCashfreeService(HealthMixin):
         base = self._base(row.account_id, event_id, event_at)
         if data.get("payment_status") == "SUCCESS":
             if row.authorized_at is None:
-                row.authorized_at = datetime.fromtimestamp(event_at, timezone.utc)
+                authorised = (_cashfree_time((data.get("authorization_details") or {}).get("authorization_time"))
+                              or _cashfree_time(data.get("payment_initiated_date"))
+                              or datetime.fromtimestamp(event_at, timezone.utc))
+                row.authorized_at = authorised
+            if row.current_period_end is None:  # the authorisation charge pays the first period
+                row.current_period_start = row.authorized_at
+                row.current_period_end = add_interval(row.authorized_at, row.interval)
             add_event(self.db, Outbox, "gateway.checkout_completed", {
                 **base, "checkout_id": row.checkout_id, "gateway_checkout_id": row.subscription_id,
                 "gateway_subscription_id": row.subscription_id, "gateway_customer_id": None})

@@ -62,8 +62,9 @@ def buy(client, region, plan_code="growth_monthly"):
     assert (checkout["status"], checkout["gateway"]) == ("open", region.gateway)
     back_home = region.pay(checkout["redirect_url"])
     assert back_home.status_code == 200
+    # Gateways send their webhooks in any order: wait until the plan is active and its period known.
     summary = eventually(lambda: (s := client.get(client.acct).json())["subscription"] and
-                         s["subscription"]["status"] == "active" and s)
+                         s["subscription"]["status"] == "active" and s["subscription"]["next_payment_date"] and s)
     assert summary, client.get(client.acct).text
     return checkout, summary
 

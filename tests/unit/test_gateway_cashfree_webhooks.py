@@ -202,3 +202,13 @@ def test_payment_methods_are_what_cashfree_says_authorised_the_plan(adapter, mon
     [listed] = adapter.list_payment_methods(ACCOUNT)
     assert {"type": listed["type"], "last4": listed["last4"]} == expected
     assert listed["is_default"] is True
+
+
+def test_the_authorisation_alone_starts_the_first_period(adapter):
+    """Webhooks arrive in any order: a status change right after the authorisation already knows the period."""
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    deliver(adapter, webhook("SUBSCRIPTION_STATUS_CHANGED", status_changed()))
+    snapshot = facts(adapter, "gateway.subscription_updated")[0][1]
+    start = datetime.fromisoformat(AUTHORISED_AT)
+    assert (snapshot["current_period_start"], snapshot["current_period_end"]) == (
+        int(start.timestamp()), int(start.replace(month=12).timestamp()))
