@@ -20,6 +20,11 @@ def checkout_returned():
                                   "page in a moment.</p>")
 
 
+def link_paid():
+    return html(200, "Payment received", "<p>Thank you: the payment was received, and the plan is on its way to "
+                                         "the account that sent you the link.</p>")
+
+
 def checkout_cancelled():
     return html(200, "Payment not completed", "<p>Nothing was charged. You can try again from the billing page.</p>")
 

@@ -12,8 +12,8 @@ from gateway_http.openapi import openapi_document
 from gateway_http.routing import WEBHOOK_BODY_LIMIT, bearer_token, route
 from gateway_http.schemas import Health, MeOut
 from services.billing.schemas import (
-    CancelInput, CheckoutInput, CheckoutOut, HistoryList, PaymentMethodList, PlanList, QuoteInput, QuoteOut,
-    SubscriptionOut, SummaryOut,
+    CancelInput, CheckoutInput, CheckoutOut, HistoryList, PaymentLinkInput, PaymentLinkList, PaymentLinkOut,
+    PaymentMethodList, PlanList, QuoteInput, QuoteOut, SubscriptionOut, SummaryOut,
 )
 from services.identity.schemas import LoginInput, LoginOut, SignupInput, SignupOut
 from services.orgs.schemas import (
@@ -218,6 +218,22 @@ class HttpGateway:
     def cancel_subscription(self, call):
         return 200, self.billing.cancel_subscription(call.user, account_ref(call), call.body)
 
+    @route("POST", acct("/payment-links"), tag="billing", body=PaymentLinkInput, responses={201: PaymentLinkOut},
+           errors=(403, 409, 502), summary="Make a payment link for a plan, to send to whoever pays")
+    def create_payment_link(self, call):
+        return 201, self.billing.create_payment_link(call.user, account_ref(call), call.body)
+
+    @route("GET", acct("/payment-links"), tag="billing", responses={200: PaymentLinkList}, errors=(403,),
+           summary="The account's payment links, newest first")
+    def list_payment_links(self, call):
+        return 200, {"items": self.billing.list_payment_links(call.user, account_ref(call))}
+
+    @route("POST", acct("/payment-links/<link_id>/cancel"), tag="billing", responses={200: PaymentLinkOut},
+           errors=(403, 409, 502),
+           summary="Cancel a payment link, at the gateway too (409 if it was paid or has expired)")
+    def cancel_payment_link(self, call):
+        return 200, self.billing.cancel_payment_link(call.user, account_ref(call), call.params["link_id"])
+
     # -- gateways ------------------------------------------------------------------------------
 
     @route("POST", "/webhooks/stripe", tag="webhooks", auth=False, raw_body=True, body_limit=WEBHOOK_BODY_LIMIT,
@@ -242,6 +258,11 @@ class HttpGateway:
     def checkout_return(self, request, checkout_id):
         """Where the gateway's page sends the payer back after paying."""
         return pages.checkout_returned()
+
+    @http("GET", "/billing/links/<link_id>/paid")
+    def link_paid_page(self, request, link_id):
+        """Where a gateway sends whoever paid a link (they need no account with us)."""
+        return pages.link_paid()
 
     @http("GET", "/billing/checkout/<checkout_id>/cancelled")
     def checkout_cancelled(self, request, checkout_id):

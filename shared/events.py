@@ -145,6 +145,26 @@ class PaymentFailed(BillingEvent):
     currency = fields.String(required=True)
 
 
+class GatewayLinkPaid(GatewayEvent):
+    """A payment link was paid. With a subscription behind it (Stripe) the plan renews; without one
+    (a one-off payment, Cashfree) it pays for one period."""
+
+    link_id = fields.String(required=True)
+    gateway_link_id = fields.String(required=True)
+    gateway_subscription_id = fields.String(allow_none=True, load_default=None)
+    paid_at = fields.Integer(required=True)
+
+
+class PaymentLinkEvent(EventSchema):
+    billing_account_id = fields.String(required=True)
+    account = fields.Nested(AccountRef, required=True)
+    link_id = fields.String(required=True)
+    plan_code = fields.String(required=True)
+    amount = fields.Integer(required=True)
+    currency = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(("active", "paid", "cancelled", "expired")))
+
+
 EVENT_SCHEMAS = {
     "user.signed_up": UserSignedUp(),
     "org.created": OrgCreated(),
@@ -161,6 +181,11 @@ EVENT_SCHEMAS = {
     "plan.renewed": PlanPurchased(),
     "plan.cancelled": PlanCancelled(),
     "payment.failed": PaymentFailed(),
+    "gateway.link_paid": GatewayLinkPaid(),
+    "payment_link.created": PaymentLinkEvent(),
+    "payment_link.paid": PaymentLinkEvent(),
+    "payment_link.cancelled": PaymentLinkEvent(),
+    "payment_link.expired": PaymentLinkEvent(),
 }
 
 

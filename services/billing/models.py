@@ -78,6 +78,29 @@ class Checkout(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class PaymentLink(Base):
+    """A link to pay for a plan, made by a manager and sent to whoever pays; the payment credits
+    the account that made it. active -> paid | cancelled | expired (creating/failed: never usable)."""
+
+    __tablename__ = "payment_links"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    plan_code: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(12))
+    gateway: Mapped[str] = mapped_column(String(20))
+    gateway_link_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    url: Mapped[str | None] = mapped_column(String(2000))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = utc_now_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # paid, cancelled or expired
+    # A link whose creation failed may still exist at the gateway: it is deactivated there, then marked.
+    abandoned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Subscription(Base):
     """Our view of one gateway subscription, moved only by newer gateway snapshots."""
 

@@ -138,3 +138,35 @@ class PaymentMethodOut(Schema):
 class PaymentMethodList(Schema):
     items = fields.List(fields.Nested(PaymentMethodOut), required=True)
     stale = fields.Boolean()  # true when the gateway was unreachable and this is the last known list
+
+
+MAX_LINK_HOURS = 30 * 24
+
+
+class PaymentLinkInput(Schema):
+    plan_code = fields.String(validate=validate.Length(min=1, max=64))
+    quote_id = fields.String(validate=validate.Length(min=1, max=64))
+    expires_in_hours = fields.Integer(strict=True, load_default=7 * 24,
+                                      validate=validate.Range(min=1, max=MAX_LINK_HOURS))
+
+    @validates_schema
+    def one_of_quote_or_plan(self, data, **kwargs):
+        if ("quote_id" in data) == ("plan_code" in data):
+            raise ValidationError("Send either quote_id or plan_code.", "_schema")
+
+
+class PaymentLinkOut(Schema):
+    id = fields.String(required=True)
+    url = fields.String(required=True, allow_none=True)
+    status = fields.String(required=True)
+    plan_code = fields.String(required=True)
+    amount = fields.Integer(required=True)
+    currency = fields.String(required=True)
+    created_by = fields.String(required=True)
+    created_at = fields.String(required=True)
+    expires_at = fields.String(required=True)
+    closed_at = fields.String(allow_none=True)
+
+
+class PaymentLinkList(Schema):
+    items = fields.List(fields.Nested(PaymentLinkOut), required=True)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.billing.catalogue import load_catalogue, priced_plan
+from services.billing.links import PaymentLinks
 from services.billing.models import (
     BillingAccount, Checkout, Inbox, Outbox, Payment, PaymentMethodSnapshot, Quote, Subscription,
 )
@@ -68,7 +69,7 @@ def quote_dict(quote):
     }
 
 
-class BillingService(HealthMixin):
+class BillingService(PaymentLinks, HealthMixin):
     name = "billing"
 
     db = Database()

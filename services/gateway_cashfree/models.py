@@ -42,12 +42,27 @@ class CashfreeSubscription(Base):
 
 
 class CashfreeOrder(Base):
-    """Order payments: SUCCESS is final, so a late FAILED for a paid order changes nothing."""
+    """Order payments (payment links make orders): SUCCESS is final, so a late FAILED for a paid
+    order changes nothing. How it was paid is kept for the billing page's payment methods."""
 
     __tablename__ = "orders"
 
     order_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(String(64), index=True)
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    method_type: Mapped[str | None] = mapped_column(String(20))
+    method_reference: Mapped[str | None] = mapped_column(String(100))
+
+
+class CashfreeLink(Base):
+    """A Cashfree payment link we made, by Cashfree's link_id (which we choose)."""
+
+    __tablename__ = "links"
+
+    cashfree_link_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    link_id: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = utc_now_column()
 
 
 class WebhookEvent(Base):

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from services.gateway_cashfree import cashfree_api
 from services.gateway_cashfree.cashfree_api import paise, refusal_status, rupees
 from services.gateway_cashfree.models import (
-    CashfreeOrder, CashfreePlan, CashfreeSubscription, Outbox, WebhookEvent,
+    CashfreeLink, CashfreeOrder, CashfreePlan, CashfreeSubscription, Outbox, WebhookEvent,
 )
 from shared.config import settings
 from shared.db import Database
@@ -57,6 +57,10 @@ def plan_label(plan):
     return f"{plan['name']} ({plan['interval']}ly)"
 
 
+def cashfree_link_id_for(link_id):
+    return f"lnk_{link_id.replace('-', '')}"
+
+
 def plan_id_for(plan):
     return f"{plan['code']}_inr_{plan['amount']}"
 
@@ -78,6 +82,19 @@ def _unix(moment):
 
 def signature_of(timestamp, body, secret):
     return base64.b64encode(hmac.new(secret.encode(), (timestamp + body).encode(), hashlib.sha256).digest()).decode()
+
+
+def _payment_method(method):
+    """(type, reference) from an order payment's payment_method, e.g. {"card": {"card_number": ...}}."""
+    for kind, details in method.items():
+        details = details if isinstance(details, dict) else {}
+        if kind == "card":
+            return "card", str(details.get("card_number") or "")[-4:] or None
+        if kind == "upi":
+            return "upi", details.get("upi_id")
+        if kind in ("netbanking", "app", "banktransfer"):
+            return METHOD_TYPES.get(kind, kind), details.get("netbanking_bank_name") or details.get("provider")
+    return None, None
 
 
 class GatewayCashfreeService(HealthMixin):
@@ -127,6 +144,60 @@ class GatewayCashfreeService(HealthMixin):
         return {"gateway_checkout_id": subscription_id,
                 "redirect_url": f"{settings().public_base_url}/pay/cashfree/subscription/{session_id}",
                 "expires_at": request["expires_at"]}
+
+    @api_rpc
+    def create_payment_link(self, request):
+        """A Cashfree Payment Link for one payment of the plan's price, in INR, expiring when ours
+        does, with our ids in its notes. Returns {gateway_link_id, url}. Raises GatewayError; a
+        retry with the same link_id reuses the same idempotency key and link id."""
+        account, plan = request["account"], request["plan"]
+        cashfree_link_id = cashfree_link_id_for(request["link_id"])
+        made = cashfree_api.call("POST", "/links", idempotency_key=f"link-{request['link_id']}", body={
+            "link_id": cashfree_link_id,
+            "link_amount": rupees(request["amount"]),
+            "link_currency": "INR",
+            "link_purpose": plan_label(plan),
+            "customer_details": {"customer_phone": PLACEHOLDER_PHONE, "customer_email": account.get("email"),
+                                 "customer_name": account.get("name") or "Customer"},
+            "link_partial_payments": False,
+            "link_expiry_time": rfc3339(datetime.fromtimestamp(request["expires_at"], timezone.utc)),
+            "link_notes": {"account_id": account["id"], "link_id": request["link_id"], "plan_code": plan["code"]},
+            "link_meta": {"return_url": request["success_url"]},
+            "link_auto_reminders": False,
+        })
+        self.db.execute(insert(CashfreeLink).values(
+            cashfree_link_id=cashfree_link_id, link_id=request["link_id"], account_id=account["id"],
+        ).on_conflict_do_nothing())
+        self.db.commit()
+        return {"gateway_link_id": cashfree_link_id, "url": made["link_url"]}
+
+    @api_rpc
+    def cancel_payment_link(self, request):
+        """Cancel a link at Cashfree. {"outcome": "paid"} when Cashfree refuses because it was paid
+        (a payment that won the race), else {"outcome": "cancelled"}. Raises GatewayError."""
+        cashfree_link_id = request["gateway_link_id"]
+        try:
+            cashfree_api.call("POST", f"/links/{cashfree_link_id}/cancel", body={},
+                              idempotency_key=f"cancel-{cashfree_link_id}")
+        except GatewayError as error:
+            if refusal_status(error) not in (400, 409, 422):
+                raise
+            status = cashfree_api.call("GET", f"/links/{cashfree_link_id}").get("link_status")
+            if status == "PAID":
+                return {"outcome": "paid"}
+            if status not in ("CANCELLED", "EXPIRED", "INACTIVE"):
+                raise
+        return {"outcome": "cancelled"}
+
+    @api_rpc
+    def abandon_payment_link(self, request):
+        """After a failed create: cancel the link if Cashfree made it after all (404: it did not)."""
+        try:
+            return self.cancel_payment_link({"gateway_link_id": cashfree_link_id_for(request["link_id"])})
+        except GatewayError as error:
+            if refusal_status(error) == 404:
+                return {"outcome": "cancelled"}
+            raise
 
     @api_rpc
     def expire_checkout(self, gateway_checkout_id):
@@ -180,6 +251,13 @@ class GatewayCashfreeService(HealthMixin):
             CashfreeSubscription.account_id == account_id, CashfreeSubscription.authorized_at.is_not(None))
             .order_by(CashfreeSubscription.authorized_at.desc())).all()
         methods = []
+        paid_orders = self.db.scalars(select(CashfreeOrder).where(
+            CashfreeOrder.account_id == account_id, CashfreeOrder.method_type.is_not(None))
+            .order_by(CashfreeOrder.paid_at.desc())).all()
+        for order in paid_orders:  # how whoever paid the account's payment links paid
+            methods.append({"id": order.order_id, "type": order.method_type, "brand": None,
+                            "last4": order.method_reference if order.method_type == "card" else None,
+                            "exp_month": None, "exp_year": None, "is_default": False})
         for row in rows:
             subscription = cashfree_api.call("GET", f"/subscriptions/{row.subscription_id}")
             if SUBSCRIPTION_STATUS.get(subscription.get("subscription_status")) == "cancelled":
@@ -190,8 +268,12 @@ class GatewayCashfreeService(HealthMixin):
             methods.append({
                 "id": reference or row.subscription_id, "type": method, "brand": None,
                 "last4": reference[-4:] if method == "card" and len(reference) >= 4 else None,
-                "exp_month": None, "exp_year": None, "is_default": not methods,
+                "exp_month": None, "exp_year": None, "is_default": False,
             })
+        if methods:  # the newest mandate (or, failing that, the newest link payment) is the default
+            mandates = [m for m in methods if m["id"] not in {o.order_id for o in paid_orders}]
+            (mandates or methods)[0]["is_default"] = True
+            methods.sort(key=lambda method: not method["is_default"])
         return methods
 
     @api_rpc
@@ -332,7 +414,8 @@ class GatewayCashfreeService(HealthMixin):
         if not order.get("order_id") or not tags.get("account_id"):
             log.warning("cashfree order event %s names no account of ours; ignored", event_id)
             return
-        self.db.execute(insert(CashfreeOrder).values(order_id=order["order_id"]).on_conflict_do_nothing())
+        self.db.execute(insert(CashfreeOrder).values(order_id=order["order_id"], account_id=tags["account_id"])
+                        .on_conflict_do_nothing())
         stored = self.db.scalar(select(CashfreeOrder).where(CashfreeOrder.order_id == order["order_id"])
                                 .with_for_update())
         if stored.paid_at is not None:
@@ -345,7 +428,28 @@ class GatewayCashfreeService(HealthMixin):
         }
         if succeeded:
             stored.paid_at = utc_now()
+            stored.method_type, stored.method_reference = _payment_method(payment.get("payment_method") or {})
         add_event(self.db, Outbox, "gateway.payment_succeeded" if succeeded else "gateway.payment_failed", fact)
+        if succeeded and tags.get("link_id"):  # PAYMENT_LINK_EVENT says so too; either may come first
+            self._announce_link_paid(tags["link_id"], event_id, event_at)
+
+    def _on_payment_link_event(self, data, event_id, event_at):
+        if data.get("link_status") == "PAID":
+            notes = data.get("link_notes") or {}
+            link = self._link_by_cashfree_id(data.get("link_id"))
+            self._announce_link_paid(notes.get("link_id") or (link.link_id if link else None), event_id, event_at)
+
+    def _announce_link_paid(self, link_id, event_id, event_at):
+        link = self.db.scalar(select(CashfreeLink).where(CashfreeLink.link_id == link_id)) if link_id else None
+        if link is None:
+            log.warning("cashfree: a payment for a link we did not make (%s); ignored", link_id)
+            return
+        add_event(self.db, Outbox, "gateway.link_paid", {
+            **self._base(link.account_id, event_id, event_at), "link_id": link.link_id,
+            "gateway_link_id": link.cashfree_link_id, "gateway_subscription_id": None, "paid_at": int(event_at)})
+
+    def _link_by_cashfree_id(self, cashfree_link_id):
+        return self.db.get(CashfreeLink, cashfree_link_id) if cashfree_link_id else None
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -12,12 +12,24 @@ class Base(DeclarativeBase):
 
 
 class StripeCustomer(Base):
-    """Our billing account <-> its Stripe customer (one each way)."""
+    """Stripe customers of our billing accounts: the one we made for the account's checkouts (the
+    first), and those Stripe made for whoever paid one of its payment links."""
 
     __tablename__ = "customers"
 
-    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = utc_now_column()
+
+
+class StripePaymentLink(Base):
+    """Our payment link <-> Stripe's Payment Link (Stripe copies no metadata to its sessions)."""
+
+    __tablename__ = "payment_links"
+
+    payment_link_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    link_id: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = utc_now_column()
 
 

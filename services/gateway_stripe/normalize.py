@@ -78,12 +78,17 @@ def _account_of(obj, account_for_customer):
             or account_for_customer(_id(obj.get("customer"))))
 
 
-def normalize(event, account_for_customer):
-    """[(event_type, data), ...] for a verified Stripe event; [] for types we do not act on."""
+def normalize(event, account_for_customer, link_for=lambda payment_link_id: None):
+    """[(event_type, data), ...] for a verified Stripe event; [] for types we do not act on.
+
+    `link_for(payment_link_id)` gives our {link_id, account_id} for a Stripe Payment Link.
+    """
     obj = event["data"]["object"]
     kind = event["type"]
     if kind not in HANDLED_TYPES:
         return []
+    if kind == "checkout.session.completed" and obj.get("payment_link"):
+        return _link_paid(event, obj, link_for(_id(obj["payment_link"])))
     account_id = _account_of(obj, account_for_customer)
     if not account_id:
         log.warning("stripe event %s (%s) names no account of ours; ignored", event["id"], kind)
@@ -115,6 +120,15 @@ def normalize(event, account_for_customer):
     if kind == "invoice.payment_failed":
         return [("gateway.payment_failed", _invoice_fact(event, obj, account_id, obj["amount_due"]))]
     return []
+
+
+def _link_paid(event, session, link):
+    if link is None or session.get("payment_status") not in ("paid", "no_payment_required"):
+        return []
+    return [("gateway.link_paid", {
+        **_base(event, link["account_id"]), "link_id": link["link_id"], "gateway_link_id": _id(session["payment_link"]),
+        "gateway_subscription_id": _id(session.get("subscription")), "paid_at": int(event["created"]),
+    })]
 
 
 HANDLED_TYPES = (

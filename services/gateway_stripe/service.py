@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.gateway_stripe import stripe_api
-from services.gateway_stripe.models import Outbox, StripeCustomer, StripePrice, WebhookEvent
+from services.gateway_stripe.models import Outbox, StripeCustomer, StripePaymentLink, StripePrice, WebhookEvent
 from services.gateway_stripe.normalize import normalize, subscription_snapshot
 from shared.config import settings
 from shared.db import Database
@@ -67,6 +67,49 @@ class GatewayStripeService(HealthMixin):
         return {"gateway_checkout_id": session.id, "redirect_url": session.url, "expires_at": session.expires_at}
 
     @api_rpc
+    def create_payment_link(self, request):
+        """A single-use Stripe Payment Link for the plan (subscription mode: the payer's payment
+        starts a subscription carrying our ids). request: {link_id, account, plan, success_url,
+        ...}. Returns {gateway_link_id, url}. Stripe links do not expire: billing deactivates them.
+        Raises GatewayError; a retry with the same link_id returns the same link."""
+        plan, account = request["plan"], request["account"]
+        metadata = {"account_id": account["id"], "link_id": request["link_id"], "plan_code": plan["code"]}
+        made = stripe_api.create_payment_link(request["link_id"], self._price_for(plan), metadata,
+                                              request["success_url"])
+        self.db.execute(insert(StripePaymentLink).values(
+            payment_link_id=made.id, link_id=request["link_id"], account_id=account["id"]).on_conflict_do_nothing())
+        self.db.commit()
+        return {"gateway_link_id": made.id, "url": made.url}
+
+    @api_rpc
+    def cancel_payment_link(self, request):
+        """Deactivate a Payment Link and expire its open checkout sessions. Returns {"outcome":
+        "paid"} when a payment through it completed first (it cannot be undone), else
+        {"outcome": "cancelled"}. Raises GatewayError."""
+        payment_link_id = request["gateway_link_id"]
+        stripe_api.deactivate_payment_link(payment_link_id)
+        if stripe_api.checkout_sessions_of_link(payment_link_id, "complete"):
+            return {"outcome": "paid"}
+        for session in stripe_api.checkout_sessions_of_link(payment_link_id, "open"):
+            try:
+                stripe_api.expire_checkout_session(session.id)
+            except GatewayError:  # it completed between the two calls
+                if stripe_api.checkout_sessions_of_link(payment_link_id, "complete"):
+                    return {"outcome": "paid"}
+                raise
+        return {"outcome": "cancelled"}
+
+    @api_rpc
+    def abandon_payment_link(self, request):
+        """After a failed create: make sure no usable link exists at Stripe for it. The same
+        Idempotency-Key returns the link if Stripe made it after all; it is then deactivated."""
+        made = stripe_api.create_payment_link(request["link_id"], self._price_for(request["plan"]), {
+            "account_id": request["account"]["id"], "link_id": request["link_id"],
+            "plan_code": request["plan"]["code"]}, request["success_url"])
+        stripe_api.deactivate_payment_link(made.id)
+        return {"outcome": "cancelled"}
+
+    @api_rpc
     def expire_checkout(self, gateway_checkout_id):
         """Close an open Checkout Session so it can no longer be paid. Raises GatewayError."""
         session = stripe_api.expire_checkout_session(gateway_checkout_id)
@@ -102,16 +145,19 @@ class GatewayStripeService(HealthMixin):
 
     @api_rpc
     def list_payment_methods(self, account_id):
-        """The account's saved cards, default first. Raises GatewayError."""
-        customer_id = self._customer_id(account_id)
-        if customer_id is None:
-            return []
-        settings_ = stripe_api.retrieve_customer(customer_id).to_dict().get("invoice_settings") or {}
-        default = settings_.get("default_payment_method")
-        methods = [{
-            "id": pm.id, "type": "card", "brand": pm.card.brand, "last4": pm.card.last4,
-            "exp_month": pm.card.exp_month, "exp_year": pm.card.exp_year, "is_default": pm.id == default,
-        } for pm in stripe_api.list_payment_methods(customer_id)]
+        """The cards saved for the account (its own and those of whoever paid its links), default
+        first. Raises GatewayError."""
+        customer_ids = self.db.scalars(select(StripeCustomer.customer_id).where(
+            StripeCustomer.account_id == account_id).order_by(StripeCustomer.created_at)).all()
+        methods = []
+        for customer_id in customer_ids:
+            settings_ = stripe_api.retrieve_customer(customer_id).to_dict().get("invoice_settings") or {}
+            default = settings_.get("default_payment_method")
+            methods += [{
+                "id": pm.id, "type": "card", "brand": pm.card.brand, "last4": pm.card.last4,
+                "exp_month": pm.card.exp_month, "exp_year": pm.card.exp_year,
+                "is_default": pm.id == default and not any(m["is_default"] for m in methods),
+            } for pm in stripe_api.list_payment_methods(customer_id)]
         return sorted(methods, key=lambda method: not method["is_default"])
 
     @api_rpc
@@ -153,7 +199,9 @@ class GatewayStripeService(HealthMixin):
         if inserted is None:
             self.db.rollback()
             return {"status": "duplicate"}
-        for fact_type, data in normalize(event, self._account_for_customer):
+        if event_type == "checkout.session.completed" and event["data"]["object"].get("payment_link"):
+            self._remember_payer(event["data"]["object"])
+        for fact_type, data in normalize(event, self._account_for_customer, self._link_for):
             add_event(self.db, Outbox, fact_type, data)
         self.db.commit()
         return {"status": "accepted"}
@@ -169,7 +217,8 @@ class GatewayStripeService(HealthMixin):
         if param is None:
             return False
         if param == "customer":
-            self.db.execute(delete(StripeCustomer).where(StripeCustomer.account_id == account["id"]))
+            self.db.execute(delete(StripeCustomer).where(
+                StripeCustomer.customer_id == self._customer_id(account["id"])))
         elif param.startswith("line_items"):
             self.db.execute(delete(StripePrice).where(StripePrice.lookup_key == price_lookup_key(plan)))
         else:
@@ -178,7 +227,21 @@ class GatewayStripeService(HealthMixin):
         return True
 
     def _customer_id(self, account_id):
-        return self.db.scalar(select(StripeCustomer.customer_id).where(StripeCustomer.account_id == account_id))
+        """The customer we made for the account's own checkouts (its first)."""
+        return self.db.scalar(select(StripeCustomer.customer_id).where(StripeCustomer.account_id == account_id)
+                              .order_by(StripeCustomer.created_at).limit(1))
+
+    def _link_for(self, payment_link_id):
+        row = self.db.get(StripePaymentLink, payment_link_id) if payment_link_id else None
+        return {"link_id": row.link_id, "account_id": row.account_id} if row else None
+
+    def _remember_payer(self, session):
+        """Whoever paid a link became a Stripe customer: their card belongs to the link's account."""
+        link = self._link_for(session.get("payment_link"))
+        customer = session.get("customer")
+        if link and isinstance(customer, str):
+            self.db.execute(insert(StripeCustomer).values(customer_id=customer, account_id=link["account_id"])
+                            .on_conflict_do_nothing())
 
     def _account_for_customer(self, customer_id):
         if not customer_id:

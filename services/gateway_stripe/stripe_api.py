@@ -160,3 +160,30 @@ def list_invoices(customer_id, limit=24):
 @gateway_errors
 def retrieve_customer(customer_id):
     return client().v1.customers.retrieve(customer_id)
+
+
+@gateway_errors
+def create_payment_link(link_id, price_id, metadata, success_url):
+    """A single-use Payment Link: it accepts one completed payment, then deactivates itself."""
+    return client().v1.payment_links.create(
+        params={
+            "line_items": [{"price": price_id, "quantity": 1}],
+            "metadata": metadata,
+            "subscription_data": {"metadata": metadata},
+            "restrictions": {"completed_sessions": {"limit": 1}},
+            "after_completion": {"type": "redirect", "redirect": {"url": success_url}},
+        },
+        options=_idempotent(f"link-{link_id}"),
+    )
+
+
+@gateway_errors
+def deactivate_payment_link(payment_link_id):
+    return client().v1.payment_links.update(
+        payment_link_id, params={"active": False}, options=_idempotent(f"deactivate-{payment_link_id}"))
+
+
+@gateway_errors
+def checkout_sessions_of_link(payment_link_id, status):
+    return client().v1.checkout.sessions.list(
+        params={"payment_link": payment_link_id, "status": status, "limit": 10}).data

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: f907916eb817
+Revision ID: afd08399204b
 Revises: 
-Create Date: 2026-11-26 11:30:20.122315
+Create Date: 2026-11-26 11:55:24.003295
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision: str = 'f907916eb817'
+revision: str = 'afd08399204b'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -50,6 +50,26 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_outbox_unsent', 'outbox', ['created_at'], unique=False, postgresql_where=sa.text('sent_at IS NULL'))
+    op.create_table('payment_links',
+    sa.Column('id', sa.UUID(), nullable=False),
+    sa.Column('account_id', sa.UUID(), nullable=False),
+    sa.Column('plan_code', sa.String(length=64), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('gateway', sa.String(length=20), nullable=False),
+    sa.Column('gateway_link_id', sa.String(length=255), nullable=True),
+    sa.Column('url', sa.String(length=2000), nullable=True),
+    sa.Column('created_by', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('abandoned_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    op.create_index(op.f('ix_payment_links_account_id'), 'payment_links', ['account_id'], unique=False)
+    op.create_index(op.f('ix_payment_links_gateway_link_id'), 'payment_links', ['gateway_link_id'], unique=False)
     op.create_table('payment_method_snapshots',
     sa.Column('account_id', sa.UUID(), nullable=False),
     sa.Column('methods', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
@@ -153,6 +173,9 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_payments_account_id'), table_name='payments')
     op.drop_table('payments')
     op.drop_table('payment_method_snapshots')
+    op.drop_index(op.f('ix_payment_links_gateway_link_id'), table_name='payment_links')
+    op.drop_index(op.f('ix_payment_links_account_id'), table_name='payment_links')
+    op.drop_table('payment_links')
     op.drop_index('ix_outbox_unsent', table_name='outbox', postgresql_where=sa.text('sent_at IS NULL'))
     op.drop_table('outbox')
     op.drop_table('inbox')

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 0fccf163da92
+Revision ID: b90625440d8d
 Revises: 
-Create Date: 2026-11-26 11:50:31.509957
+Create Date: 2026-11-26 11:56:36.854596
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision: str = '0fccf163da92'
+revision: str = 'b90625440d8d'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -26,11 +26,23 @@ def upgrade() -> None:
     sa.Column('handled_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.PrimaryKeyConstraint('message_id')
     )
+    op.create_table('links',
+    sa.Column('cashfree_link_id', sa.String(length=100), nullable=False),
+    sa.Column('link_id', sa.String(length=64), nullable=False),
+    sa.Column('account_id', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.PrimaryKeyConstraint('cashfree_link_id'),
+    sa.UniqueConstraint('link_id')
+    )
     op.create_table('orders',
     sa.Column('order_id', sa.String(length=100), nullable=False),
+    sa.Column('account_id', sa.String(length=64), nullable=True),
     sa.Column('paid_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('method_type', sa.String(length=20), nullable=True),
+    sa.Column('method_reference', sa.String(length=100), nullable=True),
     sa.PrimaryKeyConstraint('order_id')
     )
+    op.create_index(op.f('ix_orders_account_id'), 'orders', ['account_id'], unique=False)
     op.create_table('outbox',
     sa.Column('id', sa.UUID(), nullable=False),
     sa.Column('event_type', sa.String(length=100), nullable=False),
@@ -84,6 +96,8 @@ def downgrade() -> None:
     op.drop_table('plans')
     op.drop_index('ix_outbox_unsent', table_name='outbox', postgresql_where=sa.text('sent_at IS NULL'))
     op.drop_table('outbox')
+    op.drop_index(op.f('ix_orders_account_id'), table_name='orders')
     op.drop_table('orders')
+    op.drop_table('links')
     op.drop_table('inbox')
     # ### end Alembic commands ###
