@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -21,11 +20,11 @@ import pytest
 import requests
 from openapi_schema_validator import OAS30Validator
 from referencing import Registry, Resource, Specification
-from werkzeug.serving import WSGIRequestHandler, make_server
-from werkzeug.wrappers import Request, Response
 
 from services.gateway_cashfree.sandbox import openapi as sandbox_openapi
 from services.gateway_cashfree.sandbox import start_sandbox
+from tests.unit import sandbox_helpers
+from tests.unit.sandbox_helpers import FakeClock, event_type
 
 CLIENT_ID = "cf_sandbox_client"
 SECRET = "cf_sandbox_secret"
@@ -33,7 +32,8 @@ VERSION = "2025-01-01"
 OPENAPI = Path(__file__).resolve().parents[3] / "shared/reference/cashfree/openapi-2025-01-01.yaml"
 RETURN_URL = "https://portal.test/billing/return?org=acme"
 IST_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\+05:30|Z)$")
-MONTH_LATER = 30 * 24 * 3600  # the fake clock starts on the 1st of a 30-day month (below)
+JUNE_1ST = 1_748_716_200.0  # 2025-06-01T00:00:00+05:30, where the fake clock starts: "a month later" is 30 days
+MONTH_LATER = 30 * 24 * 3600  # the fake clock starts on the 1st of a 30-day month (JUNE_1ST)
 
 
 # the contract: Cashfree's OpenAPI document, read once per test session
@@ -198,66 +198,18 @@ class CashfreeApi:
 
 # the world around the sandbox: a clock and a webhook endpoint
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1_748_716_200.0  # 2025-06-01T00:00:00+05:30, so "a month later" is 30 days
-
-    def __call__(self):
-        return self.now
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, *args):
-        pass
-
-
-class WebhookReceiver:
+class WebhookReceiver(sandbox_helpers.WebhookReceiver):
     """Stands in for gateway_http's /webhooks/cashfree: records deliveries, answers as told."""
 
-    def __init__(self):
-        self.deliveries = []  # {"body", "headers", "status", "at"} in arrival order
-        self.answers = []  # statuses to answer next, then 200
-        self._changed = threading.Condition()
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_Quiet)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/webhooks/cashfree"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
-
-    def _app(self, environ, start_response):
-        request = Request(environ)
-        with self._changed:
-            status = self.answers.pop(0) if self.answers else 200
-            self.deliveries.append({"body": request.get_data(), "headers": dict(request.headers), "status": status,
-                                    "at": time.monotonic()})
-            self._changed.notify_all()
-        return Response("ok" if status == 200 else "try again", status=status)(environ, start_response)
-
-    def wait_until(self, condition, timeout=5.0):
-        with self._changed:
-            assert self._changed.wait_for(lambda: condition(self.deliveries), timeout), (
-                f"webhooks not as expected after {timeout}s: {[_type(d) for d in self.deliveries]}")
+    PATH = "/webhooks/cashfree"
 
     def accepted(self, *types, timeout=5.0):
         """Wait for accepted deliveries of these types (any order); each verified as the adapter will.
         Returns {type: [event payloads]}."""
-        def arrived(deliveries):
-            return set(types) <= {_type(d) for d in deliveries if d["status"] == 200}
-
-        self.wait_until(arrived, timeout)
         events = {}
-        for delivery in self.deliveries:
-            if delivery["status"] == 200:
-                events.setdefault(_type(delivery), []).append(verified(delivery))
+        for delivery in self.accepted_deliveries(*types, timeout=timeout):
+            events.setdefault(event_type(delivery), []).append(verified(delivery))
         return events
-
-    def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _type(delivery):
-    return json.loads(delivery["body"])["type"]
 
 
 def verified(delivery, secret=SECRET):
@@ -278,7 +230,7 @@ def verified(delivery, secret=SECRET):
 
 @pytest.fixture
 def clock():
-    return FakeClock()
+    return FakeClock(JUNE_1ST)
 
 
 @pytest.fixture
@@ -523,8 +475,8 @@ def test_a_successful_charge_pays_the_plan_amount_and_moves_the_schedule(cashfre
     assert payment["payment_schedule_date"] == "2025-07-01T00:00:00+05:30"
     assert cashfree.subscription()["next_schedule_date"] == "2025-08-01T00:00:00+05:30"
     assert [p["payment_type"] for p in cashfree.payments()] == ["CHARGE", "AUTH"]  # newest first
-    receiver.wait_until(lambda ds: [_type(d) for d in ds].count("SUBSCRIPTION_PAYMENT_SUCCESS") == 2)
-    charged = [verified(d) for d in receiver.deliveries if _type(d) == "SUBSCRIPTION_PAYMENT_SUCCESS"]
+    receiver.wait_until(lambda ds: [event_type(d) for d in ds].count("SUBSCRIPTION_PAYMENT_SUCCESS") == 2)
+    charged = [verified(d) for d in receiver.deliveries if event_type(d) == "SUBSCRIPTION_PAYMENT_SUCCESS"]
     assert {event["data"]["payment_type"] for event in charged} == {"AUTH", "CHARGE"}
 
 
@@ -535,9 +487,9 @@ def test_a_failed_charge_puts_the_subscription_on_hold(cashfree, sandbox, receiv
     assert status == 200 and payment["payment_status"] == "FAILED" and payment["failure_details"]["failure_reason"]
     assert cashfree.subscription()["subscription_status"] == "ON_HOLD"
     events = receiver.accepted("SUBSCRIPTION_PAYMENT_FAILED")
-    receiver.wait_until(lambda ds: [_type(d) for d in ds].count("SUBSCRIPTION_STATUS_CHANGED") == 2)
+    receiver.wait_until(lambda ds: [event_type(d) for d in ds].count("SUBSCRIPTION_STATUS_CHANGED") == 2)
     changes = [verified(d)["data"]["subscription_details"]["subscription_status"] for d in receiver.deliveries
-               if _type(d) == "SUBSCRIPTION_STATUS_CHANGED"]
+               if event_type(d) == "SUBSCRIPTION_STATUS_CHANGED"]
     assert sorted(changes) == ["ACTIVE", "ON_HOLD"]
     assert events["SUBSCRIPTION_PAYMENT_FAILED"][0]["data"]["payment_id"] == payment["payment_id"]
 
@@ -553,7 +505,7 @@ def test_cancel_ends_the_subscription_once(cashfree, sandbox, receiver):
     cancelled = cashfree.manage("CANCEL")
     assert cancelled.status == 200 and cancelled.body["subscription_status"] == "CANCELLED"
     receiver.wait_until(lambda ds: any(
-        _type(d) == "SUBSCRIPTION_STATUS_CHANGED"
+        event_type(d) == "SUBSCRIPTION_STATUS_CHANGED"
         and json.loads(d["body"])["data"]["subscription_details"]["subscription_status"] == "CANCELLED" for d in ds))
     again = cashfree.manage("CANCEL")
     assert again.status == 400 and again.body["type"] == "invalid_request_error"
@@ -568,7 +520,7 @@ def test_change_plan_applies_the_new_amount_from_the_next_charge(cashfree, sandb
     assert changed.status == 200 and changed.body["plan_details"] == bigger
     assert changed.body["subscription_status"] == "ACTIVE" and len(cashfree.payments()) == 1  # nothing charged now
     receiver.wait_until(lambda ds: any(
-        _type(d) == "SUBSCRIPTION_STATUS_CHANGED"
+        event_type(d) == "SUBSCRIPTION_STATUS_CHANGED"
         and json.loads(d["body"])["data"]["subscription_details"]["plan_details"]["plan_id"] == "max_monthly"
         for d in ds))
 
@@ -754,8 +706,8 @@ def test_a_redelivered_event_carries_the_same_idempotency_key(cashfree, sandbox,
     event = next(e for e in events_of(sandbox) if e["type"] == "SUBSCRIPTION_PAYMENT_SUCCESS")
     status, _ = control(sandbox, "POST", f"/_sandbox/webhooks/{event['id']}/redeliver")
     assert status == 200
-    receiver.wait_until(lambda ds: [_type(d) for d in ds].count("SUBSCRIPTION_PAYMENT_SUCCESS") == 2)
-    first, second = [d for d in receiver.deliveries if _type(d) == "SUBSCRIPTION_PAYMENT_SUCCESS"]
+    receiver.wait_until(lambda ds: [event_type(d) for d in ds].count("SUBSCRIPTION_PAYMENT_SUCCESS") == 2)
+    first, second = [d for d in receiver.deliveries if event_type(d) == "SUBSCRIPTION_PAYMENT_SUCCESS"]
     assert first["headers"]["X-Idempotency-Key"] == second["headers"]["X-Idempotency-Key"] == event["id"]
     assert first["body"] == second["body"] and verified(second) == verified(first)
     attempts = next(e for e in events_of(sandbox) if e["id"] == event["id"])["delivery_attempts"]

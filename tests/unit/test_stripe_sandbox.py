@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import requests
 import stripe
-from werkzeug.serving import WSGIRequestHandler, make_server
-from werkzeug.wrappers import Request, Response
 
 from services.gateway_stripe.sandbox import api as sandbox_api
 from services.gateway_stripe.sandbox import start_sandbox
 from services.gateway_stripe.sandbox.params import decode
 from services.gateway_stripe.sandbox.periods import add_interval
+from tests.unit import sandbox_helpers
+from tests.unit.sandbox_helpers import FakeClock, event_type
 
 KEY = "sk_test_sandbox"
 WEBHOOK_SECRET = "whsec_sandbox"
@@ -30,71 +30,19 @@ DAY = 24 * 3600
 
 # the world around the sandbox: a clock, a webhook endpoint, SDK clients
 
-class FakeClock:
-    """The sandbox's notion of now; tests move it to a known point of a billing period."""
-
-    def __init__(self):
-        self.now = float(int(time.time()))
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, *args):
-        pass
-
-
-class WebhookReceiver:
+class WebhookReceiver(sandbox_helpers.WebhookReceiver):
     """Stands in for gateway_http's /webhooks/stripe: records deliveries, answers as told."""
 
-    def __init__(self):
-        self.deliveries = []  # {"body", "signature", "status"} in arrival order
-        self.answers = []  # statuses to answer next, then 200
-        self._changed = threading.Condition()
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_Quiet)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/webhooks/stripe"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
-
-    def _app(self, environ, start_response):
-        request = Request(environ)
-        with self._changed:
-            status = self.answers.pop(0) if self.answers else 200
-            self.deliveries.append({"body": request.get_data(), "status": status,
-                                    "signature": request.headers.get("Stripe-Signature")})
-            self._changed.notify_all()
-        return Response("ok" if status < 300 else "try again", status=status)(environ, start_response)
-
-    def wait_until(self, condition, timeout=5.0):
-        with self._changed:
-            assert self._changed.wait_for(lambda: condition(self.deliveries), timeout), (
-                f"webhooks not as expected after {timeout}s: {[_type(d) for d in self.deliveries]}")
+    PATH = "/webhooks/stripe"
 
     def accepted_events(self, *types, timeout=5.0):
         """Wait for accepted deliveries of these types (any order); each verified like the adapter will."""
-        def arrived(deliveries):
-            return set(types) <= {_type(d) for d in deliveries if d["status"] == 200}
-
-        self.wait_until(arrived, timeout)
         events = {}
-        for delivery in self.deliveries:
-            if delivery["status"] == 200 and _type(delivery) in types:
-                events[_type(delivery)] = stripe.Webhook.construct_event(
-                    delivery["body"], delivery["signature"], WEBHOOK_SECRET)
+        for delivery in self.accepted_deliveries(*types, timeout=timeout):
+            if event_type(delivery) in types:
+                events[event_type(delivery)] = stripe.Webhook.construct_event(
+                    delivery["body"], delivery["headers"]["Stripe-Signature"], WEBHOOK_SECRET)
         return events
-
-    def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _type(delivery):
-    return json.loads(delivery["body"])["type"]
 
 
 @pytest.fixture

@@ -1,29 +1,23 @@
 """`python -m services.gateway_cashfree.sandbox`: serve until SIGINT/SIGTERM (honcho sends SIGTERM)."""
 import logging
-import signal
-import threading
+
+from services.sandbox_kit.server import run
 
 from .config import SandboxConfig
-from .server import start
+from .server import SandboxHandle, start
 
 log = logging.getLogger("cashfree_sandbox")
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = SandboxConfig.from_env()
-    handle = start(config)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+def announce(handle: SandboxHandle) -> None:
     log.info("Cashfree sandbox: API at %s, pages at %s; webhooks to %s; OpenAPI validation %s; state %s",
-             handle.api_base, handle.public_url, config.webhook_url or "(nowhere)",
+             handle.api_base, handle.public_url, handle.config.webhook_url or "(nowhere)",
              "on" if handle.app.contract is not None else "OFF",
              f"saved to {handle.state.path}" if handle.state else "in memory only")
-    while not stop.wait(1):
-        pass
-    log.info("stopping")
-    handle.stop()
+
+
+def main() -> None:
+    run(lambda: start(SandboxConfig.from_env()), announce, log)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from . import api, control, faults, idempotency, pages
+from services.sandbox_kit import faults
+
+from . import api, control, idempotency, pages
 from .config import API_VERSION
 from .encoding import JSONBodyError, dumps, loads
 from .errors import CashfreeError, api_error, bad_url, invalid, unauthenticated
@@ -79,12 +81,7 @@ class SandboxApp:
             template, handler = route
             if request.method == "POST":
                 body = _json_body(request)
-            fault = faults.take(self.store, request.method, request.path)
-            if fault and fault["kind"] != "create_then_timeout":
-                if fault["kind"] == "timeout":
-                    self.stopping.wait(fault["delay_seconds"])
-                raise api_error("Injected fault: " + fault["kind"])
-            delay = fault["delay_seconds"] if fault else 0.0
+            delay = faults.inject(self.store, request.method, request.path, self.stopping, api_error)
             record = idempotency.claim(self.store, key, request.method, request.path, body, request_id) if key else None
             if record is not None:
                 status, payload, replayed = record.status, record.response, True

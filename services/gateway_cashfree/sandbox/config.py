@@ -1,13 +1,18 @@
 """Settings of the Cashfree sandbox: defaults for tests, the environment for `python -m`.
 
 Tests build a SandboxConfig directly so that a developer's exported CASHFREE_* variables never
-leak into them; the command line reads the environment through `SandboxConfig.from_env`.
+leak into them; the command line reads the environment through `SandboxConfig.from_env`: the
+common CASHFREE_SANDBOX_PORT, _PUBLIC_URL, _WEBHOOK_URL, _RETRY_SCALE and _STATE_FILE
+(sandbox_kit.config), and Cashfree's own CASHFREE_CLIENT_ID, CASHFREE_CLIENT_SECRET and
+CASHFREE_OPENAPI_PATH. Cashfree retries webhooks after 2, 10 and 30 minutes; here that many
+seconds x retry_scale.
 """
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
+
+from services.sandbox_kit import config
 
 DEFAULT_PORT = 12112
 API_VERSION = "2025-01-01"
@@ -17,35 +22,18 @@ DEFAULT_OPENAPI_PATH = str(Path(__file__).resolve().parents[3].parent
                            / "shared" / "reference" / "cashfree" / "openapi-2025-01-01.yaml")
 
 
-def default_webhook_url(env: Mapping[str, str]) -> str:
-    """Where the portal's HTTP gateway listens for Cashfree webhooks (API.md "Gateway webhooks")."""
-    base = env.get("PUBLIC_BASE_URL") or f"http://127.0.0.1:{env.get('HTTP_PORT') or 8000}"
-    return f"{base.rstrip('/')}/webhooks/cashfree"
-
-
 @dataclass
-class SandboxConfig:
-    host: str = "127.0.0.1"
+class SandboxConfig(config.SandboxConfig):
     port: int = DEFAULT_PORT  # 0 picks a free port (tests)
-    public_url: Optional[str] = None  # None: http://<host>:<actual port>
     client_id: str = "cf_sandbox_client"
     client_secret: str = "cf_sandbox_secret"  # also the webhook signing key, as at Cashfree
-    webhook_url: str = ""  # empty: events are recorded but not sent
-    retry_scale: float = 1.0  # Cashfree retries after 2, 10 and 30 minutes; here that many seconds x scale
-    webhook_timeout: float = 10.0
     openapi_path: Optional[str] = DEFAULT_OPENAPI_PATH  # None or absent file: no schema validation
-    clock: Callable[[], float] = field(default=time.time)  # injectable so tests control schedules
-    state_file: Optional[str] = None  # a JSON file the state is loaded from and saved to; None: memory only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "SandboxConfig":
         return cls(
-            port=int(env.get("CASHFREE_SANDBOX_PORT") or DEFAULT_PORT),
-            public_url=env.get("CASHFREE_SANDBOX_PUBLIC_URL") or None,
+            **config.common_env(env, "cashfree", DEFAULT_PORT),
             client_id=env.get("CASHFREE_CLIENT_ID") or "cf_sandbox_client",
             client_secret=env.get("CASHFREE_CLIENT_SECRET") or "cf_sandbox_secret",
-            webhook_url=env.get("CASHFREE_SANDBOX_WEBHOOK_URL") or default_webhook_url(env),
-            retry_scale=float(env.get("CASHFREE_SANDBOX_RETRY_SCALE") or 1.0),
             openapi_path=env.get("CASHFREE_OPENAPI_PATH") or DEFAULT_OPENAPI_PATH,
-            state_file=env.get("CASHFREE_SANDBOX_STATE_FILE") or None,
         )

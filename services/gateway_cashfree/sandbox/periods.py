@@ -1,11 +1,12 @@
 """Times as Cashfree writes them, and the calendar arithmetic of a PERIODIC plan.
 
 Cashfree answers in Indian Standard Time (`2025-01-31T10:00:00+05:30`); months are calendar
-months in IST, clamped to the month's last day (Jan 31 + 1 month = Feb 28).
+months in IST, clamped to the month's last day (Jan 31 + 1 month = Feb 28; sandbox_kit.periods).
 """
-import calendar
 from datetime import datetime, timedelta, timezone
 from typing import Optional
+
+from services.sandbox_kit import periods
 
 IST = timezone(timedelta(hours=5, minutes=30))
 INTERVAL_TYPES = ("DAY", "WEEK", "MONTH", "YEAR")
@@ -28,14 +29,4 @@ def parse(text: str) -> Optional[float]:
 
 def add_interval(timestamp: float, interval_type: str, count: int = 1) -> float:
     moment = datetime.fromtimestamp(int(timestamp), tz=IST)
-    if interval_type == "DAY":
-        moment += timedelta(days=count)
-    elif interval_type == "WEEK":
-        moment += timedelta(weeks=count)
-    else:
-        months = count * (12 if interval_type == "YEAR" else 1)
-        year, month_index = divmod(moment.month - 1 + months, 12)
-        year += moment.year
-        day = min(moment.day, calendar.monthrange(year, month_index + 1)[1])
-        moment = moment.replace(year=year, month=month_index + 1, day=day)
-    return moment.timestamp()
+    return periods.add_interval(moment, interval_type.lower(), count).timestamp()

@@ -1,16 +1,13 @@
-"""All sandbox state, in memory, behind one lock (saved to a file too if configured: persistence.py).
+"""All Cashfree sandbox state, in memory, behind one lock (saved to a file too if configured: persistence.py).
 
-One re-entrant lock is enough for a test double and makes every operation atomic: a handler takes
-it for the whole operation (`with store.transaction():`), so two requests never interleave half
-way. Events emitted inside a transaction are handed to the webhook sender only after the lock is
-released, so delivery threads never wait on the operation that created their event.
+The lock, transactions, the event outbox and the clock are sandbox_kit.store's; this adds Cashfree's
+plans, subscriptions, checkout sessions and payments, and its webhook events.
 """
 import copy
-import threading
 import time
-from collections import deque
-from contextlib import contextmanager
 from typing import Callable, List, Optional
+
+from services.sandbox_kit import store
 
 from . import periods
 from .encoding import dumps, loads
@@ -18,13 +15,9 @@ from .errors import not_found
 from .ids import new_uuid
 
 
-class Store:
+class Store(store.SandboxStore):
     def __init__(self, clock: Callable[[], float], webhooks_enabled: bool = True):
-        self.lock = threading.RLock()
-        self._clock = clock
-        self.clock_offset = 0  # seconds added by POST /_sandbox/clock, for demos of schedules
-        self.webhooks_enabled = webhooks_enabled
-        self.webhooks_paused = False
+        super().__init__(clock, webhooks_enabled)
         self.plans: dict = {}  # plan_id -> PlanEntity, as served
         self.subscriptions: dict = {}  # subscription_id -> SubscriptionEntity, as served
         self.private: dict = {}  # subscription_id -> what Cashfree knows but does not show
@@ -32,45 +25,6 @@ class Store:
         self.payments: dict = {}  # cf_payment_id -> SubscriptionPaymentEntity
         self.cf_ids: set = set()  # every numeric reference handed out
         self.events: dict = {}  # event id (= its x-idempotency-key) -> {id, type, event_time, body, ...}
-        self.event_ids: List[str] = []  # creation order
-        self.deliveries: dict = {}  # event id -> [attempt records]
-        self.idempotency: dict = {}  # x-idempotency-key -> idempotency.Record
-        self.requests: deque = deque(maxlen=500)
-        self.faults: list = []
-        self._outbox: List[str] = []
-        self._depth = 0
-        self.on_events: Optional[Callable[[List[str]], None]] = None
-        self.on_change: Optional[Callable[[], None]] = None  # persistence.StateFile.changed, when saving
-
-    def changed(self) -> None:
-        """Something persistent may have changed: the state file (if any) saves soon. Cheap; any thread."""
-        if self.on_change:
-            self.on_change()
-
-    def now(self) -> float:
-        return int(self._clock()) + self.clock_offset
-
-    @contextmanager
-    def transaction(self):
-        """Hold the lock for one whole operation; hand its events to the sender afterwards, and tell
-        the state file (if any) that the store may have changed."""
-        events: List[str] = []
-        outermost = False
-        try:
-            with self.lock:
-                self._depth += 1
-                try:
-                    yield self
-                finally:
-                    self._depth -= 1
-                    if self._depth == 0:  # the outermost transaction flushes
-                        outermost = True
-                        events, self._outbox = self._outbox, []
-        finally:
-            if outermost:
-                self.changed()
-            if events and self.on_events:
-                self.on_events(events)
 
     # objects
 
@@ -124,7 +78,7 @@ class Store:
             self.event_ids.append(event_id)
             self.deliveries[event_id] = []
             if self.webhooks_enabled:
-                self._outbox.append(event_id)
+                self.send_after_transaction(event_id)
             return event
 
     def record_attempt(self, event_id: str, attempt: dict, status: Optional[str] = None) -> None:
@@ -135,6 +89,7 @@ class Store:
         self.changed()
 
     def events_with_attempts(self) -> list:
+        """Every event, oldest first: id (= its x-idempotency-key), type, payload, status, delivery_attempts."""
         with self.lock:
             return [{**{key: value for key, value in self.events[event_id].items() if key != "body"},
                      "idempotency_key": event_id, "payload": loads(self.events[event_id]["body"]),

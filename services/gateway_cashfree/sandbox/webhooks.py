@@ -7,9 +7,9 @@ Each event is POSTed as `{"data": ..., "event_time": ..., "type": ...}` with
   x-idempotency-key     the event's id: the same on every retry and redelivery of it
 The body is serialised once when the event is created (store.emit) and those exact bytes are signed
 and sent on every attempt. Anything but HTTP 200 (or no answer) is a failure, retried after 2, 10
-and 30 minutes (here: that many seconds x retry_scale), then given up. Each event has its own
-delivery thread, so one failing event never holds up another and retries reorder them. While
-deliveries are paused, an attempt that falls due is dropped for good, as a lost webhook is lost.
+and 30 minutes (here: that many seconds x retry_scale), then given up. The delivery threads, the
+schedule, pausing (an attempt that falls due while paused is dropped for good, as a lost webhook
+is lost) and stopping are sandbox_kit.webhooks'; the signing, headers and records are Cashfree's.
 """
 import base64
 import hashlib
@@ -20,12 +20,14 @@ import time
 
 import requests
 
+from services.sandbox_kit import webhooks
+
 from .config import API_VERSION
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-RETRY_MINUTES = (2, 10, 30)  # Cashfree's schedule after the first attempt
+RETRY_MINUTES = (2, 10, 30)  # Cashfree's schedule after the first attempt (here: seconds x retry_scale)
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -33,14 +35,12 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-class WebhookSender:
+class WebhookSender(webhooks.WebhookSender):
+    log = log
+
     def __init__(self, store: Store, url: str, secret: str, *, retry_scale: float = 1.0, timeout: float = 10.0):
-        self.store = store
-        self.url = url
-        self.secret = secret
-        self.retry_scale = retry_scale
-        self.timeout = timeout
-        self._stopping = threading.Event()
+        super().__init__(store, url, secret, retry_delays=RETRY_MINUTES,
+                         max_attempts=1 + len(RETRY_MINUTES), retry_scale=retry_scale, timeout=timeout)
 
     def enqueue(self, event_ids) -> None:
         for event_id in event_ids:
@@ -49,9 +49,6 @@ class WebhookSender:
     def redeliver(self, event_id: str) -> None:
         """Send an event again (same body, same x-idempotency-key), with its own retries."""
         self._start(event_id)
-
-    def stop(self) -> None:
-        self._stopping.set()
 
     def _start(self, event_id: str) -> None:
         if not self.url:
@@ -66,23 +63,17 @@ class WebhookSender:
 
     def _deliver(self, event_id: str, run: int) -> None:
         body = self.store.events[event_id]["body"].encode("utf-8")
-        attempts = 1 + len(RETRY_MINUTES)
-        for attempt in range(1, attempts + 1):
-            if attempt > 1 and self._stopping.wait(RETRY_MINUTES[attempt - 2] * self.retry_scale):
-                return
-            if self._stopping.is_set():
-                return
-            if self.store.webhooks_paused:
-                self._record(event_id, run, attempt, outcome="dropped", status="dropped")
-                return
+
+        def attempt(number: int, last: bool) -> bool:
             status_code, error, timestamp = self._post(event_id, body)
             delivered = status_code == 200
-            final = "delivered" if delivered else ("failed" if attempt == attempts else None)
-            self._record(event_id, run, attempt, outcome="delivered" if delivered else "failed", status=final,
+            final = "delivered" if delivered else ("failed" if last else None)
+            self._record(event_id, run, number, outcome="delivered" if delivered else "failed", status=final,
                          status_code=status_code, error=error, timestamp=timestamp)
-            if delivered:
-                return
-        log.warning("webhook %s gave up after %d attempts", event_id, attempts)
+            return delivered
+
+        self._retry(event_id, attempt, drop=lambda number: self._record(event_id, run, number, outcome="dropped",
+                                                                        status="dropped"))
 
     def _post(self, event_id: str, body: bytes):
         """One signed POST; (status, None, timestamp) or (None, what went wrong, timestamp)."""

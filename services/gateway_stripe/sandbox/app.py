@@ -13,7 +13,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from . import api, control, faults, idempotency, listing, pages
+from services.sandbox_kit import faults
+
+from . import api, control, idempotency, listing, pages
 from .errors import StripeError, api_error, unauthenticated, unrecognized_url
 from .ids import new_id
 from .params import decode
@@ -73,15 +75,10 @@ class SandboxApp:
             if handler is None:
                 raise unrecognized_url(request.method, request.path)
             raw = decode(list(request.args.items(multi=True)) + list(request.form.items(multi=True)))
-            fault = faults.take(self.store, request.method, request.path)
-            if fault and fault["kind"] != "create_then_timeout":
-                if fault["kind"] == "timeout":
-                    self.stopping.wait(fault["delay_seconds"])
-                raise api_error("Injected fault: " + fault["kind"])
-            delay = fault["delay_seconds"] if fault else 0.0
+            delay = faults.inject(self.store, request.method, request.path, self.stopping, api_error)
             record = idempotency.claim(self.store, key, request.method, request.path, raw, request_id) if key else None
             if record is not None:
-                status, body, replayed = record.status, record.body, True
+                status, body, replayed = record.status, record.response, True
             else:
                 status, body = self._run(handler, request, raw, args, request_id, key)
                 if key:

@@ -1,47 +1,33 @@
 """Settings of the Stripe sandbox: defaults for tests, the environment for `python -m`.
 
 Tests build a SandboxConfig directly so that a developer's exported STRIPE_* variables never leak
-into them; the command line reads the environment through `SandboxConfig.from_env`.
+into them; the command line reads the environment through `SandboxConfig.from_env`: the common
+STRIPE_SANDBOX_PORT, _PUBLIC_URL, _WEBHOOK_URL, _RETRY_SCALE and _STATE_FILE (sandbox_kit.config),
+and Stripe's own STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET and STRIPE_SANDBOX_WEBHOOK_EVENTS.
 """
 import os
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from dataclasses import dataclass
+from typing import Mapping
+
+from services.sandbox_kit import config
 
 DEFAULT_PORT = 12111
 
 
-def default_webhook_url(env: Mapping[str, str]) -> str:
-    """Where the portal's HTTP gateway listens for Stripe webhooks (API.md "Gateway webhooks")."""
-    base = env.get("PUBLIC_BASE_URL") or f"http://127.0.0.1:{env.get('HTTP_PORT') or 8000}"
-    return f"{base.rstrip('/')}/webhooks/stripe"
-
-
 @dataclass
-class SandboxConfig:
-    host: str = "127.0.0.1"
+class SandboxConfig(config.SandboxConfig):
     port: int = DEFAULT_PORT  # 0 picks a free port (tests)
-    public_url: Optional[str] = None  # None: http://<host>:<actual port>
     secret_key: str = "sk_test_sandbox"
     webhook_secret: str = "whsec_sandbox"
-    webhook_url: str = ""  # empty: events are recorded but not sent
     webhook_events: tuple = ("*",)  # event types sent (wildcards), like an endpoint's enabled_events
-    retry_scale: float = 1.0  # multiplies the webhook retry schedule
-    max_attempts: int = 8
-    webhook_timeout: float = 10.0
-    clock: Callable[[], float] = field(default=time.time)  # injectable so tests control periods
-    state_file: Optional[str] = None  # a JSON file the state is loaded from and saved to; None: memory only
+    max_attempts: int = 8  # webhook delivery attempts (webhooks.RETRY_DELAYS between them)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "SandboxConfig":
         return cls(
-            port=int(env.get("STRIPE_SANDBOX_PORT") or DEFAULT_PORT),
-            public_url=env.get("STRIPE_SANDBOX_PUBLIC_URL") or None,
+            **config.common_env(env, "stripe", DEFAULT_PORT),
             secret_key=env.get("STRIPE_SECRET_KEY") or "sk_test_sandbox",
             webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or "whsec_sandbox",
-            webhook_url=env.get("STRIPE_SANDBOX_WEBHOOK_URL") or default_webhook_url(env),
             webhook_events=tuple(part.strip() for part in (env.get("STRIPE_SANDBOX_WEBHOOK_EVENTS") or "*").split(",")
                                  if part.strip()),
-            retry_scale=float(env.get("STRIPE_SANDBOX_RETRY_SCALE") or 1.0),
-            state_file=env.get("STRIPE_SANDBOX_STATE_FILE") or None,
         )

@@ -1,28 +1,19 @@
 """Billing-period arithmetic: calendar intervals and proration, all in integers.
 
 Months are calendar months in UTC, clamped to the month's last day (Jan 31 + 1 month = Feb 28),
-which is how Stripe anchors periods. Money stays in integer minor units: proration rounds half up
-with integer arithmetic, never through floats.
+which is how Stripe anchors periods (sandbox_kit.periods). Money stays in integer minor units:
+proration rounds half up with integer arithmetic, never through floats.
 """
-import calendar
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
+
+from services.sandbox_kit import periods
 
 INTERVALS = ("day", "week", "month", "year")
 
 
 def add_interval(timestamp: int, interval: str, count: int = 1) -> int:
     moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    if interval == "day":
-        moment += timedelta(days=count)
-    elif interval == "week":
-        moment += timedelta(weeks=count)
-    else:
-        months = count * (12 if interval == "year" else 1)
-        year, month_index = divmod(moment.month - 1 + months, 12)
-        year += moment.year
-        day = min(moment.day, calendar.monthrange(year, month_index + 1)[1])
-        moment = moment.replace(year=year, month=month_index + 1, day=day)
-    return int(moment.timestamp())
+    return int(periods.add_interval(moment, interval, count).timestamp())
 
 
 def prorate(amount: int, remaining_seconds: int, period_seconds: int) -> int:

@@ -1,18 +1,15 @@
-"""All sandbox state, in memory, behind one lock (saved to a file too if configured: persistence.py).
+"""All Stripe sandbox state, in memory, behind one lock (saved to a file too if configured: persistence.py).
 
-One re-entrant lock is enough for a test double and makes every operation atomic: a handler takes
-it for the whole operation (`with store.transaction():`), so two requests never interleave half
-way. Events emitted inside a transaction are handed to the webhook sender only after the lock is
-released, so delivery threads never wait on the operation that created their event.
+The lock, transactions, the event outbox and the clock are sandbox_kit.store's; this adds Stripe's
+objects (one table keyed by id, as Stripe's ids carry their type) and its events.
 """
 import copy
 import itertools
 import json
-import threading
-from collections import deque
-from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from typing import Callable, List, Optional, Sequence
+
+from services.sandbox_kit import store
 
 from . import shapes
 from .errors import no_such
@@ -23,64 +20,21 @@ KINDS = {"cus": "customer", "price": "price", "prod": "product", "cs": "checkout
          "sub": "subscription", "in": "invoice", "pm": "PaymentMethod", "evt": "event"}
 
 
-class Store:
+class Store(store.SandboxStore):
     def __init__(self, clock: Callable[[], float], webhooks_enabled: bool = True,
                  enabled_events: Sequence[str] = ("*",)):
-        self.lock = threading.RLock()
-        self._clock = clock
-        self.clock_offset = 0  # seconds added by POST /_sandbox/clock, for demos of renewals and proration
-        self.webhooks_enabled = webhooks_enabled
+        super().__init__(clock, webhooks_enabled)
         self.enabled_events = tuple(enabled_events)  # like a webhook endpoint's enabled_events
-        self.webhooks_paused = False
         self.objects: dict = {}  # id -> the Stripe object, as served
         self.private: dict = {}  # id -> what Stripe knows but does not show (a session's line items...)
         self._sequence: dict = {}  # id -> creation order, to break ties between equal `created`
         self._counter = itertools.count()
-        self.event_ids: List[str] = []  # creation order
         self.event_bodies: dict = {}  # event id -> the exact JSON text every delivery sends
-        self.deliveries: dict = {}  # event id -> [attempt records]
-        self.idempotency: dict = {}  # Idempotency-Key -> idempotency.Record
-        self.requests: deque = deque(maxlen=500)
-        self.faults: list = []
-        self._outbox: List[str] = []
-        self._depth = 0
-        self.on_events: Optional[Callable[[List[str]], None]] = None
-        self.on_change: Optional[Callable[[], None]] = None  # persistence.StateFile.changed, when saving
-
-    def changed(self) -> None:
-        """Something persistent may have changed: the state file (if any) saves soon. Cheap; any thread."""
-        if self.on_change:
-            self.on_change()
 
     def reset_counter(self, start: int) -> None:
         """Continue the creation order after `start` objects (restored from a state file)."""
         with self.lock:
             self._counter = itertools.count(start)
-
-    def now(self) -> int:
-        return int(self._clock()) + self.clock_offset
-
-    @contextmanager
-    def transaction(self):
-        """Hold the lock for one whole operation; hand its events to the sender afterwards, and tell
-        the state file (if any) that the store may have changed."""
-        events: List[str] = []
-        outermost = False
-        try:
-            with self.lock:
-                self._depth += 1
-                try:
-                    yield self
-                finally:
-                    self._depth -= 1
-                    if self._depth == 0:  # the outermost transaction flushes
-                        outermost = True
-                        events, self._outbox = self._outbox, []
-        finally:
-            if outermost:
-                self.changed()
-            if events and self.on_events:
-                self.on_events(events)
 
     # objects
 
@@ -142,7 +96,7 @@ class Store:
             self.event_bodies[event["id"]] = json.dumps(event)
             self.deliveries[event["id"]] = []
             if sent:
-                self._outbox.append(event["id"])
+                self.send_after_transaction(event["id"])
             return event
 
     def record_attempt(self, event_id: str, attempt: dict, final: bool) -> None:

@@ -1,10 +1,10 @@
 """Webhook delivery as Stripe does it: signed, at least once, retried, in no guaranteed order.
 
-Each event gets its own delivery thread, so one slow or failing event never holds up another
-and retries naturally reorder them, which is what a webhook consumer must cope with. The body is
-serialised once when the event is created (store.emit) and those exact bytes are signed and sent
-on every attempt. While deliveries are paused, an attempt that falls due is dropped for good, the
-way a lost webhook is lost: only reconciliation through GET /v1/events can find it again.
+The threads, the retry schedule, pausing and stopping are sandbox_kit.webhooks'; this is Stripe's
+part. The body is serialised once when the event is created (store.emit) and those exact bytes
+are signed (Stripe-Signature) and sent on every attempt; any 2xx is delivered. Events are retried
+after RETRY_DELAYS (Stripe's days, compressed into seconds). A delivery dropped while paused is
+lost for good: only reconciliation through GET /v1/events can find it again.
 """
 import logging
 import threading
@@ -13,6 +13,8 @@ import time
 import requests
 import stripe
 
+from services.sandbox_kit import webhooks
+
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -20,16 +22,13 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16, 32)  # seconds before attempts 2..8: Stripe's days, compressed
 
 
-class WebhookSender:
+class WebhookSender(webhooks.WebhookSender):
+    log = log
+
     def __init__(self, store: Store, url: str, secret: str, *, retry_scale: float = 1.0, max_attempts: int = 8,
                  timeout: float = 10.0):
-        self.store = store
-        self.url = url
-        self.secret = secret
-        self.retry_scale = retry_scale
-        self.max_attempts = max_attempts
-        self.timeout = timeout
-        self._stopping = threading.Event()
+        super().__init__(store, url, secret, retry_delays=RETRY_DELAYS, max_attempts=max_attempts,
+                         retry_scale=retry_scale, timeout=timeout)
 
     def enqueue(self, event_ids) -> None:
         if not self.url:
@@ -38,30 +37,18 @@ class WebhookSender:
             threading.Thread(target=self._deliver, args=(event_id,), name=f"webhook-{event_id}",
                              daemon=True).start()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
     def _deliver(self, event_id: str) -> None:
         body = self.store.event_bodies[event_id]
-        for attempt in range(1, self.max_attempts + 1):
-            if attempt > 1 and self._stopping.wait(self._delay(attempt)):
-                return
-            if self._stopping.is_set():
-                return
-            if self.store.webhooks_paused:
-                self._record(event_id, attempt, outcome="dropped", final=True)
-                return
+
+        def attempt(number: int, last: bool) -> bool:
             status, error = self._post(body)
             delivered = status is not None and 200 <= status < 300
-            final = delivered or attempt == self.max_attempts
-            self._record(event_id, attempt, outcome="delivered" if delivered else "failed", final=final,
+            self._record(event_id, number, outcome="delivered" if delivered else "failed", final=delivered or last,
                          status=status, error=error)
-            if delivered:
-                return
-        log.warning("webhook %s gave up after %d attempts", event_id, self.max_attempts)
+            return delivered
 
-    def _delay(self, attempt: int) -> float:
-        return RETRY_DELAYS[min(attempt - 2, len(RETRY_DELAYS) - 1)] * self.retry_scale
+        self._retry(event_id, attempt, drop=lambda number: self._record(event_id, number, outcome="dropped",
+                                                                        final=True))
 
     def _post(self, body: str):
         """One signed POST; (status, None) or (None, what went wrong)."""
