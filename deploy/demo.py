@@ -3,7 +3,8 @@
 For a US user (Stripe, usd) and then an India user (Cashfree, inr): sign up, create an
 organization, ask for a quote, press Pay Now, open the gateway's hosted page and press its Pay
 button as a browser would, then print the billing page once the gateway's webhooks have made the
-plan active; then the same for the user's personal licence.
+plan active; then the same for the user's personal licence; then a payment link for another
+organization, paid by someone with no account here.
 
     python -m deploy.demo [BASE_URL]       (default http://127.0.0.1:8000)
 """
@@ -52,9 +53,18 @@ def press_pay(redirect_url):
         page = browser.get(checkout_url, timeout=30)
         page.raise_for_status()
     action = next(a for a in re.findall(r"<form[^>]*action=['\"]([^'\"]+)['\"]", page.text) if a.endswith("pay"))
-    landed = browser.post(urljoin(page.url, action), timeout=30)
+    landed = browser.post(urljoin(page.url, action), data={"method": "upi"}, timeout=30)
     landed.raise_for_status()
     print(f"paid on the gateway page; back on {landed.url}")
+
+
+def wait_active(portal, acct):
+    for _ in range(100):
+        summary = portal.call("GET", acct, 200)
+        if summary["subscription"] and summary["subscription"]["status"] == "active":
+            return summary
+        time.sleep(0.2)
+    sys.exit("the plan did not become active within 20 s")
 
 
 def buy(portal, acct, label):
@@ -68,16 +78,21 @@ def buy(portal, acct, label):
     press_pay(checkout["redirect_url"])
 
     step(f"{label}: the billing page once the gateway's webhooks arrived")
-    for _ in range(100):
-        summary = portal.call("GET", acct, 200)
-        if summary["subscription"] and summary["subscription"]["status"] == "active":
-            break
-        time.sleep(0.2)
-    else:
-        sys.exit("the plan did not become active within 20 s")
-    show(summary)
+    show(wait_active(portal, acct))
     show({"history": portal.call("GET", f"{acct}/history", 200)["items"],
           "payment_methods": portal.call("GET", f"{acct}/payment-methods", 200)["items"]})
+
+
+def pay_by_link(portal, acct, label):
+    step(f"{label}: a payment link, paid by someone with no account here")
+    link = portal.call("POST", f"{acct}/payment-links", 201, json={"plan_code": "starter_monthly"})
+    print(f"link {link['id']} ({link['status']}, {link['amount']} {link['currency']}, expires {link['expires_at']}): "
+          f"{link['url']}")
+    press_pay(link["url"])
+    summary = wait_active(portal, acct)
+    links = portal.call("GET", f"{acct}/payment-links", 200)["items"]
+    show({"plan": summary["subscription"]["plan"]["code"], "status": summary["subscription"]["status"],
+          "link_status": next(item["status"] for item in links if item["id"] == link["id"])})
 
 
 def main(base_url):
@@ -93,6 +108,8 @@ def main(base_url):
         org = portal.call("POST", "/api/v1/orgs", 201, json={"name": f"Demo Corp {country}"})
         buy(portal, f"/api/v1/orgs/{org['id']}/billing", f"organization {org['name']}")
         buy(portal, "/api/v1/billing/personal", f"personal licence ({country})")
+        linked = portal.call("POST", "/api/v1/orgs", 201, json={"name": f"Demo Links {country}"})
+        pay_by_link(portal, f"/api/v1/orgs/{linked['id']}/billing", f"organization {linked['name']}")
     print("\nDemo complete.")
 
 

@@ -6,6 +6,7 @@ Lifecycle: creating -> active -> paid | cancelled | expired; creating -> failed 
 failed (such a link is then deactivated at the gateway too, in case it was made there after all).
 """
 import logging
+import os
 import uuid
 from datetime import timedelta
 
@@ -27,7 +28,8 @@ from shared.service import api_rpc
 
 log = logging.getLogger(__name__)
 
-EXPIRY_POLL_SECONDS = 30
+# How often due links are expired (and failed ones deactivated); tests make it fast.
+EXPIRY_POLL_SECONDS = float(os.environ.get("LINK_EXPIRY_POLL_SECONDS", "30"))
 
 
 def link_dict(link):
