@@ -11,7 +11,7 @@ import uuid
 from datetime import timedelta
 
 from nameko.timer import timer
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from services.billing.models import BillingAccount, Inbox, Outbox, PaymentLink, Subscription
 from services.billing.schemas import PaymentLinkInput
@@ -53,6 +53,8 @@ class PaymentLinks:
         data = load_or_raise(PaymentLinkInput(), data)
         if "quote_id" in data:
             quote = self._quote_of(account, data["quote_id"])
+            if quote.expires_at <= utc_now():
+                raise Conflict("This quote has expired; ask for a new one.", code="QUOTE_EXPIRED")
             if quote.kind != "new":
                 raise Conflict("A payment link buys a plan; change a plan with checkout.", code="HAS_PLAN")
             plan = quote.plan
@@ -71,11 +73,13 @@ class PaymentLinks:
         request = self._link_request(account, link, plan)
         try:
             made = self._call_adapter(account, "create_payment_link", request)
-        except GatewayError as error:
+        except Exception as error:  # a gateway failure, or the adapter itself failing
             link.status = "failed"
             self.db.commit()
             self._abandon(account, link, request)
-            raise GatewayError(error.message, {**error.details, "link_id": str(link.id)}) from None
+            if isinstance(error, GatewayError):
+                raise GatewayError(error.message, {**error.details, "link_id": str(link.id)}) from None
+            raise
         link.status, link.gateway_link_id, link.url = "active", made["gateway_link_id"], made["url"]
         self._announce_link(account, link, "payment_link.created")
         self.db.commit()
@@ -127,9 +131,13 @@ class PaymentLinks:
             self._close_link(account, link, "paid" if outcome == "paid" else "expired")
             self.db.commit()
         self._end_one_off_periods()
-        abandoned = self.db.scalars(select(PaymentLink).where(
-            PaymentLink.status == "failed", PaymentLink.abandoned_at.is_(None))).all()
+        stuck_since = utc_now() - timedelta(seconds=2 * self.adapter_timeout_seconds)
+        abandoned = self.db.scalars(select(PaymentLink).where(PaymentLink.abandoned_at.is_(None), or_(
+            PaymentLink.status == "failed",
+            # a worker that died mid-creation left it "creating": it may exist at the gateway
+            (PaymentLink.status == "creating") & (PaymentLink.created_at <= stuck_since)))).all()
         for link in abandoned:
+            link.status = "failed"
             account = self.db.get(BillingAccount, link.account_id)
             self._abandon(account, link, self._link_request(account, link, self._plan_for(account, link.plan_code)))
 
@@ -205,12 +213,7 @@ class PaymentLinks:
             Subscription.current_period_end <= utc_now())).all()
         for subscription_id in ended:
             subscription = self.db.get(Subscription, subscription_id)
-            account = self._locked_account(str(subscription.account_id))
-            self._apply_snapshot(account, {
-                "gateway_subscription_id": subscription.gateway_subscription_id, "checkout_id": None,
-                "plan_code": subscription.plan_code, "status": "cancelled", "amount": subscription.amount,
-                "currency": subscription.currency, "current_period_start": None, "current_period_end": None,
-                "cancel_at_period_end": True, "gateway_event_at": int(utc_now().timestamp())})
+            self._end_locally(self._locked_account(str(subscription.account_id)), subscription)
             self.db.commit()
 
     def _grant_one_period(self, account, link, event):

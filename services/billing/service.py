@@ -44,6 +44,11 @@ ADAPTER_TIMEOUT_SECONDS = 25
 LIVE_SUBSCRIPTION_STATUSES = ("incomplete", "active", "past_due")
 
 
+def is_one_off(subscription):
+    """A period paid once (a one-off link payment): no subscription behind it at the gateway."""
+    return subscription.gateway_subscription_id.startswith("link:")
+
+
 def _iso(moment):
     return rfc3339(moment) if moment else None
 
@@ -71,6 +76,7 @@ def quote_dict(quote):
 
 class BillingService(PaymentLinks, HealthMixin):
     name = "billing"
+    adapter_timeout_seconds = ADAPTER_TIMEOUT_SECONDS
 
     db = Database()
     outbox = OutboxRelay(Outbox)
@@ -220,6 +226,10 @@ class BillingService(PaymentLinks, HealthMixin):
             raise Conflict("There is no plan to cancel.", code="NO_SUBSCRIPTION")
         if subscription.cancel_at_period_end and data["at_period_end"]:
             return self._subscription_dict(subscription)
+        if is_one_off(subscription):  # paid once through a link: nothing at the gateway to stop
+            self._end_locally(account, subscription)
+            self.db.commit()
+            return self._subscription_dict(subscription)
         snapshot = self._call_adapter(account, "cancel_subscription", {
             "request_id": f"{subscription.id}-{'end' if data['at_period_end'] else 'now'}",
             "gateway_subscription_id": subscription.gateway_subscription_id,
@@ -352,9 +362,14 @@ class BillingService(PaymentLinks, HealthMixin):
     def _make_quote(self, account, plan_code, created_by):
         plan = self._plan_for(account, plan_code)
         current = self._live_subscription(account)
-        if current is not None:
-            if current.plan_code == plan_code:
-                raise Conflict("This is already your plan.", code="ALREADY_ON_PLAN")
+        if current is not None and current.plan_code == plan_code:
+            raise Conflict("This is already your plan.", code="ALREADY_ON_PLAN")
+        if current is not None and is_one_off(current):
+            # A period paid once through a link has nothing at the gateway to change: a new
+            # subscription is bought at full price, and the one-off period ends when it starts.
+            lines, amount_due, recurring_from = quote_lines(plan, utc_now())
+            kind = "new"
+        elif current is not None:
             old_plan = {**self._plan_for(account, current.plan_code), "amount": current.amount}
             policy = self._call_adapter(account, "plan_change_policy")
             lines, amount_due, recurring_from = quote_lines(plan, utc_now(), {
@@ -365,7 +380,7 @@ class BillingService(PaymentLinks, HealthMixin):
             lines, amount_due, recurring_from = quote_lines(plan, utc_now())
             kind = "new"
         quote = Quote(id=uuid.uuid4(), account_id=account.id, kind=kind, plan=plan,
-                      from_subscription_id=current.id if kind == "change" else None, currency=account.currency,
+                      from_subscription_id=current.id if current is not None else None, currency=account.currency,
                       lines=lines, amount_due=amount_due, recurring_from=recurring_from,
                       created_by=created_by, created_at=utc_now(),
                       expires_at=utc_now() + QUOTE_TTL)
@@ -427,7 +442,7 @@ class BillingService(PaymentLinks, HealthMixin):
         """Call the account's gateway adapter; a silent adapter is a gateway failure (502)."""
         adapter = getattr(self, ADAPTER_BY_COUNTRY[account.country])
         try:
-            with eventlet.Timeout(ADAPTER_TIMEOUT_SECONDS):
+            with eventlet.Timeout(self.adapter_timeout_seconds):
                 return getattr(adapter, method)(*args)
         except eventlet.Timeout:
             raise GatewayError(details={"gateway": account.gateway}) from None
@@ -520,9 +535,21 @@ class BillingService(PaymentLinks, HealthMixin):
                 or subscription.current_period_end is None):
             return
         subscription.purchased_at = utc_now()
+        for one_off in self.db.scalars(select(Subscription).where(
+                Subscription.account_id == account.id, Subscription.id != subscription.id,
+                Subscription.status == "active", Subscription.gateway_subscription_id.like("link:%"))).all():
+            self._end_locally(account, one_off)  # the new plan replaces a period paid once
         add_event(self.db, Outbox, "plan.purchased", {
             **self._plan_event(account, subscription),
             "checkout_id": str(subscription.checkout_id) if subscription.checkout_id else None})
+
+    def _end_locally(self, account, subscription):
+        """End a plan no gateway knows about (a period paid once), as a gateway snapshot would."""
+        self._apply_snapshot(account, {
+            "gateway_subscription_id": subscription.gateway_subscription_id, "checkout_id": None,
+            "plan_code": subscription.plan_code, "status": "cancelled", "amount": subscription.amount,
+            "currency": subscription.currency, "current_period_start": None, "current_period_end": None,
+            "cancel_at_period_end": True, "gateway_event_at": int(utc_now().timestamp())}, authoritative=True)
 
     def _announce_renewal(self, account, subscription, old_period_end):
         """plan.renewed when an announced plan enters a later period (usage starts a new one)."""

@@ -3,7 +3,11 @@
 error_500: answer 500 at once without doing anything. timeout: wait, then 500, without doing
 anything (the client has usually given up). create_then_timeout: do the work and store the
 idempotent response, then wait before answering: the client gives up although the object exists,
-and its retry with the same idempotency key must get that object rather than a second one.
+and its retry with the same idempotency key must get that object rather than a second one. The
+fault is met before the idempotency key is looked at, so with `times: n` each of the first n
+matching requests waits: the first does the work, the retries within n replay its stored answer
+and time out all the same (the work is still done once), and the first request after them gets
+the replay at once.
 Paths are full request paths and may use shell wildcards (`/v1/subscriptions/*`).
 
 A fault is added through POST /_sandbox/faults (control.py); the gateway's control checks the

@@ -60,6 +60,7 @@ def stack(tmp_path_factory):
         "CASHFREE_API_BASE": f"http://127.0.0.1:{cashfree_port}/pg",
         "CASHFREE_TIMEOUT_SECONDS": "2",
         "CASHFREE_SANDBOX_RETRY_SCALE": "0.1",
+        "LINK_EXPIRY_POLL_SECONDS": "1",
         "PYTHONUNBUFFERED": "1",
     }
     log_path = tmp_path_factory.mktemp("stack") / "stack.log"
@@ -91,6 +92,7 @@ class Stack:
         self.process = process
         self.log_path = log_path
         self.env = env
+        self.database_prefix = env["DATABASE_PREFIX"]
         self.stripe_sandbox = f"http://127.0.0.1:{env['STRIPE_SANDBOX_PORT']}"
         self.cashfree_sandbox = f"http://127.0.0.1:{env['CASHFREE_SANDBOX_PORT']}"
 

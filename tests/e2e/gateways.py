@@ -6,10 +6,49 @@ import requests
 from kombu import Connection, Exchange, Queue
 
 
-class StripeSandbox:
+class LinkPages:
+    """What a payer does with a payment link's page, the same at both sandboxes."""
+
+    # -- payment links -------------------------------------------------------------------------
+
+    def link_payable(self, url):
+        """Whether the link's page still offers to pay (a form posting to .../pay)."""
+        page = self.http.get(url, timeout=10)
+        return page.status_code == 200 and re.search(r"<form[^>]*action=['\"][^'\"]*pay['\"]", page.text) is not None
+
+    def pay_link(self, url):
+        """Someone with no account with us opens the link and pays (this session carries no token)."""
+        assert self.link_payable(url), self.http.get(url, timeout=10).text
+        answer = self.http.post(f"{url}/pay", data={"method": self.method_type}, timeout=10, allow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        landed = self.http.get(answer.headers["Location"], timeout=10)
+        assert landed.status_code == 200, landed.text
+
+    def fail_next_link_creation(self, kind, times=1, delay_seconds=3):
+        answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
+            "method": "POST", "path": self.link_path, "kind": kind, "times": times, "delay_seconds": delay_seconds})
+        assert answer.status_code in (200, 201), answer.text
+
+
+class StripeSandbox(LinkPages):
     country, currency, gateway = "US", "usd", "stripe"
     method_type = "card"  # what the hosted page pays with
     prorates_changes = True  # a plan change is charged at once, prorated
+    link_path = "/v1/payment_links"
+    api_headers = {"Authorization": "Bearer sk_test_sandbox"}
+
+    def link_active_at_gateway(self, url):
+        payment_link = self.http.get(f"{self.base}/v1/payment_links/{url.rstrip('/').rsplit('/', 1)[1]}",
+                                     headers=self.api_headers, timeout=10).json()
+        return payment_link["active"]
+
+    def active_links_for(self, link_id):
+        """Payment Links at the sandbox made for our link, still payable."""
+        log = self.http.get(f"{self.base}/_sandbox/requests", timeout=10).json()
+        made = {entry["object_id"] for entry in log if entry["method"] == "POST" and entry["path"] == self.link_path
+                and (entry["params"].get("metadata") or {}).get("link_id") == link_id and entry["object_id"]}
+        return sum(self.http.get(f"{self.base}/v1/payment_links/{plink}", headers=self.api_headers,
+                                 timeout=10).json()["active"] for plink in made)
 
     def __init__(self, stack):
         self.base = stack.stripe_sandbox
@@ -64,11 +103,24 @@ class StripeSandbox:
                     and entry["params"].get("client_reference_id") == checkout_id and entry["object_id"]})
 
 
-class CashfreeSandbox:
+class CashfreeSandbox(LinkPages):
     country, currency, gateway = "IN", "inr", "cashfree"
     method_type = "upi"
     prorates_changes = False  # Cashfree's CHANGE_PLAN charges the new price from the next cycle
     create_path = "/pg/subscriptions"
+    link_path = "/pg/links"
+    api_headers = {"x-client-id": "cf_sandbox_client", "x-client-secret": "cf_sandbox_secret",
+                   "x-api-version": "2025-01-01", "x-request-id": "e2e-test-driver"}
+
+    def _link_status(self, cashfree_link_id):
+        answer = self.http.get(f"{self.base}/pg/links/{cashfree_link_id}", headers=self.api_headers, timeout=10)
+        return answer.json().get("link_status") if answer.status_code == 200 else None
+
+    def link_active_at_gateway(self, url):
+        return self._link_status(url.rstrip("/").rsplit("/", 1)[1]) == "ACTIVE"
+
+    def active_links_for(self, link_id):
+        return int(self._link_status(f"lnk_{link_id.replace('-', '')}") == "ACTIVE")  # the adapter's naming
 
     def __init__(self, stack):
         self.base = stack.cashfree_sandbox

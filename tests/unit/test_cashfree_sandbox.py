@@ -8,6 +8,7 @@ conftest has monkey-patched eventlet, so this also shows the sandbox's threads a
 green threads.
 """
 import base64
+import copy
 import hashlib
 import hmac
 import json
@@ -49,6 +50,10 @@ class Contract:
         ("GET", r"/subscriptions/[^/]+", "/subscriptions/{subscription_id}"),
         ("POST", r"/subscriptions/[^/]+/manage", "/subscriptions/{subscription_id}/manage"),
         ("GET", r"/subscriptions/[^/]+/payments", "/subscriptions/{subscription_id}/payments"),
+        ("POST", r"/links", "/links"),
+        ("GET", r"/links/[^/]+", "/links/{link_id}"),
+        ("POST", r"/links/[^/]+/cancel", "/links/{link_id}/cancel"),
+        ("GET", r"/links/[^/]+/orders", "/links/{link_id}/orders"),
     ]
     UNDOCUMENTED = {409: "ApiError409"}  # Cashfree answers 409 for duplicate ids; the paths omit it
 
@@ -142,7 +147,7 @@ class CashfreeApi:
         """Every answer, success or error, has the shape the OpenAPI document gives that status."""
         if answer.status != 200:
             assert set(answer.body) == {"message", "code", "type"}, answer.body
-        template = self.contract.template(method, path)
+        template = self.contract.template(method, path.split("?")[0])
         if template is None:
             assert answer.status != 200, f"{method} {path} is not an operation of the document"
             return
@@ -188,6 +193,36 @@ class CashfreeApi:
         answer = self.call("GET", f"/subscriptions/{subscription_id}/payments")
         assert answer.status == 200, answer.body
         return answer.body
+
+    def link_body(self, link_id="lnk_L1", amount=Decimal("1499.00"), **extra):
+        """What gateway_cashfree's create_payment_link sends."""
+        return {
+            "link_id": link_id, "link_amount": amount, "link_currency": "INR", "link_purpose": "Pro (monthly)",
+            "customer_details": {"customer_phone": "9999999999", "customer_email": "ann@example.com",
+                                 "customer_name": "Ann"},
+            "link_partial_payments": False, "link_expiry_time": "2025-06-08T18:30:00Z",
+            "link_notes": {"account_id": "acct-1", "link_id": "L1", "plan_code": "pro_monthly"},
+            "link_meta": {"return_url": RETURN_URL}, "link_auto_reminders": False, **extra,
+        }
+
+    def create_link(self, idempotency_key="link-L1", **options):
+        answer = self.call("POST", "/links", self.link_body(**options), idempotency_key=idempotency_key)
+        assert answer.status == 200, answer.body
+        return answer.body
+
+    def link(self, link_id="lnk_L1"):
+        answer = self.call("GET", f"/links/{link_id}")
+        assert answer.status == 200, answer.body
+        return answer.body
+
+    def link_orders(self, link_id="lnk_L1", status=None):
+        answer = self.call("GET", f"/links/{link_id}/orders" + (f"?status={status}" if status else ""))
+        assert answer.status == 200, answer.body
+        return answer.body
+
+    def cancel_link(self, link_id="lnk_L1"):
+        """What gateway_cashfree's cancel_payment_link sends."""
+        return self.call("POST", f"/links/{link_id}/cancel", {}, idempotency_key=f"cancel-{link_id}")
 
     def manage(self, action, subscription_id="sub-acme-1", **details):
         body = {"subscription_id": subscription_id, "action": action}
@@ -842,3 +877,319 @@ def test_without_a_state_file_nothing_is_written(tmp_path, monkeypatch, contract
     finally:
         handle.stop()
     assert list(tmp_path.iterdir()) == []
+
+
+# payment links (what gateway_cashfree's create_payment_link / cancel_payment_link / _order_payment /
+# _on_payment_link_event send and expect)
+
+LINK_NOTES = {"account_id": "acct-1", "link_id": "L1", "plan_code": "pro_monthly"}
+LINK_RETURN = RETURN_URL + "&link_id=lnk_L1"
+METHOD_SCHEMAS = {"upi": "PaymentMethodUPIInPaymentsEntity_upi", "card": "PaymentMethodCardInPaymentsEntity_card",
+                  "netbanking": "PaymentMethodNetBankingInPaymentsEntity_netbanking"}
+
+
+def link_page(sandbox, link_id="lnk_L1"):
+    return f"{sandbox.public_url}/links/{link_id}"
+
+
+def check_payment_webhook(contract, event, kind, method):
+    """A PaymentWebhook as the document describes it, where it can: its PaymentEntity.payment_method
+    is a oneOf no real payload satisfies (most variants match any object, two require a top-level
+    `channel`), and real webhooks send payment_offers as null where the document says array; so the
+    method is judged by its variant's own schema, and payment_offers by hand."""
+    assert event["type"] == kind
+    data = event["data"]
+    assert data["payment_offers"] is None
+    judged = copy.deepcopy(data)
+    del judged["payment_offers"]
+    ((name, details),) = judged["payment"].pop("payment_method").items()
+    assert name == method
+    assert not problems(contract.component_validator("PaymentWebhookDataEntity"), judged)
+    assert not problems(contract.component_validator(METHOD_SCHEMAS[method]), details)
+    return data
+
+
+def test_a_link_is_created_active_fetched_and_unique(cashfree, sandbox, clock):
+    link = cashfree.create_link()
+    assert (link["link_id"], link["link_status"], link["link_currency"]) == ("lnk_L1", "ACTIVE", "INR")
+    assert link["link_amount"] == Decimal("1499") and link["link_amount_paid"] == 0
+    assert link["cf_link_id"].isdigit() and link["link_url"] == link_page(sandbox)
+    assert link["link_created_at"] == "2025-06-01T00:00:00+05:30"
+    assert link["link_expiry_time"] == "2025-06-08T18:30:00Z"  # as sent
+    assert link["link_notes"] == LINK_NOTES and link["link_meta"]["return_url"] == RETURN_URL
+    assert link["customer_details"]["customer_phone"] == "9999999999"
+    assert (link["link_purpose"], link["link_partial_payments"], link["link_auto_reminders"]) == (
+        "Pro (monthly)", False, False)
+    fetched = cashfree.call("GET", "/links/lnk_L1")
+    assert fetched.status == 200 and fetched.body == link
+
+    replayed = cashfree.call("POST", "/links", cashfree.link_body(), idempotency_key="link-L1")
+    assert replayed.status == 200 and replayed.headers["x-idempotency-replayed"] == "true"
+    assert replayed.body == link
+    duplicate = cashfree.call("POST", "/links", cashfree.link_body())
+    assert duplicate.status == 409 and duplicate.body["code"] == "link_already_exists"
+    missing = cashfree.call("GET", "/links/lnk_nope")
+    assert missing.status == 404 and missing.body["code"] == "link_not_found"
+    assert cashfree.call("GET", "/links/lnk_nope/orders").status == 404
+    assert cashfree.link_orders() == [] and cashfree.link_orders(status="ALL") == []
+
+    body = cashfree.link_body(link_id="lnk_default")
+    del body["link_expiry_time"]
+    del body["link_meta"]
+    later = cashfree.call("POST", "/links", body).body
+    assert later["link_expiry_time"] == "2025-07-01T00:00:00+05:30"  # Cashfree's default: 30 days
+    assert later["link_meta"]["return_url"] == ""
+    logged = [entry for entry in control(sandbox, "GET", "/_sandbox/requests")[1] if entry["path"] == "/pg/links"]
+    assert [entry["object_id"] for entry in logged if entry["status"] == 200] == ["lnk_L1", "lnk_L1", "lnk_default"]
+
+
+def test_an_invalid_link_is_refused_with_the_field_named(cashfree, sandbox):
+    body = cashfree.link_body()
+    del body["link_purpose"]
+    refusals = [
+        (body, "link_purpose_missing"),
+        (cashfree.link_body(link_amount="1499.00"), "link_amount_invalid"),
+        (cashfree.link_body(link_amount=Decimal("14.999")), "link_amount_invalid"),
+        (cashfree.link_body(link_currency="USD"), "link_currency_invalid"),
+        (cashfree.link_body(link_partial_payments=True), "link_partial_payments_invalid"),
+        (cashfree.link_body(link_expiry_time="2025-05-31T18:00:00Z"), "link_expiry_time_invalid"),  # past
+        (cashfree.link_body(link_id="lnk with spaces"), "link_id_invalid"),
+        (cashfree.link_body(customer_details={"customer_email": "ann@example.com"}),
+         "customer_details.customer_phone_missing"),
+    ]
+    for refused_body, code in refusals:
+        refused = cashfree.call("POST", "/links", refused_body)
+        assert refused.status == 400 and refused.body["code"] == code, (code, refused.body)
+    assert cashfree.call("GET", "/links/lnk_L1").status == 404  # nothing was created
+    assert control(sandbox, "POST", "/_sandbox/links/lnk_nope/pay")[0] == 404
+    assert requests.get(link_page(sandbox, "lnk_nope"), timeout=5).status_code == 404
+
+
+def test_paying_a_link_on_its_page_sends_both_webhooks(cashfree, sandbox, receiver, contract):
+    link = cashfree.create_link()
+    page = requests.get(link["link_url"], timeout=5)
+    assert page.status_code == 200 and "Pro (monthly)" in page.text and "₹1,499.00" in page.text
+    assert "value='upi' checked" in page.text and "value='card'" in page.text and "value='netbanking'" in page.text
+    for action in ("pay", "fail", "drop"):
+        assert f"action='lnk_L1/{action}'" in page.text
+    assert "Pay</button>" in page.text and "Fail</button>" in page.text and "Drop</button>" in page.text
+
+    paid = requests.post(f"{link['link_url']}/pay", data={"method": "card"}, allow_redirects=False, timeout=5)
+    assert paid.status_code == 303 and paid.headers["Location"] == LINK_RETURN
+
+    events = receiver.accepted("PAYMENT_SUCCESS_WEBHOOK", "PAYMENT_LINK_EVENT")
+    (success,), (link_event,) = events["PAYMENT_SUCCESS_WEBHOOK"], events["PAYMENT_LINK_EVENT"]
+    data = check_payment_webhook(contract, success, "PAYMENT_SUCCESS_WEBHOOK", "card")
+    (order,) = cashfree.link_orders()
+    assert data["order"] == {"order_id": "lnk_L1_order", "order_amount": Decimal("1499"), "order_currency": "INR",
+                             "order_tags": {**LINK_NOTES, "cf_link_id": link["cf_link_id"]}}
+    payment = data["payment"]
+    assert (payment["payment_status"], payment["payment_amount"], payment["payment_currency"]) == (
+        "SUCCESS", Decimal("1499"), "INR")
+    assert payment["payment_group"] == "credit_card" and payment["cf_payment_id"].isdigit()
+    assert payment["payment_method"] == {"card": {
+        "channel": "link", "card_number": "XXXXXXXXXXXX1111", "card_network": "visa", "card_type": "credit_card",
+        "card_country": "IN", "card_bank_name": "HDFC"}}
+    assert IST_TIME.match(payment["payment_time"]) and payment["bank_reference"] and payment["auth_id"]
+    assert "error_details" not in data
+    assert data["customer_details"] == {"customer_name": "Ann", "customer_id": order["customer_details"]["customer_id"],
+                                        "customer_email": "ann@example.com", "customer_phone": "9999999999"}
+    assert data["payment_gateway_details"]["gateway_order_id"] == order["cf_order_id"]
+
+    link_data = link_event["data"]
+    assert (link_data["link_id"], link_data["link_status"], link_data["link_amount_paid"]) == (
+        "lnk_L1", "PAID", Decimal("1499"))
+    assert link_data["link_notes"] == LINK_NOTES
+    assert link_data["order"]["order_id"] == "lnk_L1_order" and link_data["order"]["transaction_status"] == "SUCCESS"
+    assert link_data["order"]["transaction_id"] == int(payment["cf_payment_id"])
+    assert link_data["order"]["order_hash"] and link_data["order"]["order_expiry_time"] == link["link_expiry_time"]
+    assert not problems(contract.component_validator("LinkEntity"),
+                        {key: value for key, value in link_data.items() if key != "order"})
+    keys = {d["headers"]["X-Idempotency-Key"] for d in receiver.deliveries}
+    assert len(keys) == 2
+    emitted = [event["type"] for event in events_of(sandbox)]
+    assert emitted == ["PAYMENT_SUCCESS_WEBHOOK", "PAYMENT_LINK_EVENT"]  # in that order
+
+    now = cashfree.link()
+    assert (now["link_status"], now["link_amount_paid"]) == ("PAID", Decimal("1499"))
+    assert (order["order_id"], order["order_status"], order["link_id"], order["order_amount"]) == (
+        "lnk_L1_order", "PAID", "lnk_L1", Decimal("1499"))
+    assert order["order_tags"] == {**LINK_NOTES, "cf_link_id": link["cf_link_id"]}
+    assert order["payment_session_id"].startswith("session_") and order["cf_order_id"].isdigit()
+
+    closed = requests.get(link["link_url"], timeout=5)
+    assert "has been paid" in closed.text and "<button" not in closed.text
+    again = requests.post(f"{link['link_url']}/pay", data={"method": "upi"}, allow_redirects=False, timeout=5)
+    assert again.status_code == 409 and "no longer active" in again.text
+    status, body = control(sandbox, "POST", "/_sandbox/links/lnk_L1/pay")
+    assert status == 409 and body["code"] == "link_not_active"
+    assert len(sandbox.store.order_payments["lnk_L1_order"]) == 1
+
+    refused = cashfree.cancel_link()  # the adapter's cancel after the payment won the race
+    assert refused.status == 400 and refused.body["code"] == "link_already_paid"
+    assert cashfree.link()["link_status"] == "PAID"
+
+
+def test_a_failed_attempt_then_a_successful_one_pays_the_one_order(cashfree, sandbox, receiver, contract, clock):
+    link = cashfree.create_link()
+    failed = requests.post(f"{link['link_url']}/fail", data={"method": "upi"}, allow_redirects=False, timeout=5)
+    assert failed.status_code == 303 and failed.headers["Location"] == link["link_url"]
+    (failure,) = receiver.accepted("PAYMENT_FAILED_WEBHOOK")["PAYMENT_FAILED_WEBHOOK"]
+    data = check_payment_webhook(contract, failure, "PAYMENT_FAILED_WEBHOOK", "upi")
+    assert data["payment"]["payment_status"] == "FAILED"
+    assert data["payment"]["payment_method"] == {"upi": {"channel": "collect", "upi_id": "ann@okaxis"}}
+    assert data["error_details"]["error_code"] == "TRANSACTION_DECLINED" and data["error_details"]["error_reason"]
+    assert cashfree.link()["link_status"] == "ACTIVE"
+    assert cashfree.link_orders() == []  # Cashfree lists PAID orders unless asked for ALL
+    (pending,) = cashfree.link_orders(status="ALL")
+    assert (pending["order_id"], pending["order_status"]) == ("lnk_L1_order", "ACTIVE")
+    retry_page = requests.get(link["link_url"], timeout=5).text
+    assert "did not go through" in retry_page and "Pay</button>" in retry_page
+
+    clock.advance(60)
+    status, answer = control(sandbox, "POST", "/_sandbox/links/lnk_L1/pay", {"method": "netbanking"})
+    assert status == 200 and answer["redirect_url"] == LINK_RETURN
+    assert (answer["link"]["link_status"], answer["order"]["order_status"]) == ("PAID", "PAID")
+    (success,) = receiver.accepted("PAYMENT_SUCCESS_WEBHOOK", "PAYMENT_LINK_EVENT")["PAYMENT_SUCCESS_WEBHOOK"]
+    paid = check_payment_webhook(contract, success, "PAYMENT_SUCCESS_WEBHOOK", "netbanking")
+    assert paid["payment"]["payment_method"]["netbanking"]["netbanking_bank_name"] == "HDFC Bank"
+    assert paid["payment"]["payment_group"] == "net_banking"
+    assert paid["order"]["order_id"] == data["order"]["order_id"]  # one order, two payments on it
+    assert paid["payment"]["cf_payment_id"] != data["payment"]["cf_payment_id"]
+
+    (order,) = cashfree.link_orders(status="ALL")
+    assert cashfree.link_orders() == [order] and order["order_status"] == "PAID"
+    assert [p["payment_status"] for p in sandbox.store.order_payments[order["order_id"]]] == ["FAILED", "SUCCESS"]
+    assert cashfree.link()["link_amount_paid"] == Decimal("1499")
+
+
+def test_dropping_out_leaves_the_link_payable(cashfree, sandbox, receiver, contract):
+    link = cashfree.create_link()
+    dropped = requests.post(f"{link['link_url']}/drop", allow_redirects=False, timeout=5)
+    assert dropped.status_code == 303 and dropped.headers["Location"] == link["link_url"]
+    (event,) = receiver.accepted("PAYMENT_USER_DROPPED_WEBHOOK")["PAYMENT_USER_DROPPED_WEBHOOK"]
+    data = check_payment_webhook(contract, event, "PAYMENT_USER_DROPPED_WEBHOOK", "upi")
+    assert data["payment"]["payment_status"] == "USER_DROPPED" and data["error_details"]["error_code"] == (
+        "USER_DROPPED")
+    assert data["order"]["order_tags"]["link_id"] == "L1"
+    assert cashfree.link()["link_status"] == "ACTIVE"
+    assert "Pay</button>" in requests.get(link["link_url"], timeout=5).text
+    status, body = control(sandbox, "POST", "/_sandbox/links/lnk_L1/drop", {"method": "wallet"})
+    assert status == 400 and body["code"] == "method_invalid"
+
+
+def test_cancelling_a_link_closes_it(cashfree, sandbox, receiver):
+    link = cashfree.create_link()
+    cancelled = cashfree.cancel_link()
+    assert cancelled.status == 200 and cancelled.body["link_status"] == "CANCELLED"
+    retried = cashfree.cancel_link()  # the adapter's retry with the same key: the same answer
+    assert retried.status == 200 and retried.headers["x-idempotency-replayed"] == "true"
+    again = cashfree.call("POST", "/links/lnk_L1/cancel", {})
+    assert again.status == 400 and again.body["code"] == "link_already_cancelled"
+    assert cashfree.link()["link_status"] == "CANCELLED"
+    assert cashfree.call("POST", "/links/lnk_nope/cancel", {}).status == 404
+
+    page = requests.get(link["link_url"], timeout=5)
+    assert "cancelled" in page.text and "<button" not in page.text
+    assert requests.post(f"{link['link_url']}/pay", allow_redirects=False, timeout=5).status_code == 409
+    assert requests.post(f"{link['link_url']}/fail", allow_redirects=False, timeout=5).status_code == 409
+    assert cashfree.link_orders(status="ALL") == [] and events_of(sandbox) == []
+
+    cashfree.create_link(idempotency_key=None, link_id="lnk_bodyless")
+    bodyless = requests.post(f"{sandbox.api_base}/links/lnk_bodyless/cancel", headers=cashfree.headers, timeout=5)
+    assert bodyless.status_code == 200 and bodyless.json()["link_status"] == "CANCELLED"  # no body at all
+
+
+def test_an_expired_link_reads_expired_and_refuses_payment(cashfree, sandbox, clock):
+    link = cashfree.create_link(link_expiry_time="2025-06-01T01:00:00+05:30")
+    assert control(sandbox, "POST", "/_sandbox/links/lnk_L1/fail")[0] == 200  # an order exists
+    clock.advance(3599)
+    assert cashfree.link()["link_status"] == "ACTIVE"
+    clock.advance(1)
+    assert cashfree.link()["link_status"] == "EXPIRED"
+    (order,) = cashfree.link_orders(status="ALL")
+    assert order["order_status"] == "EXPIRED"
+    page = requests.get(link["link_url"], timeout=5)
+    assert "expired" in page.text and "<button" not in page.text
+    status, body = control(sandbox, "POST", "/_sandbox/links/lnk_L1/pay")
+    assert status == 409 and "EXPIRED" in body["message"]
+    refused = cashfree.cancel_link()
+    assert refused.status == 400 and refused.body["code"] == "link_not_active"
+
+
+def test_an_expired_link_is_found_out_when_paid(cashfree, sandbox, clock):
+    link = cashfree.create_link(link_expiry_time="2025-06-01T01:00:00+05:30")
+    clock.advance(3600)  # nobody looked: paying is the first to find out
+    paid = requests.post(f"{link['link_url']}/pay", allow_redirects=False, timeout=5)
+    assert paid.status_code == 409 and "EXPIRED" in paid.text
+    assert cashfree.link()["link_status"] == "EXPIRED" and sandbox.store.orders == {}
+
+
+def test_create_then_timeout_three_times_leaves_one_link(cashfree, sandbox):
+    control(sandbox, "POST", "/_sandbox/faults", {"method": "POST", "path": "/pg/links",
+                                                 "kind": "create_then_timeout", "times": 3, "delay_seconds": 1.0})
+    body = cashfree.link_body()
+    for _ in range(3):  # the adapter's request and its two retries, all with the same key
+        with pytest.raises(requests.Timeout):
+            cashfree.call("POST", "/links", body, idempotency_key="link-L1", timeout=0.3)
+    assert list(sandbox.store.links) == ["lnk_L1"]
+    assert control(sandbox, "GET", "/_sandbox/faults")[1] == {"faults": []}
+
+    later = cashfree.call("POST", "/links", body, idempotency_key="link-L1", timeout=0.9)
+    assert later.status == 200 and later.headers["x-idempotency-replayed"] == "true"
+    assert later.body["cf_link_id"] == sandbox.store.links["lnk_L1"]["cf_link_id"]
+    posts = [entry for entry in control(sandbox, "GET", "/_sandbox/requests")[1] if entry["path"] == "/pg/links"]
+    assert [entry["replayed"] for entry in posts] == [False, True, True, True]
+    assert {entry["object_id"] for entry in posts} == {"lnk_L1"}
+    assert list(sandbox.store.links) == ["lnk_L1"]
+
+
+def test_links_survive_a_restart_with_the_same_state_file(receiver, clock, contract, tmp_path):
+    path = tmp_path / "cashfree_sandbox.json"
+    options = dict(port=0, webhook_url=receiver.url, clock=clock, retry_scale=0.01, state_file=str(path))
+    first = start_sandbox(**options)
+    try:
+        cashfree = CashfreeApi(first.api_base, contract)
+        created = cashfree.call("POST", "/links", cashfree.link_body(link_amount=Decimal("0.10")),
+                                idempotency_key="link-L1")
+        control(first, "POST", "/_sandbox/links/lnk_L1/fail", {"method": "card"})
+        answers = {path: cashfree.call("GET", path).text for path in (
+            "/links/lnk_L1", "/links/lnk_L1/orders?status=ALL")}
+    finally:
+        first.stop()
+    assert "lnk_L1_order" in path.read_text()
+
+    second = start_sandbox(**options)
+    try:
+        cashfree = CashfreeApi(second.api_base, contract)
+        assert {path: cashfree.call("GET", path).text for path in answers} == answers  # byte for byte
+        amount = second.store.links["lnk_L1"]["link_amount"]
+        assert isinstance(amount, Decimal) and str(amount) == "0.10"
+        replayed = cashfree.call("POST", "/links", cashfree.link_body(link_amount=Decimal("0.10")),
+                                 idempotency_key="link-L1")
+        assert replayed.text == created.text and replayed.headers["x-idempotency-replayed"] == "true"
+        status, answer = control(second, "POST", "/_sandbox/links/lnk_L1/pay")
+        assert status == 200 and answer["order"]["order_id"] == "lnk_L1_order"  # the same order carries on
+        assert [p["payment_status"] for p in second.store.order_payments["lnk_L1_order"]] == ["FAILED", "SUCCESS"]
+    finally:
+        second.stop()
+
+
+def test_a_state_file_from_before_payment_links_still_loads(tmp_path, contract, clock):
+    path = tmp_path / "cashfree_sandbox.json"
+    handle = start_sandbox(port=0, state_file=str(path), clock=clock)
+    try:
+        CashfreeApi(handle.api_base, contract).create_plan()
+    finally:
+        handle.stop()
+    document = json.loads(path.read_text())
+    for name in ("links", "link_facts", "orders", "order_payments"):
+        del document["state"][name]
+    path.write_text(json.dumps(document))
+    again = start_sandbox(port=0, state_file=str(path), clock=clock)
+    try:
+        cashfree = CashfreeApi(again.api_base, contract)
+        assert cashfree.call("GET", "/plans/pro_monthly").status == 200
+        assert cashfree.create_link()["link_status"] == "ACTIVE"
+    finally:
+        again.stop()

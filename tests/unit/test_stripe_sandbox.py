@@ -710,3 +710,299 @@ def test_without_a_state_file_nothing_is_written(tmp_path, monkeypatch):
     finally:
         handle.stop()
     assert list(tmp_path.iterdir()) == []
+
+
+# payment links (what gateway_stripe's create_payment_link / cancel_payment_link send and expect)
+
+LINK_METADATA = {"account_id": "acct-1", "link_id": "L1", "plan_code": "pro_monthly"}
+LINK_SUCCESS_URL = "https://portal.test/links/L1/paid"
+
+
+def link_params(price, **extra):
+    """Exactly what stripe_api.create_payment_link sends."""
+    return {
+        "line_items": [{"price": price.id, "quantity": 1}],
+        "metadata": LINK_METADATA,
+        "subscription_data": {"metadata": LINK_METADATA},
+        "restrictions": {"completed_sessions": {"limit": 1}},
+        "after_completion": {"type": "redirect", "redirect": {"url": LINK_SUCCESS_URL}},
+        **extra,
+    }
+
+
+def make_link(client, price=None, key="link-L1", **extra):
+    return client.v1.payment_links.create(params=link_params(price or make_price(client), **extra),
+                                          options={"idempotency_key": key})
+
+
+def deactivate(client, link):
+    """Exactly what stripe_api.deactivate_payment_link sends."""
+    return client.v1.payment_links.update(link.id, params={"active": False},
+                                          options={"idempotency_key": f"deactivate-{link.id}"})
+
+
+def sessions_of(client, link, status=None):
+    """What stripe_api.checkout_sessions_of_link asks."""
+    params = {"payment_link": link.id, "limit": 10, **({"status": status} if status else {})}
+    return [session.id for session in client.v1.checkout.sessions.list(params=params).data]
+
+
+def test_a_payment_link_has_the_fixture_keys_and_echoes_what_was_asked(client, sandbox, receiver):
+    link = make_link(client)
+    assert link.id.startswith("plink_") and link.object == "payment_link"
+    assert (link.active, link.url, link.currency) == (True, f"{sandbox.public_url}/b/{link.id}", "usd")
+    assert link.metadata.to_dict() == LINK_METADATA
+    assert link.subscription_data.metadata.to_dict() == LINK_METADATA
+    assert link.restrictions.completed_sessions.to_dict() == {"count": 0, "limit": 1}
+    assert link.after_completion.to_dict() == {"type": "redirect", "redirect": {"url": LINK_SUCCESS_URL}}
+    assert client.v1.payment_links.retrieve(link.id).to_dict() == link.to_dict()
+    created = receiver.accepted_events("payment_link.created")["payment_link.created"]
+    assert created.data.object.id == link.id and created.request.idempotency_key == "link-L1"
+    if FIXTURES.exists():
+        fixture = json.loads(FIXTURES.read_text())["resources"]["payment_link"]
+        assert set(link.to_dict()) == set(fixture)
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.payment_links.retrieve("plink_doesnotexist")
+    assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
+
+
+def test_a_link_is_checked_like_stripe_checks_it(client):
+    price = make_price(client)
+    one_time = client.v1.prices.create(params={"currency": "usd", "unit_amount": 500, "product": price.product})
+    refusals = [
+        (link_params(price, after_completion={"type": "redirect"}), "after_completion[redirect][url]"),
+        (link_params(price, restrictions={"completed_sessions": {"limit": 0}}),
+         "restrictions[completed_sessions][limit]"),
+        (link_params(one_time), "line_items[0][price]"),
+        ({**link_params(price), "line_items": [{"price": price.id}]}, "line_items[0][quantity]"),
+        (link_params(price, custom_field="x"), "custom_field"),
+    ]
+    for params, param in refusals:
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            client.v1.payment_links.create(params=params)
+        assert refused.value.param == param, params
+    hosted = client.v1.payment_links.create(params={"line_items": [{"price": price.id, "quantity": 2}]})
+    assert hosted.after_completion.type == "hosted_confirmation" and hosted.restrictions is None
+
+
+def test_paying_a_link_on_its_page_starts_a_subscription_for_a_new_customer(client, sandbox, receiver, clock):
+    price = make_price(client)
+    ann = client.v1.customers.create(params={"email": "ann@example.com", "metadata": {"account_id": "acct-1"}})
+    link = make_link(client, price)
+
+    page = requests.get(link.url, timeout=5)
+    assert page.status_code == 200 and "Pro" in page.text and "$20.00" in page.text
+    assert f"action='{link.id}/pay'" in page.text and f"action='{link.id}/decline'" in page.text
+    assert "Pay</button>" in page.text and "Decline</button>" in page.text
+    paid = requests.post(f"{link.url}/pay", allow_redirects=False, timeout=5)
+    assert paid.status_code == 303 and paid.headers["Location"] == LINK_SUCCESS_URL
+
+    types = ("customer.subscription.created", "invoice.paid", "checkout.session.completed", "payment_link.updated")
+    events = receiver.accepted_events(*types)
+    completed = events["checkout.session.completed"].data.object
+    assert completed.payment_link == link.id
+    assert (completed.status, completed.payment_status, completed.mode) == ("complete", "paid", "subscription")
+    assert completed.metadata.to_dict() == {} and completed.client_reference_id is None
+    subscription = events["customer.subscription.created"].data.object
+    assert completed.subscription == subscription.id
+    assert subscription.metadata.to_dict() == LINK_METADATA  # from the link's subscription_data
+    invoice = events["invoice.paid"].data.object
+    assert (invoice.amount_paid, invoice.billing_reason) == (2000, "subscription_create")
+    assert invoice.parent.subscription_details.metadata.to_dict() == LINK_METADATA
+    assert completed.customer not in (None, ann.id)  # a new customer: the anonymous payer
+    payer = client.v1.customers.retrieve(completed.customer)
+    assert payer.created == clock() and payer.email.endswith("@example.com") and payer.email != ann.email
+    assert payer.invoice_settings.default_payment_method == subscription.default_payment_method
+
+    updated = events["payment_link.updated"].data
+    assert updated.object.active is False and updated.object.restrictions.completed_sessions.count == 1
+    assert updated.previous_attributes.active is True
+    assert updated.previous_attributes.restrictions.completed_sessions.count == 0
+    assert [event_type(d) for d in receiver.deliveries if event_type(d) in types][-1] == "payment_link.updated"
+
+    session = client.v1.checkout.sessions.retrieve(completed.id)
+    assert session.payment_link == link.id and session.success_url == LINK_SUCCESS_URL
+    assert session.url == f"{sandbox.public_url}/checkout/{session.id}"
+    assert sessions_of(client, link, "complete") == [session.id] and sessions_of(client, link, "open") == []
+    assert client.v1.payment_links.retrieve(link.id).active is False
+
+
+def test_a_single_use_link_refuses_a_second_payment(client, sandbox):
+    link = make_link(client)
+    status, session = control(sandbox, "POST", f"/_sandbox/links/{link.id}/pay")
+    assert status == 200 and session["payment_link"] == link.id and session["status"] == "complete"
+    assert client.v1.subscriptions.retrieve(session["subscription"]).metadata.to_dict() == LINK_METADATA
+
+    page = requests.get(link.url, timeout=5)
+    assert page.status_code == 200 and "no longer active" in page.text and "<button" not in page.text
+    again = requests.post(f"{link.url}/pay", allow_redirects=False, timeout=5)
+    assert again.status_code == 409 and "no longer active" in again.text
+    status, body = control(sandbox, "POST", f"/_sandbox/links/{link.id}/pay")
+    assert status == 409 and body["error"]["code"] == "payment_link_inactive"
+    assert requests.post(f"{link.url}/start", allow_redirects=False, timeout=5).status_code == 409
+    assert len(sandbox.store.find("subscription")) == 1 and sessions_of(client, link) == [session["id"]]
+    assert client.v1.payment_links.retrieve(link.id).restrictions.completed_sessions.count == 1
+    with pytest.raises(stripe.InvalidRequestError) as refused:  # its one use is spent
+        client.v1.payment_links.update(link.id, params={"active": True})
+    assert refused.value.param == "active"
+
+
+def test_declining_on_a_link_charges_nothing_and_returns_to_its_page(client, sandbox, receiver):
+    link = make_link(client)
+    declined = requests.post(f"{link.url}/decline", allow_redirects=False, timeout=5)
+    assert declined.status_code == 303 and declined.headers["Location"] == link.url
+    assert sessions_of(client, link) == [] and sandbox.store.find("subscription") == []
+    assert client.v1.payment_links.retrieve(link.id).active is True
+    assert "Pay</button>" in requests.get(link.url, timeout=5).text
+    assert requests.get(f"{sandbox.public_url}/b/plink_nope", timeout=5).status_code == 404
+
+
+def test_a_deactivated_link_refuses_payment(client, sandbox, receiver):
+    link = make_link(client)
+    inactive = deactivate(client, link)
+    assert inactive.active is False
+    replayed = deactivate(client, link)  # the adapter's retry: the same answer
+    assert replayed.last_response.headers.get("Idempotent-Replayed") == "true" and replayed.active is False
+    updated = receiver.accepted_events("payment_link.updated")["payment_link.updated"]
+    assert updated.data.object.active is False and updated.data.previous_attributes.to_dict() == {"active": True}
+    assert updated.request.idempotency_key == f"deactivate-{link.id}"
+
+    page = requests.get(link.url, timeout=5)
+    assert "no longer active" in page.text and "Pay</button>" not in page.text
+    refused = requests.post(f"{link.url}/pay", allow_redirects=False, timeout=5)
+    assert refused.status_code == 409 and sandbox.store.find("checkout.session") == []
+    assert sandbox.store.find("subscription") == []
+
+    changed = client.v1.payment_links.update(link.id, params={"active": True, "metadata": {"plan_code": "",
+                                                                                          "note": "again"}})
+    assert changed.active is True and changed.metadata.to_dict() == {"account_id": "acct-1", "link_id": "L1",
+                                                                      "note": "again"}
+    assert "Pay</button>" in requests.get(link.url, timeout=5).text
+
+
+def test_a_session_started_before_the_link_was_cancelled_can_be_expired_and_not_paid(client, sandbox, receiver):
+    link = make_link(client)
+    started = requests.post(f"{link.url}/start", allow_redirects=False, timeout=5)
+    assert started.status_code == 303
+    session_url = started.headers["Location"]
+    session_id = session_url.rsplit("/", 1)[1]
+    assert session_url == f"{sandbox.public_url}/checkout/{session_id}"
+    page = requests.get(session_url, timeout=5)
+    assert page.status_code == 200 and "Pay</button>" in page.text and "$20.00" in page.text
+
+    # gateway_stripe's cancel_payment_link: deactivate, nothing completed, expire what is open
+    deactivate(client, link)
+    assert sessions_of(client, link, "complete") == []
+    assert sessions_of(client, link, "open") == [session_id]
+    expired = client.v1.checkout.sessions.expire(session_id)
+    assert (expired.status, expired.payment_link) == ("expired", link.id)
+
+    paid = requests.post(f"{session_url}/pay", allow_redirects=False, timeout=5)
+    assert paid.status_code == 409 and "no longer open" in paid.text
+    assert control(sandbox, "POST", f"/_sandbox/checkout/{session_id}/pay")[0] == 409
+    assert sandbox.store.find("subscription") == []
+    assert sessions_of(client, link, "expired") == [session_id] and sessions_of(client, link, "open") == []
+    assert client.v1.payment_links.retrieve(link.id).restrictions.completed_sessions.count == 0
+    event = receiver.accepted_events("checkout.session.expired")["checkout.session.expired"]
+    assert event.data.object.payment_link == link.id
+
+
+def test_a_started_session_left_open_can_still_be_paid_after_deactivation(client, sandbox, receiver):
+    """As at Stripe: deactivating a link closes its page, not the sessions already opened from it
+    (which is why the adapter expires them)."""
+    link = make_link(client)
+    status, session = control(sandbox, "POST", f"/_sandbox/links/{link.id}/start")
+    assert status == 200 and (session["status"], session["payment_link"]) == ("open", link.id)
+    deactivate(client, link)
+    paid = requests.post(f"{session['url']}/pay", allow_redirects=False, timeout=5)
+    assert paid.status_code == 303 and paid.headers["Location"] == LINK_SUCCESS_URL
+    assert sessions_of(client, link, "complete") == [session["id"]]
+    counted = client.v1.payment_links.retrieve(link.id)
+    assert counted.active is False and counted.restrictions.completed_sessions.count == 1
+    completed = receiver.accepted_events("checkout.session.completed")["checkout.session.completed"]
+    assert completed.data.object.payment_link == link.id
+
+
+def test_sessions_are_listed_by_payment_link_and_status(client, sandbox, clock):
+    price = make_price(client)
+    multi = make_link(client, price, key="link-multi", restrictions={"completed_sessions": {"limit": 3}})
+    other = make_link(client, price, key="link-other")
+    own = make_session(client, price)  # a checkout of the portal's own: no payment link
+    paid_ids = []
+    for _ in range(2):
+        clock.advance(1)
+        paid_ids.append(control(sandbox, "POST", f"/_sandbox/links/{multi.id}/pay")[1]["id"])
+    clock.advance(1)
+    open_id = control(sandbox, "POST", f"/_sandbox/links/{multi.id}/start")[1]["id"]
+    other_id = control(sandbox, "POST", f"/_sandbox/links/{other.id}/start")[1]["id"]
+
+    assert sessions_of(client, multi) == [open_id, *reversed(paid_ids)]  # newest first
+    assert sessions_of(client, multi, "complete") == list(reversed(paid_ids))
+    assert sessions_of(client, multi, "open") == [open_id]
+    assert sessions_of(client, other, "open") == [other_id] and sessions_of(client, other, "complete") == []
+    assert sessions_of(client, multi, "expired") == []
+    page = client.v1.checkout.sessions.list(params={"payment_link": multi.id, "limit": 1})
+    assert [s.id for s in page.data] == [open_id] and page.has_more
+    unfiltered = [s.id for s in client.v1.checkout.sessions.list(params={"limit": 100}).data]
+    assert own.id in unfiltered and len(unfiltered) == 5
+    assert client.v1.payment_links.retrieve(multi.id).active is True  # 2 of 3 uses
+    clock.advance(DAY)  # the open one runs out
+    assert sessions_of(client, multi, "expired") == [open_id]
+
+
+def test_creating_a_link_is_idempotent(client, sandbox):
+    price = make_price(client)
+    first = make_link(client, price)
+    again = make_link(client, price)
+    assert again.id == first.id and again.last_response.headers.get("Idempotent-Replayed") == "true"
+    assert len(sandbox.store.find("payment_link")) == 1
+    with pytest.raises(stripe.IdempotencyError):
+        make_link(client, price, metadata={"account_id": "someone-else"})
+
+
+def test_create_then_timeout_three_times_makes_one_link_and_every_attempt_times_out(client, sandbox):
+    price = make_price(client)
+    control(sandbox, "POST", "/_sandbox/faults", {"method": "POST", "path": "/v1/payment_links",
+                                                 "kind": "create_then_timeout", "times": 3, "delay_seconds": 1.0})
+    patient = stripe.StripeClient(KEY, base_addresses={"api": sandbox.url}, max_network_retries=2,
+                                  http_client=stripe.RequestsClient(timeout=0.4))
+    with pytest.raises(stripe.APIConnectionError):  # the first attempt and both retries time out
+        make_link(patient, price)
+
+    posts = [r for r in control(sandbox, "GET", "/_sandbox/requests")[1] if r["path"] == "/v1/payment_links"]
+    assert [r["replayed"] for r in posts] == [False, True, True]
+    assert {r["idempotency_key"] for r in posts} == {"link-L1"}
+    (made,) = sandbox.store.find("payment_link")
+    assert {r["object_id"] for r in posts} == {made["id"]}
+    assert control(sandbox, "GET", "/_sandbox/faults")[1]["faults"] == []
+
+    later = make_link(client, price)  # the adapter's next try: the same key gets the same link at once
+    assert later.id == made["id"] and later.last_response.headers.get("Idempotent-Replayed") == "true"
+    assert len(sandbox.store.find("payment_link")) == 1
+
+
+def test_a_link_survives_a_restart_with_the_same_state_file(receiver, clock, tmp_path):
+    path = tmp_path / "stripe_sandbox.json"
+    options = dict(port=0, webhook_url=receiver.url, clock=clock, retry_scale=0.01, state_file=str(path))
+    first = start_sandbox(**options)
+    try:
+        client = _client_of(first)
+        price = make_price(client)
+        multi = make_link(client, price, key="link-multi", restrictions={"completed_sessions": {"limit": 2}})
+        paid = control(first, "POST", f"/_sandbox/links/{multi.id}/pay")[1]
+        multi = client.v1.payment_links.retrieve(multi.id)
+    finally:
+        first.stop()
+    second = start_sandbox(**options)
+    try:
+        client = _client_of(second)
+        assert client.v1.payment_links.retrieve(multi.id).to_dict() == multi.to_dict()
+        assert multi.restrictions.completed_sessions.count == 1
+        assert client.v1.checkout.sessions.retrieve(paid["id"]).payment_link == multi.id
+        assert make_link(client, price, key="link-multi", restrictions={"completed_sessions": {"limit": 2}}).id == (
+            multi.id)  # the idempotent answer too
+        assert requests.post(f"{multi.url.replace(first.public_url, second.public_url)}/pay", allow_redirects=False,
+                             timeout=5).status_code == 303
+        assert client.v1.payment_links.retrieve(multi.id).active is False  # the second of two uses
+    finally:
+        second.stop()

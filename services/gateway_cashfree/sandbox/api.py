@@ -5,10 +5,10 @@ send; the app (app.py) does authentication, the version check, faults, idempoten
 validation of the body and rendering. Each route names its operation's path in Cashfree's
 OpenAPI document, which is how the app finds the schema to validate against.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import plans, subscriptions
+from . import links, plans, subscriptions
 from .store import Store
 
 
@@ -19,6 +19,7 @@ class Call:
     body: Any  # parsed JSON (amounts as Decimal), already checked against the OpenAPI schema
     args: dict  # from the URL rule
     request_id: str
+    query: dict = field(default_factory=dict)  # the query string's parameters
 
 
 def create_plan(call: Call) -> dict:
@@ -48,6 +49,22 @@ def list_subscription_payments(call: Call) -> list:
         return call.store.render(call.store.payments_of(call.args["subscription_id"]))
 
 
+def create_link(call: Call) -> dict:
+    return links.create(call.store, call.public_url, call.body)
+
+
+def get_link(call: Call) -> dict:
+    return links.get(call.store, call.args["link_id"])
+
+
+def cancel_link(call: Call) -> dict:
+    return links.cancel(call.store, call.args["link_id"])
+
+
+def list_link_orders(call: Call) -> list:
+    return links.orders(call.store, call.args["link_id"], call.query.get("status"))
+
+
 # (method, werkzeug rule, the operation's path in the OpenAPI document, handler)
 ROUTES = [
     ("POST", "/pg/plans", "/plans", create_plan),
@@ -58,4 +75,11 @@ ROUTES = [
      manage_subscription),
     ("GET", "/pg/subscriptions/<subscription_id>/payments", "/subscriptions/{subscription_id}/payments",
      list_subscription_payments),
+    ("POST", "/pg/links", "/links", create_link),
+    ("GET", "/pg/links/<link_id>", "/links/{link_id}", get_link),
+    ("POST", "/pg/links/<link_id>/cancel", "/links/{link_id}/cancel", cancel_link),
+    ("GET", "/pg/links/<link_id>/orders", "/links/{link_id}/orders", list_link_orders),
 ]
+
+# POSTs whose operation takes no body (the document gives them no requestBody): an empty body is {}.
+BODYLESS = {"/links/{link_id}/cancel"}

@@ -80,7 +80,7 @@ class SandboxApp:
                 raise bad_url()
             template, handler = route
             if request.method == "POST":
-                body = _json_body(request)
+                body = _json_body(request, optional=template in api.BODYLESS)
             delay = faults.inject(self.store, request.method, request.path, self.stopping, api_error)
             record = idempotency.claim(self.store, key, request.method, request.path, body, request_id) if key else None
             if record is not None:
@@ -107,7 +107,7 @@ class SandboxApp:
             if self.contract is not None and body is not None:
                 self.contract.check_request(request.method, template, body)
             call = api.Call(store=self.store, public_url=self.public_url, body=body, args=args,
-                            request_id=request_id)
+                            request_id=request_id, query=request.args.to_dict())
             return 200, _json(handler(call)), []
         except CashfreeError as exc:
             problems = exc.problems or ([exc.message] if exc.status == 400 else [])
@@ -134,7 +134,8 @@ class SandboxApp:
     def _log(self, request: Request, body, key, status: int, payload: bytes, replayed: bool, problems: list,
              request_id: str) -> None:
         answered = loads(payload) if status == 200 else {}
-        object_id = (answered.get("subscription_id") or answered.get("plan_id")) if isinstance(answered, dict) else None
+        object_id = (answered.get("subscription_id") or answered.get("plan_id") or answered.get("link_id")
+                     if isinstance(answered, dict) else None)
         with self.store.lock:
             self.store.requests.append({
                 "id": request_id, "method": request.method, "path": request.path,
@@ -165,13 +166,27 @@ class SandboxApp:
     def decline_page(self, request: Request, session_id: str) -> Response:
         return pages.decline(self.store, session_id)
 
+    def link_page(self, request: Request, link_id: str) -> Response:
+        return pages.link_page(self.store, link_id)
+
+    def link_pay_page(self, request: Request, link_id: str) -> Response:
+        return pages.link_attempt(self.store, self.public_url, link_id, "pay", request.form.get("method") or "upi")
+
+    def link_fail_page(self, request: Request, link_id: str) -> Response:
+        return pages.link_attempt(self.store, self.public_url, link_id, "fail", request.form.get("method") or "upi")
+
+    def link_drop_page(self, request: Request, link_id: str) -> Response:
+        return pages.link_attempt(self.store, self.public_url, link_id, "drop", request.form.get("method") or "upi")
+
     def order_page(self, request: Request, order_id: str) -> Response:
         return pages.not_found("Order checkout is not part of this sandbox yet.")
 
 
-def _json_body(request: Request):
+def _json_body(request: Request, optional: bool = False):
     data = request.get_data()
     if not data.strip():
+        if optional:
+            return {}
         raise invalid("request body : is missing in the request", code="request_body_missing")
     try:
         return loads(data)

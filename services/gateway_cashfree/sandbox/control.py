@@ -14,7 +14,7 @@ from services.sandbox_kit import control
 from services.sandbox_kit.control import Answer
 from services.sandbox_kit.faults import FaultSpecError
 
-from . import checkout, params, subscriptions
+from . import checkout, links, params, subscriptions
 from .encoding import JSONBodyError, loads
 from .errors import CashfreeError, invalid, invalid_value, not_found
 from .store import Store
@@ -42,6 +42,24 @@ class Control(control.CommonControl):
         subscription, payment = checkout.decline(self.store, session_id)
         return 200, {"subscription": subscription, "payment": payment,
                      "redirect_url": checkout.return_redirect(subscription)}
+
+    def pay_link(self, request: Request, link_id: str) -> Answer:
+        """{"method": "upi" | "card" | "netbanking"} (default upi): the payer paid through the link."""
+        return self._link_attempt(request, link_id, "pay")
+
+    def fail_link(self, request: Request, link_id: str) -> Answer:
+        """{"method"}: the payer's attempt failed (FAILED); the link stays payable."""
+        return self._link_attempt(request, link_id, "fail")
+
+    def drop_link(self, request: Request, link_id: str) -> Answer:
+        """{"method"}: the payer gave up part way (USER_DROPPED); the link stays payable."""
+        return self._link_attempt(request, link_id, "drop")
+
+    def _link_attempt(self, request: Request, link_id: str, outcome: str) -> Answer:
+        method = params.text(self.body(request), "method", default="upi")
+        link, order, payment = links.attempt(self.store, link_id, outcome, method)
+        return 200, {"link": link, "order": order, "payment": payment,
+                     "redirect_url": links.return_redirect(link) if outcome == "pay" else ""}
 
     def charge(self, request: Request, subscription_id: str) -> Answer:
         """{"outcome": "success" | "failed", "amount": optional}: the next scheduled charge; answers the payment."""
@@ -97,5 +115,8 @@ ROUTES = control.COMMON_ROUTES + [
     ("POST", "/_sandbox/checkout/subscription/<session_id>/pay", "pay_session"),
     ("POST", "/_sandbox/checkout/subscription/<session_id>/decline", "decline_session"),
     ("POST", "/_sandbox/subscriptions/<subscription_id>/charge", "charge"),
+    ("POST", "/_sandbox/links/<link_id>/pay", "pay_link"),
+    ("POST", "/_sandbox/links/<link_id>/fail", "fail_link"),
+    ("POST", "/_sandbox/links/<link_id>/drop", "drop_link"),
     ("POST", "/_sandbox/webhooks/<event_id>/redeliver", "redeliver"),
 ]

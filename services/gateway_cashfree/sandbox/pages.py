@@ -1,4 +1,5 @@
-"""What a payer's browser gets: the JS SDK (v3) and the hosted subscription checkout.
+"""What a payer's browser gets: the JS SDK (v3), the hosted subscription checkout and a payment
+link's page (/links/<link_id>: Pay, Fail, Drop).
 
 `/js/v3/cashfree.js` mirrors the calls of Cashfree's own SDK (sdk.cashfree.com/js/v3/cashfree.js),
 so a page written for it works unchanged when it loads the script from the sandbox instead:
@@ -13,7 +14,7 @@ from html import escape
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
-from . import checkout
+from . import checkout, links
 from .errors import CashfreeError
 from .money import format_inr
 from .store import Store
@@ -138,6 +139,60 @@ def decline(store: Store, session_id: str) -> Response:
     return redirect(target, code=303)
 
 
+_LINK_LABELS = {"upi": "UPI", "card": "Card", "netbanking": "Net banking"}
+_LINK_CLOSED = {"PAID": "This payment link has been paid. You can close this page.",
+                "CANCELLED": "This payment link was cancelled. Nothing can be paid here.",
+                "EXPIRED": "This payment link has expired. Nothing can be paid here."}
+
+
+def link_page(store: Store, link_id: str) -> Response:
+    """The amount and purpose; while the link is ACTIVE, a payment method and Pay, Fail (the payment
+    fails; the payer may try again) and Drop (the payer gives up). A message, no buttons, after."""
+    try:
+        with store.transaction():
+            link = store.render(links.refresh(store, store.link(link_id)))
+            last = links.last_attempt(store, link_id)
+    except CashfreeError:
+        return not_found("This payment link is not valid.")
+    purpose, status = link["link_purpose"], link["link_status"]
+    summary = (f"<h1>{escape(purpose)}</h1><p class='amount'>{escape(format_inr(link['link_amount']))}</p>"
+               f"<p class='note'>Payment link {escape(link_id)}</p>")
+    if not links.is_open(link):
+        message = _LINK_CLOSED.get(status, f"This payment link can no longer be paid (status {status}).")
+        return _page(purpose, summary + f"<p class='message'>{escape(message)}</p>")
+    note = ""
+    if last is not None:
+        note = (f"<p class='message'>Your last attempt did not go through ({escape(last['payment_status'])}: "
+                f"{escape(last['payment_message'])}). You can try again.</p>")
+    radios = "".join(
+        f"<label><input type='radio' name='method' value='{method}'{' checked' if method == 'upi' else ''}> "
+        f"{escape(_LINK_LABELS[method])}</label>" for method in links.METHODS)
+    quoted = escape(link_id)
+    form = (f"<form method='post' action='{quoted}/pay'>"
+            f"<fieldset><legend>Pay with</legend>{radios}</fieldset>"
+            "<button class='pay' type='submit'>Pay</button>"
+            f"<button class='decline' type='submit' formaction='{quoted}/fail'>Fail</button>"
+            f"<button class='decline' type='submit' formaction='{quoted}/drop'>Drop</button></form>")
+    return _page(purpose, summary + note + form)
+
+
+def link_attempt(store: Store, public_url: str, link_id: str, outcome: str, method: str) -> Response:
+    """Pay: to link_meta.return_url (?link_id=...); Fail and Drop: back to the link's page."""
+    try:
+        link, _, _ = links.attempt(store, link_id, outcome, method)
+    except CashfreeError as exc:
+        if exc.status == 404:
+            return not_found("This payment link is not valid.")
+        return _page("Payment link", f"<p class='message'>{escape(exc.message)}. Nothing was charged.</p>",
+                     exc.status)
+    if outcome != "pay":
+        return redirect(f"{public_url}/links/{link_id}", code=303)
+    target = links.return_redirect(link)
+    if not target:
+        return _page("Paid", "<p class='message'>Payment received. You can close this page.</p>")
+    return redirect(target, code=303)
+
+
 def _refused(exc: CashfreeError) -> Response:
     if exc.status == 404:
         return not_found("This subscription link is not valid.")
@@ -164,4 +219,8 @@ ROUTES = [
     ("POST", "/checkout/subscription/<session_id>/pay", "pay_page"),
     ("POST", "/checkout/subscription/<session_id>/decline", "decline_page"),
     ("GET", "/checkout/order/<order_id>", "order_page"),
+    ("GET", "/links/<link_id>", "link_page"),
+    ("POST", "/links/<link_id>/pay", "link_pay_page"),
+    ("POST", "/links/<link_id>/fail", "link_fail_page"),
+    ("POST", "/links/<link_id>/drop", "link_drop_page"),
 ]

@@ -3,7 +3,8 @@
 The file's life (load or set aside, the background writer, atomic saves) is sandbox_kit.persistence's;
 see there why. What is saved (file format FORMAT_VERSION): plans and subscriptions as served, what
 Cashfree keeps private about a subscription (its payments, whether its checkout session is still
-open, the allowed methods, the next charge time), checkout sessions, payments, every numeric cf_*
+open, the allowed methods, the next charge time), checkout sessions, payments, payment links as
+served with when they expire and their orders and every payment attempt on those, every numeric cf_*
 reference handed out (so none is handed out twice), the events with the exact bodies their
 deliveries sent, their status and delivery records, the clock offset, and the idempotency records
 of successful requests (a retry after a restart replays the original answer). Amounts stay exact:
@@ -68,6 +69,10 @@ def snapshot(store: Store) -> dict:
         "event_ids": store.event_ids,
         "deliveries": store.deliveries,
         "idempotency": idempotency.saved(store.idempotency, request_field="body", response_field="response"),
+        "links": store.links,
+        "link_facts": store.link_facts,
+        "orders": store.orders,
+        "order_payments": store.order_payments,
     }
 
 
@@ -99,6 +104,15 @@ def restore(store: Store, state: dict) -> None:
         # Delivery records come back as they were; deliveries still pending at shutdown are not
         # resumed (their threads died with the old process): the event stays listed for reconciliation.
         deliveries.setdefault(event_id, [])
+    # Payment links came later in version 1: a file saved before them has none.
+    links, link_facts = _optional(state, "links"), _optional(state, "link_facts")
+    orders, order_payments = _optional(state, "orders"), _optional(state, "order_payments")
+    for link_id, link in links.items():
+        if not isinstance(link, dict) or link.get("link_id") != link_id:
+            raise StateError(f"link {link_id!r} is not a link")
+        order_id = link_facts[link_id]["order_id"]
+        if order_id is not None and (order_id not in orders or not isinstance(order_payments[order_id], list)):
+            raise StateError(f"link {link_id!r} names an order that is not there")
     records = idempotency.restored(dict_field(state, "idempotency"), request_field="body", response_field="response")
     with store.lock:
         store.clock_offset = clock_offset
@@ -106,6 +120,11 @@ def restore(store: Store, state: dict) -> None:
         store.sessions, store.payments, store.cf_ids = sessions, payments, cf_ids
         store.events, store.event_ids, store.deliveries = events, event_ids, deliveries
         store.idempotency = records
+        store.links, store.link_facts, store.orders, store.order_payments = links, link_facts, orders, order_payments
+
+
+def _optional(state: dict, name: str) -> dict:
+    return dict_field(state, name) if name in state else {}
 
 
 # the file
@@ -130,4 +149,4 @@ class StateFile(persistence.StateFile):
 
     def summary(self) -> str:
         return (f"{len(self.store.plans)} plans, {len(self.store.subscriptions)} subscriptions, "
-                f"{len(self.store.event_ids)} events")
+                f"{len(self.store.links)} payment links, {len(self.store.event_ids)} events")

@@ -1,7 +1,8 @@
 """Cashfree's objects as the OpenAPI document of 2025-01-01 shapes them.
 
 Every builder returns all the properties the document lists for its entity (PlanEntity,
-SubscriptionEntity, AuthorizationDetails, SubscriptionPaymentEntity). Where Cashfree has nothing
+SubscriptionEntity, AuthorizationDetails, SubscriptionPaymentEntity, LinkEntity,
+PaymentLinkOrderEntity, PaymentEntity). Where Cashfree has nothing
 to say yet it answers "" or an empty object, as the document's own examples do, and never null:
 none of these properties is `nullable`, so a null would not validate against the contract.
 Amounts are Decimals (rendered as exact JSON numbers); times are IST text (periods.iso).
@@ -81,3 +82,90 @@ def payment(*, subscription: dict, cf_payment_id, cf_order_id, cf_txn_id, paymen
         "retry_attempts": 0,
         "subscription_id": subscription["subscription_id"],
     }
+
+
+LINK_CUSTOMER_FIELDS = ("customer_id", "customer_email", "customer_phone", "customer_name",
+                        "customer_bank_account_number", "customer_bank_ifsc", "customer_bank_code")
+
+
+def link(*, cf_link_id, link_id, amount, currency, purpose, created_at, customer, meta, url, expiry_time, notes,
+         auto_reminders, notify, partial_payments, minimum_partial_amount, splits) -> dict:
+    return {
+        "cf_link_id": cf_link_id,
+        "link_id": link_id,
+        "link_status": "ACTIVE",
+        "link_currency": currency,
+        "link_amount": amount,
+        "link_amount_paid": Decimal(0),
+        "link_partial_payments": partial_payments,
+        "link_minimum_partial_amount": minimum_partial_amount if minimum_partial_amount is not None else Decimal(0),
+        "link_purpose": purpose,
+        "link_created_at": created_at,
+        "customer_details": customer,
+        "link_meta": meta,
+        "link_url": url,
+        "link_expiry_time": expiry_time,
+        "link_notes": notes,
+        "link_auto_reminders": auto_reminders,
+        "link_notify": notify,
+        "link_qrcode": "",
+        "order_splits": splits,
+    }
+
+
+def link_order(*, link: dict, cf_order_id, order_id, customer_id, session, created_at, tags) -> dict:
+    """A link's one order (PaymentLinkOrderEntity), made on the payer's first attempt."""
+    customer = {name: link["customer_details"][name] for name in LINK_CUSTOMER_FIELDS
+                if name in link["customer_details"]}
+    order_meta = {"return_url": link["link_meta"].get("return_url", ""),
+                  "notify_url": link["link_meta"].get("notify_url", "")}
+    if link["link_meta"].get("payment_methods"):
+        order_meta["payment_methods"] = link["link_meta"]["payment_methods"]
+    return {
+        "cf_order_id": cf_order_id,
+        "link_id": link["link_id"],
+        "order_id": order_id,
+        "entity": "order",
+        "order_currency": link["link_currency"],
+        "order_amount": link["link_amount"],
+        "order_status": "ACTIVE",
+        "payment_session_id": session,
+        "order_expiry_time": link["link_expiry_time"],
+        "order_note": link["link_purpose"],
+        "created_at": created_at,
+        "order_splits": list(link["order_splits"]),
+        "customer_details": {"customer_id": customer_id, **customer},
+        "order_meta": order_meta,
+        "order_tags": tags,
+    }
+
+
+def order_payment(*, order: dict, cf_payment_id, status, message, at, bank_reference, auth_id, method,
+                  group, error=None) -> dict:
+    """One attempt to pay an order (PaymentEntity); `error_details` only when it did not succeed."""
+    payment = {
+        "cf_payment_id": cf_payment_id,
+        "order_id": order["order_id"],
+        "entity": "payment",
+        "is_captured": status == "SUCCESS",
+        "order_amount": order["order_amount"],
+        "order_currency": order["order_currency"],
+        "payment_group": group,
+        "payment_currency": order["order_currency"],
+        "payment_amount": order["order_amount"],
+        "payment_time": at,
+        "payment_completion_time": at,
+        "payment_status": status,
+        "payment_message": message,
+        "bank_reference": bank_reference,
+        "auth_id": auth_id,
+        "payment_method": method,
+        "payment_gateway_details": {
+            "gateway_name": "CASHFREE", "gateway_order_id": order["cf_order_id"], "gateway_payment_id": cf_payment_id,
+            "gateway_order_reference_id": "", "gateway_status_code": "", "gateway_settlement": "CASHFREE",
+            "gateway_reference_name": "",
+        },
+    }
+    if error is not None:
+        payment["error_details"] = error
+    return payment

@@ -1,7 +1,8 @@
 """All Cashfree sandbox state, in memory, behind one lock (saved to a file too if configured: persistence.py).
 
 The lock, transactions, the event outbox and the clock are sandbox_kit.store's; this adds Cashfree's
-plans, subscriptions, checkout sessions and payments, and its webhook events.
+plans, subscriptions, checkout sessions and payments, payment links with their orders and order
+payments, and its webhook events.
 """
 import copy
 import time
@@ -25,6 +26,10 @@ class Store(store.SandboxStore):
         self.payments: dict = {}  # cf_payment_id -> SubscriptionPaymentEntity
         self.cf_ids: set = set()  # every numeric reference handed out
         self.events: dict = {}  # event id (= its x-idempotency-key) -> {id, type, event_time, body, ...}
+        self.links: dict = {}  # link_id -> LinkEntity, as served
+        self.link_facts: dict = {}  # link_id -> {"expires_at": timestamp, "order_id": its order's id or None}
+        self.orders: dict = {}  # order_id -> PaymentLinkOrderEntity (a link's one order)
+        self.order_payments: dict = {}  # order_id -> [PaymentEntity of every attempt, oldest first]
 
     # objects
 
@@ -49,6 +54,14 @@ class Store(store.SandboxStore):
             if subscription_id is None:
                 raise not_found("subscription_session", session_id)
             return self.subscriptions[subscription_id]
+
+    def link(self, link_id: str) -> dict:
+        """The stored LinkEntity itself (callers mutate it under the lock); 404 if absent."""
+        with self.lock:
+            link = self.links.get(link_id)
+            if link is None:
+                raise not_found("link", link_id)
+            return link
 
     def payments_of(self, subscription_id: str) -> List[dict]:
         """A subscription's payments, newest first."""

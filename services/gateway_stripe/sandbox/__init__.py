@@ -1,10 +1,11 @@
 """A local stand-in for the part of Stripe's API the gateway_stripe adapter uses.
 
 The adapter's official SDK talks to it exactly as to api.stripe.com (only the base URL and keys
-differ): customers, prices, Checkout Sessions in subscription mode, subscriptions with proration,
-invoices, payment methods and events, in the shapes of the SDK's pinned API version. It serves a
-hosted checkout page with Pay and Decline, delivers signed webhooks with retries, and has a
-control API under /_sandbox for tests and demos.
+differ): customers, prices, Checkout Sessions in subscription mode, Payment Links (subscription
+mode, with restrictions[completed_sessions]), subscriptions with proration, invoices, payment
+methods and events, in the shapes of the SDK's pinned API version. It serves a hosted checkout
+page and a payment link page (/b/{link id}), each with Pay and Decline, delivers signed webhooks
+with retries, and has a control API under /_sandbox for tests and demos.
 
     python -m services.gateway_stripe.sandbox          # configured by the environment, below
     handle = start_sandbox(port=0, webhook_url=...)     # in-process, for tests; handle.stop()
@@ -17,7 +18,11 @@ STRIPE_SANDBOX_STATE_FILE (unset: state in memory only; a path, relative to the 
 objects, events, the clock and idempotent answers are loaded from it at start and saved to it on
 every change and at shutdown, so ids the portal stored survive a restart; see persistence.py).
 
+Payer pages: GET /checkout/{cs id}, POST .../pay | .../decline; GET /b/{plink id}, POST .../pay |
+.../decline | .../start (opens the link's checkout session without paying: a payer part way through).
+
 Control API (JSON, no auth): POST /_sandbox/checkout/{id}/pay | /decline;
+POST /_sandbox/links/{plink id}/pay | /start;
 POST /_sandbox/subscriptions/{id}/renew {"outcome": "paid"|"failed"}; POST /_sandbox/invoices/{id}/pay;
 POST|GET|DELETE /_sandbox/faults; POST /_sandbox/webhooks/pause | /resume; GET /_sandbox/events;
 GET /_sandbox/requests; GET|POST /_sandbox/clock {"advance_seconds": n}; GET /_sandbox/health.

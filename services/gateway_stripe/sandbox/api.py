@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Callable, Optional
 
-from . import checkout, shapes, subscriptions
+from . import checkout, links, shapes, subscriptions
 from .errors import invalid
 from .ids import new_id
 from .listing import paginate
@@ -214,13 +214,13 @@ def get_session(call: Call) -> dict:
 
 
 def list_sessions(call: Call) -> dict:
-    params = parse(call.raw, {**PAGE, "customer": Str(), "subscription": Str(),
+    params = parse(call.raw, {**PAGE, "customer": Str(), "subscription": Str(), "payment_link": Str(),
                               "status": Enum("open", "complete", "expired")})
     with call.store.transaction() as store:
         for session in store.find("checkout.session"):
             checkout.refresh(store, session)
         found = store.find("checkout.session", lambda s: all(
-            params.get(field) in (None, s[field]) for field in ("customer", "subscription", "status")))
+            params.get(field) in (None, s[field]) for field in ("customer", "subscription", "payment_link", "status")))
         return paginate(store, found, params, "/v1/checkout/sessions")
 
 
@@ -228,6 +228,25 @@ def expire_session(call: Call) -> dict:
     parse(call.raw, {})
     with call.store.transaction() as store:
         return store.render(checkout.expire(store, call.args["id"], call.request))
+
+
+# payment links
+
+def create_payment_link(call: Call) -> dict:
+    params = parse(call.raw, links.CREATE, required=["line_items"])
+    with call.store.transaction() as store:
+        return store.render(links.create(store, call.public_url, params, call.request))
+
+
+def get_payment_link(call: Call) -> dict:
+    parse(call.raw, {})
+    return call.store.render(links.get(call.store, call.args["id"]))
+
+
+def update_payment_link(call: Call) -> dict:
+    params = parse(call.raw, links.UPDATE)
+    with call.store.transaction() as store:
+        return store.render(links.update(store, call.args["id"], params, call.request))
 
 
 # subscriptions
@@ -342,6 +361,9 @@ ROUTES = [
     ("GET", "/v1/checkout/sessions", list_sessions),
     ("GET", "/v1/checkout/sessions/<id>", get_session),
     ("POST", "/v1/checkout/sessions/<id>/expire", expire_session),
+    ("POST", "/v1/payment_links", create_payment_link),
+    ("GET", "/v1/payment_links/<id>", get_payment_link),
+    ("POST", "/v1/payment_links/<id>", update_payment_link),
     ("GET", "/v1/subscriptions", list_subscriptions),
     ("GET", "/v1/subscriptions/<id>", get_subscription),
     ("POST", "/v1/subscriptions/<id>", update_subscription),

@@ -40,6 +40,10 @@ class SandboxApp:
             Rule("/checkout/<id>/pay", methods=["POST"], endpoint=("page", self._pay_page)),
             Rule("/checkout/<id>/decline", methods=["POST"], endpoint=("page", self._decline_page)),
             Rule("/invoices/<id>", methods=["GET"], endpoint=("page", self._invoice_page)),
+            Rule("/b/<id>", methods=["GET"], endpoint=("page", self._link_page)),
+            Rule("/b/<id>/pay", methods=["POST"], endpoint=("page", self._link_pay)),
+            Rule("/b/<id>/decline", methods=["POST"], endpoint=("page", self._link_decline)),
+            Rule("/b/<id>/start", methods=["POST"], endpoint=("page", self._link_start)),
         ]
         self.url_map = Map(rules, strict_slashes=False, merge_slashes=False)
 
@@ -155,6 +159,18 @@ class SandboxApp:
 
     def _invoice_page(self, id):
         return pages.invoice_page(self.store, id)
+
+    def _link_page(self, id):
+        return pages.link_page(self.store, id)
+
+    def _link_pay(self, id):
+        return pages.link_pay(self.store, self.public_url, id)
+
+    def _link_decline(self, id):
+        return pages.link_decline(self.store, self.public_url, id)
+
+    def _link_start(self, id):
+        return pages.link_start(self.store, self.public_url, id)
 
 
 def _json(obj) -> bytes:

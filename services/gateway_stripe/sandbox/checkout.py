@@ -1,14 +1,16 @@
-"""Checkout Sessions (mode=subscription): create, pay, decline, expire.
+"""Checkout Sessions (mode=subscription): create, pay, decline, expire; and the sessions a
+Payment Link opens (links.py), whose completions count against the link's restrictions.
 
 Stripe expires an abandoned session on its own schedule; the sandbox does it lazily, the first
 time anyone reads or tries to pay a session past its `expires_at`, and emits
 `checkout.session.expired` exactly once.
 """
+import copy
 from datetime import datetime, timezone
 
 from . import shapes, subscriptions
 from .errors import StripeError, invalid
-from .ids import new_id
+from .ids import new_id, random_token
 from .store import Store
 
 MIN_EXPIRY, MAX_EXPIRY = 30 * 60, 24 * 3600
@@ -41,17 +43,40 @@ def create(store: Store, public_url: str, params: dict) -> dict:
     if not now + MIN_EXPIRY <= expires_at <= now + MAX_EXPIRY:
         raise invalid("The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session "
                       "creation.", param="expires_at")
+    subscription_data = params.get("subscription_data") or {}
+    return _new_session(
+        store, public_url, price=price, quantity=quantity, expires_at=expires_at, customer_id=customer_id,
+        customer_email=params.get("customer_email"), success_url=params.get("success_url"),
+        cancel_url=params.get("cancel_url"), client_reference_id=params.get("client_reference_id"),
+        metadata=params.get("metadata") or {}, subscription_metadata=subscription_data.get("metadata") or {})
+
+
+def create_for_link(store: Store, public_url: str, link: dict) -> dict:
+    """The session a Payment Link opens for whoever pays through it: no customer yet (Checkout makes
+    a new one), the link's subscription_data, no metadata of its own, and the link's redirect as
+    success_url. Stripe sessions of a link expire after 24 hours like any other."""
+    facts = store.private[link["id"]]
+    price = store.get(facts["price"], "price")
+    redirect = link["after_completion"].get("redirect") or {}
+    return _new_session(
+        store, public_url, price=price, quantity=facts["quantity"], expires_at=store.now() + MAX_EXPIRY,
+        customer_id=None, customer_email=None, success_url=redirect.get("url"), cancel_url=None,
+        client_reference_id=None, metadata={},
+        subscription_metadata=copy.deepcopy(link["subscription_data"]["metadata"]), payment_link=link["id"])
+
+
+def _new_session(store: Store, public_url: str, *, price: dict, quantity: int, expires_at: int, customer_id,
+                 customer_email, success_url, cancel_url, client_reference_id, metadata: dict,
+                 subscription_metadata: dict, payment_link=None) -> dict:
     session_id = new_id("cs_test")
     session = shapes.checkout_session(
-        id=session_id, created=now, expires_at=expires_at, url=f"{public_url}/checkout/{session_id}",
-        customer_id=customer_id, customer_email=params.get("customer_email"),
-        success_url=params.get("success_url"), cancel_url=params.get("cancel_url"),
-        client_reference_id=params.get("client_reference_id"), metadata=params.get("metadata") or {},
-        currency=price["currency"], amount_total=price["unit_amount"] * quantity,
+        id=session_id, created=store.now(), expires_at=expires_at, url=f"{public_url}/checkout/{session_id}",
+        customer_id=customer_id, customer_email=customer_email, success_url=success_url, cancel_url=cancel_url,
+        client_reference_id=client_reference_id, metadata=metadata, currency=price["currency"],
+        amount_total=price["unit_amount"] * quantity, payment_link=payment_link,
     )
-    subscription_data = params.get("subscription_data") or {}
     return store.add(session, private={"price": price["id"], "quantity": quantity,
-                                       "subscription_metadata": subscription_data.get("metadata") or {}})
+                                       "subscription_metadata": subscription_metadata})
 
 
 def refresh(store: Store, session: dict) -> dict:
@@ -86,7 +111,23 @@ def pay(store: Store, public_url: str, session_id: str) -> dict:
     store.emit("customer.subscription.created", subscription)
     subscriptions.emit_invoice_outcome(store, invoice)
     store.emit("checkout.session.completed", session)
+    if session["payment_link"]:
+        _count_link_completion(store, session["payment_link"])
     return session
+
+
+def _count_link_completion(store: Store, link_id: str) -> None:
+    """A session of a Payment Link completed: count it against restrictions.completed_sessions, and
+    deactivate the link (payment_link.updated) once the limit is reached, as Stripe does."""
+    link = store.objects.get(link_id)
+    restriction = ((link or {}).get("restrictions") or {}).get("completed_sessions")
+    if not restriction:
+        return
+    before = store.render(link)
+    restriction["count"] += 1
+    if link["active"] and restriction["count"] >= restriction["limit"]:
+        link["active"] = False
+        store.emit("payment_link.updated", link, subscriptions.changed_attributes(before, store.render(link)))
 
 
 def decline(store: Store, session_id: str) -> dict:
@@ -125,7 +166,9 @@ def _payer(store: Store, session: dict) -> dict:
     """The session's customer, or (as Checkout does in subscription mode) a new one."""
     if session["customer"]:
         return store.get(session["customer"], "customer")
-    customer = shapes.customer(id=new_id("cus"), created=store.now(), email=session["customer_email"],
-                               name=None, metadata={})
+    email = session["customer_email"]
+    if email is None and session["payment_link"]:  # an anonymous payer of a link types an address in
+        email = f"payer_{random_token(10).lower()}@example.com"
+    customer = shapes.customer(id=new_id("cus"), created=store.now(), email=email, name=None, metadata={})
     return store.add(customer)
 

@@ -13,7 +13,7 @@ from services.sandbox_kit import control
 from services.sandbox_kit.control import Answer
 from services.sandbox_kit.faults import FaultSpecError
 
-from . import checkout, subscriptions
+from . import checkout, links, subscriptions
 from .errors import StripeError, invalid
 from .store import Store
 
@@ -34,6 +34,16 @@ class Control(control.CommonControl):
     def decline_session(self, request: Request, id: str) -> Answer:
         with self.store.transaction() as store:
             return 200, store.render(checkout.decline(store, id))
+
+    def pay_link(self, request: Request, id: str) -> Answer:
+        """The payer paid through a Payment Link (its page's Pay): the completed session."""
+        with self.store.transaction() as store:
+            return 200, store.render(links.pay(store, self.public_url, id))
+
+    def start_link(self, request: Request, id: str) -> Answer:
+        """A payer opened a Payment Link's checkout but has not paid (yet): the open session."""
+        with self.store.transaction() as store:
+            return 200, store.render(links.open_session(store, self.public_url, id))
 
     def renew(self, request: Request, id: str) -> Answer:
         outcome = self.body(request).get("outcome", "paid")
@@ -80,6 +90,8 @@ class Control(control.CommonControl):
 ROUTES = control.COMMON_ROUTES + [
     ("POST", "/_sandbox/checkout/<id>/pay", "pay_session"),
     ("POST", "/_sandbox/checkout/<id>/decline", "decline_session"),
+    ("POST", "/_sandbox/links/<id>/pay", "pay_link"),
+    ("POST", "/_sandbox/links/<id>/start", "start_link"),
     ("POST", "/_sandbox/subscriptions/<id>/renew", "renew"),
     ("POST", "/_sandbox/invoices/<id>/pay", "pay_invoice"),
 ]

@@ -1,4 +1,5 @@
-"""The pages a payer sees: hosted checkout (Pay / Decline) and the hosted invoice.
+"""The pages a payer sees: hosted checkout (Pay / Decline), a Payment Link's page (/b/<id>: Pay /
+Decline) and the hosted invoice.
 
 Deliberately plain HTML with relative form actions, so the pages work behind any public URL.
 """
@@ -7,7 +8,7 @@ from html import escape
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
-from . import checkout
+from . import checkout, links
 from .errors import StripeError
 from .invoices import product_name
 from .money import format_amount
@@ -72,6 +73,63 @@ def decline(store: Store, session_id: str) -> Response:
     if not session["cancel_url"]:
         return _page("Declined", "<p class='message'>Your card was declined. Nothing was charged.</p>")
     return redirect(session["cancel_url"], code=303)
+
+
+def link_page(store: Store, link_id: str) -> Response:
+    """A Payment Link: the plan and its price with Pay and Decline while it is active; a message after."""
+    with store.transaction():
+        link = store.render(links.get(store, link_id))
+        facts = store.private[link_id]
+        price = store.get(facts["price"], "price")
+        name = product_name(store, price)
+        amount = format_amount(price["unit_amount"] * facts["quantity"], price["currency"])
+    every = price["recurring"]["interval"]
+    summary = f"<h1>{escape(name)}</h1><p class='amount'>{escape(amount)} <small>per {escape(every)}</small></p>"
+    if not link["active"]:
+        message = link["inactive_message"] or "This payment link is no longer active. Nothing can be paid here."
+        return _page(name, summary + f"<p class='message'>{escape(message)}</p>")
+    card = "<p class='note'>Card: Visa •••• 4242 (test card)</p>"
+    forms = (f"<form method='post' action='{escape(link_id)}/pay' style='display:inline'>"
+             "<button class='pay' type='submit'>Pay</button></form>"
+             f"<form method='post' action='{escape(link_id)}/decline' style='display:inline'>"
+             "<button class='decline' type='submit'>Decline</button></form>")
+    return _page(name, summary + card + forms)
+
+
+def link_pay(store: Store, public_url: str, link_id: str) -> Response:
+    try:
+        with store.transaction():
+            session = links.pay(store, public_url, link_id)
+            link = store.render(links.get(store, link_id))
+    except StripeError as exc:
+        if exc.status == 404:
+            raise
+        return _page("Payment link", f"<p class='message'>{escape(exc.message)} Nothing was charged.</p>", 409)
+    target = links.completion_redirect(link, session)
+    if target:
+        return redirect(target, code=303)
+    message = link["after_completion"]["hosted_confirmation"]["custom_message"] or (
+        "Thanks for your payment. You can close this page.")
+    return _page("Paid", f"<p class='message'>{escape(message)}</p>")
+
+
+def link_decline(store: Store, public_url: str, link_id: str) -> Response:
+    """The card was declined: nothing is charged and the payer is back on the link's page."""
+    with store.lock:
+        links.get(store, link_id)
+    return redirect(f"{public_url}/b/{link_id}", code=303)
+
+
+def link_start(store: Store, public_url: str, link_id: str) -> Response:
+    """Open (not pay) a session for the link and go to its hosted checkout: a payer part way through."""
+    try:
+        with store.transaction():
+            session = links.open_session(store, public_url, link_id)
+    except StripeError as exc:
+        if exc.status == 404:
+            raise
+        return _page("Payment link", f"<p class='message'>{escape(exc.message)} Nothing was charged.</p>", 409)
+    return redirect(session["url"], code=303)
 
 
 def invoice_page(store: Store, invoice_id: str) -> Response:

@@ -1,10 +1,11 @@
 """What the Stripe sandbox saves across restarts (STRIPE_SANDBOX_STATE_FILE), and restoring it.
 
 The file's life (load or set aside, the background writer, atomic saves) is sandbox_kit.persistence's;
-see there why. What is saved (file format FORMAT_VERSION): every object as served and what Stripe
-keeps private about it (a session's line items, a subscription's pending proration lines), the
-creation order that breaks ties between equal `created`, the events with the exact bodies their
-deliveries sent and their delivery records, the clock offset, and the idempotency records of
+see there why. What is saved (file format FORMAT_VERSION): every object as served (payment links
+and their completed-session counts too) and what Stripe keeps private about it (the line item of a
+session or a payment link, a subscription's pending proration lines), the creation order that
+breaks ties between equal `created`, the events with the exact bodies their deliveries sent and
+their delivery records, the clock offset, and the idempotency records of
 finished requests (a retry after a restart replays the original answer). Webhook deliveries still
 pending at shutdown are not resumed after a restart: those events stay listed (GET /v1/events,
 pending_webhooks as they were) for reconciliation, as a lost webhook would.

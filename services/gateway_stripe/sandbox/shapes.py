@@ -74,7 +74,7 @@ def plan_from_price(price_obj: dict) -> dict:
 
 
 def checkout_session(*, id, created, expires_at, url, customer_id, customer_email, success_url, cancel_url,
-                     client_reference_id, metadata, currency, amount_total) -> dict:
+                     client_reference_id, metadata, currency, amount_total, payment_link=None) -> dict:
     return {
         "id": id, "object": "checkout.session", "adaptive_pricing": None, "after_expiration": None,
         "allow_promotion_codes": None, "amount_subtotal": amount_total, "amount_total": amount_total,
@@ -89,7 +89,7 @@ def checkout_session(*, id, created, expires_at, url, customer_id, customer_emai
         "customer_email": customer_email, "discounts": [], "expires_at": expires_at,
         "integration_identifier": None, "invoice": None, "invoice_creation": None, "livemode": False,
         "locale": None, "managed_payments": None, "metadata": metadata, "mode": "subscription",
-        "origin_context": None, "payment_intent": None, "payment_link": None,
+        "origin_context": None, "payment_intent": None, "payment_link": payment_link,
         "payment_method_collection": "always", "payment_method_configuration_details": None,
         "payment_method_options": {"card": {"request_three_d_secure": "automatic"}},
         "payment_method_types": ["card"], "payment_status": "unpaid", "permissions": None,
@@ -101,6 +101,36 @@ def checkout_session(*, id, created, expires_at, url, customer_id, customer_emai
         "success_url": success_url,
         "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
         "ui_mode": "hosted", "url": url, "wallet_options": None,
+    }
+
+
+def payment_link(*, id, url, currency, metadata, subscription_metadata, subscription_description, limit,
+                 redirect_url, custom_message, inactive_message) -> dict:
+    """A Payment Link in subscription mode (its price is recurring). Payment links have no `created`,
+    and their line items are not embedded (Stripe lists them at /v1/payment_links/{id}/line_items)."""
+    if redirect_url is not None:
+        after_completion = {"type": "redirect", "redirect": {"url": redirect_url}}
+    else:
+        after_completion = {"type": "hosted_confirmation", "hosted_confirmation": {"custom_message": custom_message}}
+    return {
+        "id": id, "object": "payment_link", "active": True, "after_completion": after_completion,
+        "allow_promotion_codes": False, "application": None, "application_fee_amount": None,
+        "application_fee_percent": None, "automatic_tax": {"enabled": False, "liability": None},
+        "billing_address_collection": "auto", "consent_collection": None, "currency": currency,
+        "custom_fields": [],
+        "custom_text": {"after_submit": None, "shipping_address": None, "submit": None,
+                        "terms_of_service_acceptance": None},
+        "customer_creation": "if_required", "inactive_message": inactive_message,
+        "invoice_creation": None, "livemode": False, "managed_payments": None, "metadata": metadata,
+        "on_behalf_of": None, "payment_intent_data": None, "payment_method_collection": "always",
+        "payment_method_options": None, "payment_method_types": None, "phone_number_collection": {"enabled": False},
+        "restrictions": {"completed_sessions": {"count": 0, "limit": limit}} if limit is not None else None,
+        "shipping_address_collection": None, "shipping_options": [], "submit_type": "auto",
+        "subscription_data": {"description": subscription_description,
+                              "invoice_settings": {"issuer": {"type": "self"}},
+                              "metadata": subscription_metadata, "trial_period_days": None,
+                              "trial_settings": None},
+        "tax_id_collection": {"enabled": False, "required": "never"}, "transfer_data": None, "url": url,
     }
 
 

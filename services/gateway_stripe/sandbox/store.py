@@ -17,7 +17,8 @@ from .ids import new_id
 
 # What "No such <kind>" says for each id prefix (Stripe's wording).
 KINDS = {"cus": "customer", "price": "price", "prod": "product", "cs": "checkout.session",
-         "sub": "subscription", "in": "invoice", "pm": "PaymentMethod", "evt": "event"}
+         "sub": "subscription", "in": "invoice", "pm": "PaymentMethod", "evt": "event",
+         "plink": "payment_link"}
 
 
 class Store(store.SandboxStore):
@@ -55,10 +56,11 @@ class Store(store.SandboxStore):
             return obj
 
     def find(self, object_type: str, match: Callable[[dict], bool] = lambda obj: True) -> List[dict]:
-        """Objects of one type, newest first (as every Stripe list is)."""
+        """Objects of one type, newest first (as every Stripe list is; creation order for the types that,
+        like payment links, have no `created`)."""
         with self.lock:
             found = [obj for obj in self.objects.values() if obj["object"] == object_type and match(obj)]
-            return sorted(found, key=lambda obj: (obj["created"], self._sequence[obj["id"]]), reverse=True)
+            return sorted(found, key=lambda obj: (obj.get("created", 0), self._sequence[obj["id"]]), reverse=True)
 
     def render(self, obj: dict) -> dict:
         """A copy safe to serialise after the lock is gone, with embedded prices as they are now."""
