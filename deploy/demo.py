@@ -90,9 +90,14 @@ def pay_by_link(portal, acct, label):
           f"{link['url']}")
     press_pay(link["url"])
     summary = wait_active(portal, acct)
-    links = portal.call("GET", f"{acct}/payment-links", 200)["items"]
+    for _ in range(100):  # the link's own webhook may trail the subscription's
+        links = portal.call("GET", f"{acct}/payment-links", 200)["items"]
+        status = next(item["status"] for item in links if item["id"] == link["id"])
+        if status == "paid":
+            break
+        time.sleep(0.2)
     show({"plan": summary["subscription"]["plan"]["code"], "status": summary["subscription"]["status"],
-          "link_status": next(item["status"] for item in links if item["id"] == link["id"])})
+          "link_status": status})
 
 
 def main(base_url):
