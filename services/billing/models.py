@@ -141,6 +141,9 @@ class Payment(Base):
     description: Mapped[str] = mapped_column(String(500))
     invoice_url: Mapped[str | None] = mapped_column(String(2000))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the gateway's time (seconds)
+    # The period a paid invoice pays for: a payment may arrive before the subscription it pays.
+    period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     recorded_at: Mapped[datetime] = utc_now_column()  # orders lines the gateway stamped in the same second
 
 

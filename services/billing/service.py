@@ -486,7 +486,18 @@ class BillingService(PaymentLinks, HealthMixin):
         )
         self.db.add(subscription)
         self.db.flush()
+        self._take_period_from_payments(subscription)
         return subscription
+
+    def _take_period_from_payments(self, subscription):
+        """Payments are applied as they come, even before their subscription is known here; a
+        subscription made later starts from the latest period already paid for."""
+        paid = self.db.scalar(select(Payment).where(
+            Payment.gateway_subscription_id == subscription.gateway_subscription_id, Payment.status == "paid",
+            Payment.period_end.is_not(None)).order_by(Payment.period_end.desc()).limit(1))
+        if paid is not None and (subscription.current_period_end is None
+                                 or paid.period_end > subscription.current_period_end):
+            subscription.current_period_start, subscription.current_period_end = paid.period_start, paid.period_end
 
     def _apply_snapshot(self, account, snapshot, authoritative=False):
         """Make our subscription match a gateway snapshot if it is newer than what we hold.
@@ -587,6 +598,7 @@ class BillingService(PaymentLinks, HealthMixin):
             id=uuid.uuid4(), account_id=account.id, gateway_invoice_id=event["gateway_invoice_id"],
             gateway_subscription_id=event["gateway_subscription_id"], status=status, amount=event["amount"],
             currency=event["currency"], description=event["description"], invoice_url=event["invoice_url"],
-            occurred_at=from_unix(event["gateway_event_at"]),
+            occurred_at=from_unix(event["gateway_event_at"]), period_start=from_unix(event["period_start"]),
+            period_end=from_unix(event["period_end"]),
         ).on_conflict_do_nothing(constraint="uq_payments_invoice_status").returning(Payment.id)).first()
         return inserted is not None

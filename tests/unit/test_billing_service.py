@@ -793,3 +793,11 @@ def test_a_renewal_announces_the_new_period_once(billing, team, account_id, sess
     deliver(renewal, renewal)
     [renewed] = outbox_events(session, "plan.renewed")
     assert renewed["current_period_end"] == subscription_of(billing, team.owner)["current_period_end"]
+
+
+def test_a_payment_that_arrives_before_its_subscription_still_sets_the_period(billing, team, account_id, deliver):
+    checkout = billing.create_checkout(team.owner, ORG, {"plan_code": "starter_monthly"})
+    completed, _, paid = purchase_events(account_id, checkout["id"])
+    deliver(paid, completed)  # the payment first: no subscription here yet to put its period on
+    subscription = subscription_of(billing, team.owner)
+    assert (subscription["status"], subscription["current_period_end"]) == ("active", iso(PERIOD_END))

@@ -110,7 +110,9 @@ class SandboxApp:
                             request_id=request_id, query=request.args.to_dict())
             return 200, _json(handler(call)), []
         except CashfreeError as exc:
-            problems = exc.problems or ([exc.message] if exc.status == 400 else [])
+            # Only what the OpenAPI schema refused counts as a validation error; a business refusal
+            # (e.g. cancelling a paid link) is a correct request answered 400.
+            problems = exc.problems or []
             return exc.status, _json(exc.body()), problems
         except Exception:
             log.exception("sandbox handler %s failed", getattr(handler, "__name__", handler))

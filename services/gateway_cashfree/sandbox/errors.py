@@ -26,12 +26,20 @@ def invalid(message: str, code: str = "request_failed") -> CashfreeError:
     return CashfreeError(400, "invalid_request_error", message, code)
 
 
+def _shape_error(message: str, code: str) -> CashfreeError:
+    """A request the API's rules for fields refuse: logged as a validation error (a business
+    refusal such as cancelling a paid link is not one)."""
+    error = invalid(message, code=code)
+    error.problems = [message]
+    return error
+
+
 def missing(field: str) -> CashfreeError:
-    return invalid(f"{field} : is missing in the request", code=f"{field}_missing")
+    return _shape_error(f"{field} : is missing in the request", f"{field}_missing")
 
 
 def invalid_value(field: str, why: str = "") -> CashfreeError:
-    return invalid(f"{field} : invalid value provided" + (f". {why}" if why else ""), code=f"{field}_invalid")
+    return _shape_error(f"{field} : invalid value provided" + (f". {why}" if why else ""), f"{field}_invalid")
 
 
 def not_found(kind: str, identifier: str) -> CashfreeError:

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: afd08399204b
+Revision ID: 48ead985578d
 Revises: 
-Create Date: 2026-11-26 11:55:24.003295
+Create Date: 2026-11-26 12:17:44.540083
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision: str = 'afd08399204b'
+revision: str = '48ead985578d'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -88,6 +88,8 @@ def upgrade() -> None:
     sa.Column('description', sa.String(length=500), nullable=False),
     sa.Column('invoice_url', sa.String(length=2000), nullable=True),
     sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('period_start', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('period_end', sa.DateTime(timezone=True), nullable=True),
     sa.Column('recorded_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ),
     sa.PrimaryKeyConstraint('id'),
