@@ -50,8 +50,11 @@ def _operation(spec):
         operation["parameters"] = parameters
     if spec.auth:
         operation["security"] = [{"bearerAuth": []}]
-    if spec.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": spec.body}}}
+    body = spec.body or spec.documented_body
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if spec.documented_body is not None:
+        operation["security"] = [{"usageIngestKey": []}]
     for status, schema in spec.responses.items():
         response = {"description": "Success" if status < 300 else "Answer"}
         if schema is not None:
@@ -76,6 +79,8 @@ def openapi_document():
                              "minor units plus a lower-case ISO 4217 currency."},
     )
     api.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    api.components.security_scheme("usageIngestKey", {"type": "http", "scheme": "bearer",
+                                                      "description": "The USAGE_INGEST_KEY of this deployment"})
     api.components.schema("ErrorResponse", schema=ErrorResponse)
     paths = {}
     for spec in ROUTES:

@@ -50,6 +50,7 @@ class RouteSpec:
     body_limit: int = API_BODY_LIMIT
     raw_body: bool = False  # webhooks: the handler gets the bytes untouched
     errors: tuple = ()  # extra documented error statuses
+    documented_body: type | None = None  # a raw body's schema, for the OpenAPI document only
 
     @property
     def openapi_path(self):
@@ -72,7 +73,7 @@ class Call:
 
 
 def route(method, path, *, summary, tag, responses, body=None, auth=True, query=None,
-          body_limit=API_BODY_LIMIT, raw_body=False, errors=()):
+          body_limit=API_BODY_LIMIT, raw_body=False, errors=(), documented_body=None):
     """Declare a route; `path` may be a list of paths served by one handler (e.g. both {acct} forms)."""
     paths = [path] if isinstance(path, str) else list(path)
 
@@ -81,7 +82,7 @@ def route(method, path, *, summary, tag, responses, body=None, auth=True, query=
         for index, one_path in enumerate(paths):
             name = fn.__name__ if len(paths) == 1 else f"{fn.__name__}_{index + 1}"
             specs.append(RouteSpec(method, one_path, summary, name, tag, body, responses, auth, query,
-                                   body_limit, raw_body, errors))
+                                   body_limit, raw_body, errors, documented_body))
         ROUTES.extend(specs)
 
         @functools.wraps(fn)
@@ -132,7 +133,7 @@ def _run(service, spec, fn, call):
     if spec.raw_body:
         call.body = raw
     elif spec.body is not None:
-        call.body = _validate(spec.body, _parse_json(raw))
+        call.body = _validate(spec.body, parse_json(raw))
     status, data = fn(service, call)
     schema = spec.responses.get(status)
     if data is None or schema is None:
@@ -161,7 +162,7 @@ def _read_body(request, limit):
     return b""
 
 
-def _parse_json(raw):
+def parse_json(raw):
     if not raw.strip():
         return {}
     try:

@@ -1,5 +1,7 @@
 """gateway_http: the HTTP face of the portal. It authenticates, validates shapes, calls a service
 and maps errors; every business rule lives in the service it calls."""
+import hmac
+
 import eventlet
 from marshmallow import Schema, fields, validate
 from nameko.rpc import RpcProxy
@@ -9,7 +11,7 @@ from gateway_http import pages
 from gateway_http.dependencies import RequestContext
 from gateway_http.errors import error_response, json_response
 from gateway_http.openapi import openapi_document
-from gateway_http.routing import WEBHOOK_BODY_LIMIT, bearer_token, route
+from gateway_http.routing import WEBHOOK_BODY_LIMIT, bearer_token, parse_json, route
 from gateway_http.schemas import Health, MeOut
 from services.billing.schemas import (
     CancelInput, CheckoutInput, CheckoutOut, HistoryList, PaymentLinkInput, PaymentLinkList, PaymentLinkOut,
@@ -20,8 +22,9 @@ from services.orgs.schemas import (
     AcceptedOut, ChangeRoleInput, CreatedInvitationOut, CreateOrgInput, InvitationList, InviteInput,
     MemberList, MemberOut, MyOrgList, MyOrgOut, OrgOut, TransferInput,
 )
-from shared.config import SERVICE_NAMES
-from shared.errors import BadRequest, ValidationFailed
+from services.usage.schemas import MAX_EVENTS_PER_REQUEST, UsageBatchInput, UsageBatchOut, UsageOut
+from shared.config import SERVICE_NAMES, settings
+from shared.errors import BadRequest, Unauthorized, ValidationFailed
 from shared.events import COUNTRIES
 
 HEALTH_TIMEOUT_SECONDS = 2
@@ -233,6 +236,31 @@ class HttpGateway:
            summary="Cancel a payment link, at the gateway too (409 if it was paid or has expired)")
     def cancel_payment_link(self, call):
         return 200, self.billing.cancel_payment_link(call.user, account_ref(call), call.params["link_id"])
+
+    @route("GET", acct("/usage"), tag="usage", responses={200: UsageOut}, errors=(403,),
+           summary="Plan usage: data used this period against the plan's quota, with a daily series")
+    def account_usage(self, call):
+        return 200, self.usage.get_usage(call.user, account_ref(call))
+
+    # -- usage ingestion (service to service, with USAGE_INGEST_KEY) ---------------------------
+
+    @route("POST", "/api/v1/usage/events", tag="usage", auth=False, raw_body=True, documented_body=UsageBatchInput,
+           responses={202: UsageBatchOut}, errors=(401, 422),
+           summary="Report usage: up to 1000 events, each id counted once")
+    def ingest_usage(self, call):
+        scheme, _, supplied = call.request.headers.get("Authorization", "").partition(" ")
+        supplied = supplied.strip() if scheme.lower() == "bearer" else ""
+        expected = settings().usage_ingest_key
+        if not expected or not hmac.compare_digest(supplied.encode(), expected.encode()):
+            raise Unauthorized("Send 'Authorization: Bearer <USAGE_INGEST_KEY>'.", code="BAD_INGEST_KEY")
+        batch = parse_json(call.body)
+        # Only the envelope is checked here; the usage service checks each event, fast, and says
+        # which ones it refused and why (a batch with some bad events still records the good ones).
+        if not isinstance(batch, dict) or not isinstance(batch.get("events"), list):
+            raise ValidationFailed(details={"events": ["A list of events is required."]})
+        if len(batch["events"]) > MAX_EVENTS_PER_REQUEST:
+            raise ValidationFailed(details={"events": [f"At most {MAX_EVENTS_PER_REQUEST} events per request."]})
+        return 202, self.usage.record_events(batch["events"])
 
     # -- gateways ------------------------------------------------------------------------------
 

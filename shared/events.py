@@ -165,6 +165,19 @@ class PaymentLinkEvent(EventSchema):
     status = fields.String(required=True, validate=validate.OneOf(("active", "paid", "cancelled", "expired")))
 
 
+# usage
+class UsageThresholdCrossed(EventSchema):
+    """An account's use of `metric` reached `threshold` % of its plan's quota in the period starting
+    at `period_start`; announced once per account, metric, period and threshold."""
+
+    account = fields.Nested(AccountRef, required=True)
+    metric = fields.String(required=True)
+    threshold = fields.Integer(required=True, validate=validate.OneOf((80, 100)))
+    used_bytes = fields.Integer(required=True)
+    quota_bytes = fields.Integer(required=True)
+    period_start = fields.String(required=True)  # RFC 3339 UTC
+
+
 EVENT_SCHEMAS = {
     "user.signed_up": UserSignedUp(),
     "org.created": OrgCreated(),
@@ -186,6 +199,7 @@ EVENT_SCHEMAS = {
     "payment_link.paid": PaymentLinkEvent(),
     "payment_link.cancelled": PaymentLinkEvent(),
     "payment_link.expired": PaymentLinkEvent(),
+    "usage.threshold_crossed": UsageThresholdCrossed(),
 }
 
 

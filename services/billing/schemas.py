@@ -102,6 +102,7 @@ class UsageBrief(Schema):
     used_bytes = fields.Integer(required=True, allow_none=True)
     quota_bytes = fields.Integer(required=True, allow_none=True)
     percent = fields.Float(required=True, allow_none=True)
+    over_quota = fields.Boolean()
 
 
 class SummaryOut(Schema):

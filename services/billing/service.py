@@ -41,6 +41,7 @@ ADAPTER_SOURCES = tuple(ADAPTER_BY_COUNTRY.values())
 QUOTE_TTL = timedelta(minutes=30)
 CHECKOUT_TTL = timedelta(hours=1)
 ADAPTER_TIMEOUT_SECONDS = 25
+USAGE_TIMEOUT_SECONDS = 2
 LIVE_SUBSCRIPTION_STATUSES = ("incomplete", "active", "past_due")
 
 
@@ -83,6 +84,7 @@ class BillingService(PaymentLinks, HealthMixin):
     orgs = RpcProxy("orgs")
     gateway_stripe = RpcProxy("gateway_stripe")
     gateway_cashfree = RpcProxy("gateway_cashfree")
+    usage = RpcProxy("usage")
 
     # -- plans ---------------------------------------------------------------------------------
 
@@ -105,12 +107,12 @@ class BillingService(PaymentLinks, HealthMixin):
         """The billing page: account, current plan (None: "Buy Plan"), usage, and can_manage."""
         account, role = self._account(actor, account_ref, VIEW_BILLING)
         subscription = self._current_subscription(account)
-        quota = self._plan(subscription.plan_code)["data_quota_bytes"] if subscription else None
+        live = subscription is not None and subscription.status in ("active", "past_due")
+        quota = self._plan(subscription.plan_code)["data_quota_bytes"] if live else None
         return {
             "account": self._account_dict(account, account_ref),
             "subscription": self._subscription_dict(subscription) if subscription else None,
-            # used_bytes and percent come from the usage service once it meters (its own issue).
-            "usage": {"used_bytes": None, "quota_bytes": quota, "percent": None},
+            "usage": self._usage_brief(account, quota),
             "can_manage": role in ("owner", "super_admin"),
         }
 
@@ -308,6 +310,19 @@ class BillingService(PaymentLinks, HealthMixin):
             "gateway_invoice_id": event["gateway_invoice_id"], "amount": event["amount"],
             "currency": event["currency"],
         })
+
+    def _usage_brief(self, account, quota):
+        """Billing owns the plan's quota, usage the measurement. A silent usage service leaves
+        `used_bytes` unknown (None) rather than failing the billing page."""
+        try:
+            with eventlet.Timeout(USAGE_TIMEOUT_SECONDS):
+                used = self.usage.summary_for({"kind": account.kind, "id": account.owner_ref})["used_bytes"]
+        except Exception:  # noqa: BLE001  (a timeout, an unknown service, a usage bug: same answer)
+            log.warning("usage for account %s unavailable", account.id, exc_info=True)
+            used = None
+        percent = round(used * 100 / quota, 2) if used is not None and quota else None
+        over = used is not None and quota is not None and used > quota
+        return {"used_bytes": used, "quota_bytes": quota, "percent": percent, "over_quota": over}
 
     # -- accounts and permissions --------------------------------------------------------------
 

@@ -171,6 +171,7 @@ ENTRYPOINTS = ("summary", "create_quote", "create_checkout", "get_checkout", "li
 @pytest.fixture
 def billing(session, roles):
     service = worker_factory(BillingService, db=session)
+    service.usage.summary_for.return_value = {"used_bytes": 0}
 
     def ends_like_a_worker(entrypoint):
         @functools.wraps(entrypoint)
@@ -801,3 +802,17 @@ def test_a_payment_that_arrives_before_its_subscription_still_sets_the_period(bi
     deliver(paid, completed)  # the payment first: no subscription here yet to put its period on
     subscription = subscription_of(billing, team.owner)
     assert (subscription["status"], subscription["current_period_end"]) == ("active", iso(PERIOD_END))
+
+
+def test_the_summary_shows_usage_against_the_plans_quota(billing, team, bought):
+    billing.usage.summary_for.return_value = {"used_bytes": 9663676416}  # 9 GiB of Starter's 10 GiB
+    assert billing.summary(team.owner, ORG)["usage"] == {
+        "used_bytes": 9663676416, "quota_bytes": 10737418240, "percent": 90.0, "over_quota": False}
+    billing.usage.summary_for.return_value = {"used_bytes": 10737418241}
+    assert billing.summary(team.owner, ORG)["usage"]["over_quota"] is True
+
+
+def test_a_silent_usage_service_does_not_break_the_billing_page(billing, team, bought):
+    billing.usage.summary_for.side_effect = RuntimeError("usage is down")
+    usage = billing.summary(team.owner, ORG)["usage"]
+    assert (usage["used_bytes"], usage["quota_bytes"], usage["percent"]) == (None, 10737418240, None)
