@@ -237,7 +237,8 @@ class BillingService(PaymentLinks, HealthMixin):
             "gateway_subscription_id": subscription.gateway_subscription_id,
             "account_id": str(account.id), "at_period_end": data["at_period_end"],
         })
-        self._apply_snapshot(account, snapshot, authoritative=True)
+        self._locked_account(str(account.id))
+        subscription = self._apply_snapshot(account, snapshot, authoritative=True)
         self.db.commit()
         return self._subscription_dict(subscription)
 
@@ -449,6 +450,7 @@ class BillingService(PaymentLinks, HealthMixin):
             "change_id": str(checkout.id), "gateway_subscription_id": subscription.gateway_subscription_id,
             "account_id": str(account.id), "checkout_id": str(checkout.id), "plan": quote.plan,
         })
+        self._locked_account(str(account.id))  # after the gateway call: serialise with its webhooks again
         self._apply_snapshot(account, snapshot, authoritative=True)
         self._complete(checkout)
         checkout.redirect_url = f"{settings().public_base_url}/billing/checkout/{checkout.id}/return"
@@ -489,8 +491,11 @@ class BillingService(PaymentLinks, HealthMixin):
     def _subscription_by_gateway_id(self, gateway_subscription_id):
         if not gateway_subscription_id:
             return None
+        # Always the committed row, locked: another worker (a webhook) may have moved it since this
+        # session loaded it, and the session keeps objects across commits.
         return self.db.scalar(select(Subscription).where(
-            Subscription.gateway_subscription_id == gateway_subscription_id))
+            Subscription.gateway_subscription_id == gateway_subscription_id).with_for_update()
+            .execution_options(populate_existing=True))
 
     def _new_subscription(self, account, gateway_subscription_id, checkout_id, plan, status):
         subscription = Subscription(
