@@ -6,13 +6,16 @@
 """
 import argparse
 import logging
+import os
 from pathlib import Path
+
+import psycopg
 
 from alembic import command
 from alembic.config import Config
 
 from shared import db
-from shared.config import SERVICE_NAMES
+from shared.config import SERVICE_NAMES, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +40,34 @@ def alembic_config(service_name):
 def upgrade(service_name):
     db.ensure_database(service_name)
     command.upgrade(alembic_config(service_name), "head")
+
+
+def drop_database(service_name):
+    url = db.database_url(service_name)
+    conninfo = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+def recreate_databases(prefix=None):
+    """Drop and migrate every service's database (under `prefix`, for tests and benchmarks)."""
+    previous = os.environ.get("DATABASE_PREFIX")
+    if prefix is not None:
+        os.environ["DATABASE_PREFIX"] = prefix
+    settings.cache_clear()
+    db.dispose_engines()
+    try:
+        for name in services_with_migrations():
+            drop_database(name)
+            upgrade(name)
+    finally:
+        db.dispose_engines()
+        if prefix is not None:
+            if previous is None:
+                os.environ.pop("DATABASE_PREFIX", None)
+            else:
+                os.environ["DATABASE_PREFIX"] = previous
+        settings.cache_clear()
 
 
 def upgrade_all(names=None):

@@ -14,30 +14,18 @@ os.environ.setdefault("INVITATION_TTL_SECONDS", "3600")
 
 from shared import db  # noqa: E402  (first: it makes psycopg cooperate with eventlet)
 
-import psycopg  # noqa: E402
 import pytest  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from shared.config import settings  # noqa: E402
-from shared.migrate import services_with_migrations, upgrade  # noqa: E402
-
-
-def drop_database(service_name):
-    url = db.database_url(service_name)
-    conninfo = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+from shared.migrate import recreate_databases, services_with_migrations  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def migrated_databases():
     """Fresh databases for every service with migrations, at head."""
-    names = services_with_migrations()
-    for name in names:
-        db.dispose_engines()
-        drop_database(name)
-        upgrade(name)
-    yield names
+    recreate_databases()
+    yield services_with_migrations()
     db.dispose_engines()
 
 

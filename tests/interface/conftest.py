@@ -1,13 +1,6 @@
-import socket
-
 import pytest
 from nameko.events import event_handler
 
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 
 from gateway_http.service import HttpGateway
 from shared.errors import Forbidden, NotFound, Unauthorized
-from tests.interface.conftest import free_port
+from deploy.stack import free_port
 
 ANN = {"id": "u1", "email": "ann@example.com", "name": "Ann", "country": "US", "created_at": "2026-01-01T00:00:00Z"}
 ORG = {"id": "o1", "name": "Acme", "country": "US", "owner_id": "u1", "created_at": "2026-01-01T00:00:00Z"}
