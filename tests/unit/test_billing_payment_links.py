@@ -7,7 +7,6 @@ payment is delivered by calling `on_link_paid` directly with a gateway.link_paid
 expiry timer by calling `expire_due_links()`. After every call the session is rolled back, as a
 worker's session is closed: only what the service committed survives.
 """
-import functools
 import itertools
 import logging
 from datetime import datetime, timedelta, timezone
@@ -21,6 +20,7 @@ from shared.config import settings
 from shared.errors import Conflict, Forbidden, GatewayError, NotFound, ValidationFailed
 from shared.events import validate_event
 from shared.outbox import rfc3339, utc_now
+from tests.unit.workers import end_like_workers
 from tests.unit.test_billing_service import (  # noqa: F401  (billing, deliver, refused, roles, session, team: fixtures)
     EXPECTED_STARTER_SUBSCRIPTION, NOW, ORG, PERSONAL, STARTER, billing, deliver, gateway_event, make_person,
     outbox_events, purchase_events, refused, roles, session, subscription_of, team,
@@ -83,18 +83,7 @@ def subscriptions_of(session, account_id):
 def link_entrypoints(billing, session):
     """The links entrypoints end like a worker too, and each adapter makes and deactivates links."""
 
-    def ends_like_a_worker(entrypoint):
-        @functools.wraps(entrypoint)
-        def call(*args, **kwargs):
-            try:
-                return entrypoint(*args, **kwargs)
-            finally:
-                session.rollback()
-
-        return call
-
-    for name in LINK_ENTRYPOINTS:
-        setattr(billing, name, ends_like_a_worker(getattr(billing, name)))
+    end_like_workers(billing, session, LINK_ENTRYPOINTS)
     for adapter, prefix in ((billing.gateway_stripe, "plink"), (billing.gateway_cashfree, "cflink")):
         adapter.create_payment_link.side_effect = gateway_links(prefix)
         adapter.cancel_payment_link.return_value = {"outcome": "cancelled"}

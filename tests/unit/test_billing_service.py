@@ -7,7 +7,6 @@ read back here. gateway.* events are delivered by calling the consumers directly
 (the consumer commits itself and dedupes on `event_id`). After every call the session is rolled
 back, as a worker's session is closed: only what the service committed survives.
 """
-import functools
 import itertools
 import logging
 import time
@@ -27,6 +26,7 @@ from shared.errors import Conflict, Forbidden, GatewayError, NotFound, Validatio
 from shared.events import validate_event
 from shared.outbox import rfc3339, utc_now
 from shared.permissions import MANAGE_BILLING, VIEW_BILLING, org_account
+from tests.unit.workers import end_like_workers
 
 ORG_ID = str(uuid4())
 ORG = org_account(ORG_ID)
@@ -173,18 +173,7 @@ def billing(session, roles):
     service = worker_factory(BillingService, db=session)
     service.usage.summary_for.return_value = {"used_bytes": 0}
 
-    def ends_like_a_worker(entrypoint):
-        @functools.wraps(entrypoint)
-        def call(*args, **kwargs):
-            try:
-                return entrypoint(*args, **kwargs)
-            finally:
-                session.rollback()  # the worker's session is closed: what it did not commit is gone
-
-        return call
-
-    for name in ENTRYPOINTS:
-        setattr(service, name, ends_like_a_worker(getattr(service, name)))
+    end_like_workers(service, session, ENTRYPOINTS)
     service.orgs.authorize.side_effect = fake_authorize(roles)
     for adapter in (service.gateway_stripe, service.gateway_cashfree):
         adapter.create_checkout.side_effect = hosted_checkouts()

@@ -5,7 +5,6 @@ outbox relay. Events from identity, orgs and billing are delivered by calling th
 directly, as nameko would (the consumer commits itself and dedupes on `event_id`). After every call
 the session is rolled back, as a worker's session is closed: only what the service committed survives.
 """
-import functools
 from datetime import datetime, timedelta, timezone
 from uuid import uuid4
 
@@ -21,6 +20,7 @@ from shared.events import validate_event
 from shared.outbox import rfc3339, utc_now
 from shared.permissions import VIEW_BILLING
 from shared.schemas import load_or_raise
+from tests.unit.workers import end_like_workers
 
 GIB = 1024 ** 3
 ENTRYPOINTS = ("record_events", "get_usage", "summary_for", "purge_raw_events", "on_user_signed_up",
@@ -45,18 +45,7 @@ def session(db_session):
 def usage(session):
     service = worker_factory(UsageService, db=session)
 
-    def ends_like_a_worker(entrypoint):
-        @functools.wraps(entrypoint)
-        def call(*args, **kwargs):
-            try:
-                return entrypoint(*args, **kwargs)
-            finally:
-                session.rollback()
-
-        return call
-
-    for name in ENTRYPOINTS:
-        setattr(service, name, ends_like_a_worker(getattr(service, name)))
+    end_like_workers(service, session, ENTRYPOINTS)
     return service
 
 
