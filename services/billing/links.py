@@ -118,8 +118,8 @@ class PaymentLinks:
         due = self.db.scalars(select(PaymentLink.id).where(
             PaymentLink.status == "active", PaymentLink.expires_at <= utc_now())).all()
         for link_id in due:
-            link = self.db.scalar(select(PaymentLink).where(PaymentLink.id == link_id).with_for_update())
-            account = self.db.get(BillingAccount, link.account_id)
+            account = self._locked_account(str(self._link_by_id(link_id, lock=False).account_id))
+            link = self._link_by_id(link_id)  # account, then link: the one lock order
             if link.status != "active":
                 self.db.rollback()
                 continue
@@ -145,11 +145,13 @@ class PaymentLinks:
     def on_link_paid(self, event):
         """A paid link credits its account: the plan from a subscription behind it (its own
         events follow), or one paid period when the payment was one-off."""
-        link = self._link_by_id(event["link_id"])
-        if link is None:
+        found = self._link_by_id(event["link_id"], lock=False)
+        if found is None:
             log.warning("link_paid for an unknown link: %s", event)
             return
-        account = self._locked_account(str(link.account_id))
+        # Locks in one order everywhere, account then link, or a cancel racing this would deadlock.
+        account = self._locked_account(str(found.account_id))
+        link = self._link_by_id(event["link_id"])
         if link.status != "paid":
             # Money was taken: paid wins over a cancel or an expiry that raced it.
             self._close_link(account, link, "paid")
@@ -200,11 +202,14 @@ class PaymentLinks:
         return link
 
     def _link_by_id(self, link_id, lock=True):
+        """The link; with `lock`, locked and re-read (take the account's lock first)."""
         link_uuid = parse_uuid(link_id)
         if link_uuid is None:
             return None
         query = select(PaymentLink).where(PaymentLink.id == link_uuid)
-        return self.db.scalar(query.with_for_update() if lock else query)
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        return self.db.scalar(query)
 
     def _end_one_off_periods(self):
         """A period paid once through a link ends without renewal; no gateway will say so."""
