@@ -114,22 +114,17 @@ class PaymentLinks:
     @timer(interval=EXPIRY_POLL_SECONDS)
     def expire_due_links(self):
         """Links past their expiry are deactivated at the gateway (Stripe's have no expiry of their
-        own), and failed creations are deactivated in case the gateway made them after all."""
+        own); so are the links of an account that has a plan now (a second payment would buy a
+        second one), and failed creations, in case the gateway made them after all."""
         due = self.db.scalars(select(PaymentLink.id).where(
             PaymentLink.status == "active", PaymentLink.expires_at <= utc_now())).all()
         for link_id in due:
-            account = self._locked_account(str(self._link_by_id(link_id, lock=False).account_id))
-            link = self._link_by_id(link_id)  # account, then link: the one lock order
-            if link.status != "active":
-                self.db.rollback()
-                continue
-            try:
-                outcome = self._deactivate(account, link)
-            except GatewayError:
-                self.db.rollback()
-                continue  # the next pass tries again
-            self._close_link(account, link, "paid" if outcome == "paid" else "expired")
-            self.db.commit()
+            self._close_at_gateway(link_id, "expired")
+        superseded = self.db.scalars(select(PaymentLink.id).join(
+            Subscription, Subscription.account_id == PaymentLink.account_id).where(
+            PaymentLink.status == "active", Subscription.status.in_(("active", "past_due")))).all()
+        for link_id in set(superseded):
+            self._close_at_gateway(link_id, "cancelled")
         self._end_one_off_periods()
         stuck_since = utc_now() - timedelta(seconds=2 * self.adapter_timeout_seconds)
         abandoned = self.db.scalars(select(PaymentLink).where(PaymentLink.abandoned_at.is_(None), or_(
@@ -163,6 +158,21 @@ class PaymentLinks:
                                    self._plan_for(account, link.plan_code), "active")
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _close_at_gateway(self, link_id, closed_status):
+        """Deactivate one active link at the gateway, then here (paid, if a payment beat us)."""
+        account = self._locked_account(str(self._link_by_id(link_id, lock=False).account_id))
+        link = self._link_by_id(link_id)  # account, then link: the one lock order
+        if link.status != "active":
+            self.db.rollback()
+            return
+        try:
+            outcome = self._deactivate(account, link)
+        except GatewayError:
+            self.db.rollback()
+            return  # the next pass tries again
+        self._close_link(account, link, "paid" if outcome == "paid" else closed_status)
+        self.db.commit()
 
     def _link_request(self, account, link, plan):
         base = settings().public_base_url

@@ -22,7 +22,7 @@ from shared.events import validate_event
 from shared.outbox import rfc3339, utc_now
 from tests.unit.workers import end_like_workers
 from tests.unit.test_billing_service import (  # noqa: F401  (billing, deliver, refused, roles, session, team: fixtures)
-    EXPECTED_STARTER_SUBSCRIPTION, NOW, ORG, PERSONAL, STARTER, billing, deliver, gateway_event, make_person,
+    EXPECTED_STARTER_SUBSCRIPTION, NOW, ORG, PERSONAL, STARTER, account_id, billing, deliver, gateway_event, make_person,
     outbox_events, purchase_events, refused, roles, session, subscription_of, team,
 )
 
@@ -768,3 +768,19 @@ def test_an_expired_quote_cannot_make_a_link(billing, team, session):
     with pytest.raises(Conflict) as raised:
         billing.create_payment_link(team.owner, ORG, {"quote_id": quote["id"]})
     assert raised.value.error_code == "QUOTE_EXPIRED"
+
+
+def test_once_the_account_has_a_plan_its_other_links_are_deactivated(billing, team, session, make_link, account_id,
+                                                                      deliver):
+    """A second payment through another link would buy a second plan: the expiry pass closes them."""
+    other = make_link()
+    checkout = billing.create_checkout(team.owner, ORG, {"plan_code": "growth_monthly"})
+    deliver(*purchase_events(account_id, checkout["id"]))
+
+    billing.expire_due_links()
+
+    (request,), _ = billing.gateway_stripe.cancel_payment_link.call_args
+    assert request["link_id"] == other["id"]
+    assert stored(session, other["id"]).status == "cancelled"
+    [cancelled] = outbox_events(session, "payment_link.cancelled")
+    assert cancelled["link_id"] == other["id"]
