@@ -27,7 +27,7 @@ from shared.errors import Conflict, GatewayError, NotFound, ValidationFailed
 from shared.events import COUNTRIES
 from shared.money import CURRENCY_BY_COUNTRY
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
-from shared.permissions import MANAGE_BILLING, VIEW_BILLING
+from shared.permissions import MANAGE_BILLING, VIEW_BILLING, quota_figures, requested_account
 from shared.schemas import Principal, load_or_raise
 from shared.service import HealthMixin, api_rpc
 
@@ -321,18 +321,14 @@ class BillingService(PaymentLinks, HealthMixin):
         except Exception:  # noqa: BLE001  (a timeout, an unknown service, a usage bug: same answer)
             log.warning("usage for account %s unavailable", account.id, exc_info=True)
             used = None
-        percent = round(used * 100 / quota, 2) if used is not None and quota else None
-        over = used is not None and quota is not None and used > quota
-        return {"used_bytes": used, "quota_bytes": quota, "percent": percent, "over_quota": over}
+        return quota_figures(used, quota)
 
     # -- accounts and permissions --------------------------------------------------------------
 
     def _account(self, actor, account_ref, action, lock=False):
         """(BillingAccount, role) after orgs.authorize; the account is made on first use."""
         actor = load_or_raise(Principal(), actor)
-        ref = {"kind": account_ref.get("kind"), "id": account_ref.get("id") or actor["id"]}
-        if ref["kind"] == "personal":
-            ref["id"] = actor["id"]  # {acct} = /billing/personal is always the caller's own
+        ref = requested_account(actor, account_ref)
         granted = self.orgs.authorize(actor["id"], ref, action)
         subject = granted["account"]
         country = subject.get("country") or actor["country"]

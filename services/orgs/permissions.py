@@ -9,7 +9,6 @@ from shared.permissions import (
 
 OWNER, SUPER_ADMIN, ADMIN, STANDARD = "owner", "super_admin", "admin", "standard"
 ROLES = (OWNER, SUPER_ADMIN, ADMIN, STANDARD)
-ASSIGNABLE_ROLES = (SUPER_ADMIN, ADMIN, STANDARD)  # "owner" moves only by a transfer
 
 ROLES_ALLOWED = {
     VIEW_ORG: {OWNER, SUPER_ADMIN, ADMIN, STANDARD},

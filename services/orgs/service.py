@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.orgs.models import Invitation, Membership, Organization, Outbox
 from services.orgs.permissions import (
-    ADMIN, ASSIGNABLE_ROLES, OWNER, STANDARD, SUPER_ADMIN, personal_owner_may, role_may,
+    ADMIN, OWNER, STANDARD, SUPER_ADMIN, personal_owner_may, role_may,
 )
 from services.orgs.schemas import ChangeRoleInput, CreateOrgInput, InviteInput, TransferInput
 from shared.config import settings

@@ -11,7 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.models import InboxMixin, OutboxMixin, utc_now_column
 
-ACCOUNT_KINDS = ("personal", "org")
+from shared.permissions import ACCOUNT_KINDS  # noqa: E402,F401  (re-exported for the service)
 
 
 class Base(DeclarativeBase):

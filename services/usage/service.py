@@ -27,10 +27,10 @@ from services.usage.models import (
 from services.usage.schemas import MAX_EVENTS_PER_REQUEST, TOO_MANY_EVENTS
 from shared.consumers import consumes
 from shared.db import Database
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import ValidationFailed
 from shared.outbox import add_event, OutboxRelay, rfc3339, utc_now
 from shared.periods import add_interval
-from shared.permissions import VIEW_BILLING
+from shared.permissions import VIEW_BILLING, quota_figures, requested_account
 from shared.schemas import Principal, load_or_raise
 from shared.service import HealthMixin, api_rpc
 
@@ -147,12 +147,6 @@ def period_of(account, moment):
     while add_interval(anchor, interval, step + 1) <= moment:
         step += 1
     return add_interval(anchor, interval, step), add_interval(anchor, interval, step + 1)
-
-
-def usage_numbers(used, quota):
-    return {"used_bytes": used, "quota_bytes": quota,
-            "percent": round(used * 100 / quota, 2) if quota else None,
-            "over_quota": quota is not None and used > quota}
 
 
 class UsageService(HealthMixin):
@@ -300,7 +294,7 @@ class UsageService(HealthMixin):
             .order_by(DailyUsage.day)).all()
         return {
             "period_start": rfc3339(start), "period_end": rfc3339(end),
-            **usage_numbers(used, account.quota_bytes if account else None),
+            **quota_figures(used, account.quota_bytes if account else None),
             "daily": [{"date": day.isoformat(), "used_bytes": value} for day, value in daily],
         }
 
@@ -315,17 +309,12 @@ class UsageService(HealthMixin):
         projection = self._account(kind, account_id)
         start, end = period_of(projection, utc_now())
         used = self._current_value((kind, account_id), METRICS[QUOTA_METRIC], start, end)
-        return usage_numbers(used, projection.quota_bytes if projection else None)
+        return quota_figures(used, projection.quota_bytes if projection else None)
 
     def _authorized(self, actor, account_ref):
         """(kind, account id) after orgs.authorize, as billing's _account asks it."""
         actor = load_or_raise(Principal(), actor)
-        account_ref = account_ref or {}
-        ref = {"kind": account_ref.get("kind"), "id": account_ref.get("id") or actor["id"]}
-        if ref["kind"] not in ACCOUNT_KINDS:
-            raise NotFound("No such account.")
-        if ref["kind"] == "personal":
-            ref["id"] = actor["id"]  # {acct} = /billing/personal is always the caller's own
+        ref = requested_account(actor, account_ref)
         granted = self.orgs.authorize(actor["id"], ref, VIEW_BILLING)
         return ref["kind"], str(granted["account"]["id"])
 

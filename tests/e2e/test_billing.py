@@ -7,66 +7,9 @@ import time
 
 import pytest
 
-from tests.e2e.gateways import DRIVERS, EventTap
+from tests.e2e.conftest import buy, eventually
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(params=sorted(DRIVERS))
-def region(request, stack):
-    driver = DRIVERS[request.param](stack)
-    yield driver
-    driver.clear_faults()
-    driver.assert_requests_valid()
-
-
-@pytest.fixture
-def tap(stack):
-    taps = []
-
-    def make(source, event_type):
-        taps.append(EventTap(stack.env["AMQP_URI"], source, event_type))
-        return taps[-1]
-
-    yield make
-    for one in taps:
-        one.close()
-
-
-def eventually(check, timeout=20, interval=0.2):
-    """Poll `check` until it returns a truthy value (webhooks arrive asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-@pytest.fixture
-def org_owner(sign_up, region):
-    owner = sign_up(country=region.country, name="Olive Owner")
-    org = owner.post("/api/v1/orgs", json={"name": "Acme"}).json()
-    owner.acct = f"/api/v1/orgs/{org['id']}/billing"
-    owner.org = org
-    return owner
-
-
-def buy(client, region, plan_code="growth_monthly"):
-    """Quote, Pay Now, press Pay on the gateway's page, and wait for the plan to be active."""
-    quote = client.post(f"{client.acct}/quotes", json={"plan_code": plan_code})
-    assert quote.status_code == 201, quote.text
-    checkout = client.post(f"{client.acct}/checkout", json={"quote_id": quote.json()["id"]})
-    assert checkout.status_code == 201, checkout.text
-    checkout = checkout.json()
-    assert (checkout["status"], checkout["gateway"]) == ("open", region.gateway)
-    back_home = region.pay(checkout["redirect_url"])
-    assert back_home.status_code == 200
-    # Gateways send their webhooks in any order: wait until the plan is active and its period known.
-    summary = eventually(lambda: (s := client.get(client.acct).json())["subscription"] and
-                         s["subscription"]["status"] == "active" and s["subscription"]["next_payment_date"] and s)
-    assert summary, client.get(client.acct).text
-    return checkout, summary
 
 
 @pytest.mark.parametrize("account_kind", ["org", "personal"])

@@ -3,7 +3,7 @@ with no account, cancelled, expired."""
 import psycopg
 import pytest
 
-from tests.e2e.test_billing import eventually, org_owner, region, tap  # noqa: F401  (shared fixtures)
+from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.e2e.test_billing import buy, eventually, org_owner, region, tap  # noqa: F401  (shared fixtures)
+from tests.e2e.conftest import buy, eventually
 
 pytestmark = pytest.mark.e2e
 GIB = 1024 ** 3

@@ -65,7 +65,6 @@ def test_a_crash_between_commit_and_publish_loses_no_event(container_factory, se
 
 
 def test_a_failed_publish_leaves_the_event_unsent_for_the_next_pass(db_session):
-    from services.orgs.models import Base  # noqa: F401  (metadata loaded)
     from shared import db
     from shared.outbox import add_event
 

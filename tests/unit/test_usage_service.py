@@ -5,7 +5,7 @@ outbox relay. Events from identity, orgs and billing are delivered by calling th
 directly, as nameko would (the consumer commits itself and dedupes on `event_id`). After every call
 the session is rolled back, as a worker's session is closed: only what the service committed survives.
 """
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from uuid import uuid4
 
 import pytest
