@@ -64,10 +64,14 @@ class Money:
         quotient = Decimal(self.amount) * Decimal(numerator) / Decimal(denominator)
         return Money(int(quotient.to_integral_value(rounding="ROUND_HALF_UP")), self.currency)
 
+    def to_major(self) -> Decimal:
+        """1234 usd -> Decimal('12.34'): for a gateway that takes major units (Cashfree's rupees)."""
+        return Decimal(self.amount).scaleb(-MINOR_UNIT_EXPONENT[self.currency])
+
     def format(self):
         """Human text, e.g. '$12.34' or '₹1,499.00'."""
         symbol = {"usd": "$", "inr": "₹"}[self.currency]
-        major = Decimal(self.amount).scaleb(-MINOR_UNIT_EXPONENT[self.currency])
+        major = self.to_major()
         sign = "-" if major < 0 else ""
         return f"{sign}{symbol}{abs(major):,.2f}"
 

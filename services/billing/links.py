@@ -153,7 +153,7 @@ class PaymentLinks:
         gateway_subscription_id = event["gateway_subscription_id"]
         if gateway_subscription_id is None:
             self._grant_one_period(account, link, event)
-        elif self._subscription_by_gateway_id(gateway_subscription_id) is None:
+        elif self._subscription_by_gateway_id(gateway_subscription_id, account) is None:
             self._new_subscription(account, gateway_subscription_id, None,
                                    self._plan_for(account, link.plan_code), "active")
 
@@ -234,7 +234,7 @@ class PaymentLinks:
     def _grant_one_period(self, account, link, event):
         """A one-off payment buys one period of the plan, with no renewal behind it."""
         gateway_subscription_id = f"link:{link.id}"
-        if self._subscription_by_gateway_id(gateway_subscription_id) is not None:
+        if self._subscription_by_gateway_id(gateway_subscription_id, account) is not None:
             return
         plan = self._plan_for(account, link.plan_code)
         subscription = self._new_subscription(account, gateway_subscription_id, None, plan, "active")

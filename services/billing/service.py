@@ -27,7 +27,8 @@ from shared.errors import Conflict, GatewayError, NotFound, ValidationFailed
 from shared.events import COUNTRIES
 from shared.money import CURRENCY_BY_COUNTRY
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
-from shared.permissions import MANAGE_BILLING, VIEW_BILLING, quota_figures, requested_account
+from shared.permissions import MANAGE_BILLING, VIEW_BILLING, requested_account
+from shared.quota import quota_figures
 from shared.schemas import Principal, load_or_raise
 from shared.service import HealthMixin, api_rpc
 
@@ -105,7 +106,7 @@ class BillingService(PaymentLinks, HealthMixin):
     @api_rpc
     def summary(self, actor, account_ref):
         """The billing page: account, current plan (None: "Buy Plan"), usage, and can_manage."""
-        account, role = self._account(actor, account_ref, VIEW_BILLING)
+        account, allowed = self._account(actor, account_ref, VIEW_BILLING)
         subscription = self._current_subscription(account)
         live = subscription is not None and subscription.status in ("active", "past_due")
         quota = self._plan(subscription.plan_code)["data_quota_bytes"] if live else None
@@ -113,7 +114,7 @@ class BillingService(PaymentLinks, HealthMixin):
             "account": self._account_dict(account, account_ref),
             "subscription": self._subscription_dict(subscription) if subscription else None,
             "usage": self._usage_brief(account, quota),
-            "can_manage": role in ("owner", "super_admin"),
+            "can_manage": MANAGE_BILLING in allowed,
         }
 
     @api_rpc
@@ -247,13 +248,13 @@ class BillingService(PaymentLinks, HealthMixin):
     @consumes("gateway.checkout_completed", sources=ADAPTER_SOURCES, inbox=Inbox)
     def on_checkout_completed(self, event):
         account = self._locked_account(event["account_id"])
-        checkout = self._checkout(event["checkout_id"])
+        checkout = self._checkout(event["checkout_id"], account) if account else None
         if account is None or checkout is None:
             log.warning("checkout_completed for unknown account/checkout: %s", event)
             return
         self._complete(checkout)
         if event["gateway_subscription_id"]:
-            subscription = self._subscription_by_gateway_id(event["gateway_subscription_id"])
+            subscription = self._subscription_by_gateway_id(event["gateway_subscription_id"], account)
             if subscription is None:  # the subscription's own events are late: start from the checkout
                 subscription = self._new_subscription(account, event["gateway_subscription_id"], checkout.id,
                                                       self._plan_for(account, checkout.plan_code), "active")
@@ -261,7 +262,8 @@ class BillingService(PaymentLinks, HealthMixin):
 
     @consumes("gateway.checkout_failed", sources=ADAPTER_SOURCES, inbox=Inbox)
     def on_checkout_failed(self, event):
-        checkout = self._checkout(event["checkout_id"])
+        account = self._locked_account(event["account_id"])
+        checkout = self._checkout(event["checkout_id"], account) if account else None
         if checkout is None or checkout.status not in ("open", "creating"):
             return  # a late "expired" never undoes a completed payment
         checkout.status = "failed" if event["reason"] == "declined" else "expired"
@@ -281,7 +283,7 @@ class BillingService(PaymentLinks, HealthMixin):
         if account is None:
             return
         self._record_payment(account, event, "paid")
-        subscription = self._subscription_by_gateway_id(event["gateway_subscription_id"])
+        subscription = self._subscription_by_gateway_id(event["gateway_subscription_id"], account)
         if subscription is None or subscription.status == "cancelled":
             return
         period_end, old_end = from_unix(event["period_end"]), subscription.current_period_end
@@ -300,7 +302,7 @@ class BillingService(PaymentLinks, HealthMixin):
             return
         if not self._record_payment(account, event, "failed"):
             return
-        subscription = self._subscription_by_gateway_id(event["gateway_subscription_id"])
+        subscription = self._subscription_by_gateway_id(event["gateway_subscription_id"], account)
         paid_since = self.db.scalar(select(Payment.id).where(
             Payment.gateway_invoice_id == event["gateway_invoice_id"], Payment.status == "paid"))
         if subscription is not None and subscription.status == "active" and paid_since is None:
@@ -326,7 +328,8 @@ class BillingService(PaymentLinks, HealthMixin):
     # -- accounts and permissions --------------------------------------------------------------
 
     def _account(self, actor, account_ref, action, lock=False):
-        """(BillingAccount, role) after orgs.authorize; the account is made on first use."""
+        """(BillingAccount, the actions the caller may take on it) after orgs.authorize; the
+        account is made on first use."""
         actor = load_or_raise(Principal(), actor)
         ref = requested_account(actor, account_ref)
         granted = self.orgs.authorize(actor["id"], ref, action)
@@ -343,7 +346,7 @@ class BillingService(PaymentLinks, HealthMixin):
         query = select(BillingAccount).where(BillingAccount.kind == ref["kind"],
                                              BillingAccount.owner_ref == subject["id"])
         account = self.db.scalar(query.with_for_update() if lock else query)
-        return account, granted["role"]
+        return account, granted["actions"]
 
     def _locked_account(self, account_id):
         account_uuid = parse_uuid(account_id)
@@ -460,11 +463,20 @@ class BillingService(PaymentLinks, HealthMixin):
         except eventlet.Timeout:
             raise GatewayError(details={"gateway": account.gateway}) from None
 
-    def _checkout(self, checkout_id):
+    def _checkout(self, checkout_id, account):
         checkout_uuid = parse_uuid(checkout_id)
         if checkout_uuid is None:
             return None
-        return self.db.scalar(select(Checkout).where(Checkout.id == checkout_uuid).with_for_update())
+        return self._owned_by(account, self.db.scalar(
+            select(Checkout).where(Checkout.id == checkout_uuid).with_for_update()))
+
+    @staticmethod
+    def _owned_by(account, record):
+        """A gateway fact names an account and our record; if they disagree, nothing is applied
+        (the handler's transaction rolls back and the fact is logged as not applicable)."""
+        if record is not None and record.account_id != account.id:
+            raise ValueError(f"{type(record).__name__} {record.id} is not account {account.id}'s")
+        return record
 
     def _complete(self, checkout):
         if checkout.status != "completed":
@@ -484,14 +496,14 @@ class BillingService(PaymentLinks, HealthMixin):
         current = self._current_subscription(account)
         return current if current is not None and current.status in ("active", "past_due") else None
 
-    def _subscription_by_gateway_id(self, gateway_subscription_id):
+    def _subscription_by_gateway_id(self, gateway_subscription_id, account):
         if not gateway_subscription_id:
             return None
         # Always the committed row, locked: another worker (a webhook) may have moved it since this
         # session loaded it, and the session keeps objects across commits.
-        return self.db.scalar(select(Subscription).where(
+        return self._owned_by(account, self.db.scalar(select(Subscription).where(
             Subscription.gateway_subscription_id == gateway_subscription_id).with_for_update()
-            .execution_options(populate_existing=True))
+            .execution_options(populate_existing=True)))
 
     def _new_subscription(self, account, gateway_subscription_id, checkout_id, plan, status):
         subscription = Subscription(
@@ -521,7 +533,7 @@ class BillingService(PaymentLinks, HealthMixin):
         `authoritative`: the gateway's answer to a change we just made. It is the newest state
         there is, even when a webhook stamped in the same second got here first.
         """
-        subscription = self._subscription_by_gateway_id(snapshot["gateway_subscription_id"])
+        subscription = self._subscription_by_gateway_id(snapshot["gateway_subscription_id"], account)
         if subscription is None:
             subscription = self._new_subscription(account, snapshot["gateway_subscription_id"],
                                                   snapshot["checkout_id"], self._plan_for(account, snapshot["plan_code"]),
@@ -539,7 +551,7 @@ class BillingService(PaymentLinks, HealthMixin):
         subscription.last_event_at = max(subscription.last_event_at, snapshot["gateway_event_at"])
 
         if snapshot["checkout_id"] and subscription.status == "active":
-            checkout = self._checkout(snapshot["checkout_id"])
+            checkout = self._checkout(snapshot["checkout_id"], account)
             if checkout is not None and checkout.kind == "new":
                 self._complete(checkout)  # the checkout's own event may be late or lost
         if old_plan != subscription.plan_code and subscription.purchased_at is not None:

@@ -20,6 +20,7 @@ from urllib3.util.retry import Retry
 
 from shared.config import settings
 from shared.errors import GatewayError
+from shared.money import Money
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,12 @@ def refusal_status(error: GatewayError):
 
 
 def rupees(paise: int) -> Decimal:
-    return Decimal(paise).scaleb(-2)
+    return Money(paise, "inr").to_major()
 
 
 def paise(amount) -> int:
     """Cashfree's rupee amount (Decimal, int or numeric string) in paise; refuses sub-paisa values."""
-    value = Decimal(str(amount)).scaleb(2)
-    if value != value.to_integral_value():
-        raise ValueError(f"{amount} has more precision than paise")
-    return int(value)
+    return Money.from_major(amount if isinstance(amount, (int, str)) else str(amount), "inr").amount
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import DateTime, String, Text
+from sqlalchemy import BigInteger, DateTime, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.models import InboxMixin, OutboxMixin, utc_now_column
@@ -32,6 +32,7 @@ class CashfreeSubscription(Base):
     checkout_id: Mapped[str] = mapped_column(String(64))
     plan_code: Mapped[str] = mapped_column(String(64))
     plan_label: Mapped[str] = mapped_column(String(200))  # "Growth (monthly)", for history lines
+    amount: Mapped[int] = mapped_column(BigInteger)  # the plan's price in paise, when Cashfree omits it
     interval: Mapped[str] = mapped_column(String(10))
     session_id: Mapped[str | None] = mapped_column(String(255))
     authorized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

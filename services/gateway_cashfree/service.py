@@ -69,6 +69,15 @@ def subscription_id_for(checkout_id):
     return f"chk_{checkout_id.replace('-', '')}"
 
 
+def _answer_field(answer, name):
+    """A field Cashfree's answer must carry; its absence is the gateway failing (502), not our bug."""
+    value = answer.get(name) if isinstance(answer, dict) else None
+    if not value:
+        log.warning("cashfree answered without %s: %r", name, answer)
+        raise GatewayError(details={"gateway": "cashfree"})
+    return value
+
+
 def _cashfree_time(value):
     """Cashfree's time strings (RFC 3339, often +05:30) as aware datetimes; None if absent."""
     if not value:
@@ -135,10 +144,11 @@ class GatewayCashfreeService(HealthMixin):
             "subscription_expiry_time": rfc3339(add_interval(now, "year", 10)),
             "subscription_tags": {"account_id": account["id"], "checkout_id": checkout_id, "plan_code": plan["code"]},
         })
-        session_id = created["subscription_session_id"]
+        session_id = _answer_field(created, "subscription_session_id")
         self.db.execute(insert(CashfreeSubscription).values(
             subscription_id=subscription_id, account_id=account["id"], checkout_id=checkout_id,
-            plan_code=plan["code"], plan_label=plan_label(plan), interval=plan["interval"], session_id=session_id,
+            plan_code=plan["code"], plan_label=plan_label(plan), amount=plan["amount"], interval=plan["interval"],
+            session_id=session_id,
         ).on_conflict_do_update(index_elements=["subscription_id"], set_={"session_id": session_id}))
         self.db.commit()
         return {"gateway_checkout_id": subscription_id,
@@ -169,7 +179,7 @@ class GatewayCashfreeService(HealthMixin):
             cashfree_link_id=cashfree_link_id, link_id=request["link_id"], account_id=account["id"],
         ).on_conflict_do_nothing())
         self.db.commit()
-        return {"gateway_link_id": cashfree_link_id, "url": made["link_url"]}
+        return {"gateway_link_id": cashfree_link_id, "url": _answer_field(made, "link_url")}
 
     @api_rpc
     def cancel_payment_link(self, request):
@@ -213,7 +223,7 @@ class GatewayCashfreeService(HealthMixin):
         answer = self._manage(subscription_id, "CHANGE_PLAN", f"change-{request['change_id']}", {"plan_id": plan_id})
         row = self._subscription_row(subscription_id)
         row.plan_code, row.interval = request["plan"]["code"], request["plan"]["interval"]
-        row.plan_label = plan_label(request["plan"])
+        row.plan_label, row.amount = plan_label(request["plan"]), request["plan"]["amount"]
         self.db.commit()
         return self._snapshot(answer, row, f"change-{request['change_id']}", int(time.time()))
 
@@ -475,7 +485,8 @@ class GatewayCashfreeService(HealthMixin):
             "gateway_subscription_id": row.subscription_id, "checkout_id": row.checkout_id,
             "plan_code": self._plan_code(subscription) or row.plan_code,
             "status": SUBSCRIPTION_STATUS.get(subscription.get("subscription_status"), "incomplete"),
-            "amount": paise(amount) if amount is not None else 0, "currency": "inr",
+            # Cashfree may leave plan_details out of a status change: the price we know is kept.
+            "amount": paise(amount) if amount is not None else row.amount, "currency": "inr",
             "current_period_start": _unix(row.current_period_start),
             "current_period_end": _unix(row.current_period_end),
             "cancel_at_period_end": row.cancel_at is not None,

@@ -111,7 +111,8 @@ class OrgsService(HealthMixin):
 
     @api_rpc
     def authorize(self, user_id, account, action):
-        """Check the permission table for `action` on `account`; returns `{account, role}`.
+        """Check the permission table for `action` on `account`; returns `{account, role, actions}`,
+        `actions` being everything the caller may do there (so callers need no copy of the table).
 
         Raises NotFound when the caller is not a member (or it is another user's personal
         account: never leak existence), Forbidden when the caller's role lacks the permission.
@@ -122,10 +123,11 @@ class OrgsService(HealthMixin):
             if str(account.get("id")) != str(user_id) or not personal_owner_may(action):
                 raise NotFound("No such account.")
             return {"account": {"kind": "personal", "id": str(user_id), "owner_id": str(user_id)},
-                    "role": OWNER}
+                    "role": OWNER, "actions": [a for a in ACTIONS if personal_owner_may(a)]}
         org, member = self._authorized({"id": user_id}, account.get("id"), action)
         return {"account": {"kind": "org", "id": str(org.id), "name": org.name, "country": org.country,
-                            "owner_id": str(org.owner_id)}, "role": member.role}
+                            "owner_id": str(org.owner_id)}, "role": member.role,
+                "actions": [a for a in ACTIONS if role_may(member.role, a)]}
 
     # -- invitations ---------------------------------------------------------------------------
 

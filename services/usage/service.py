@@ -30,7 +30,8 @@ from shared.db import Database
 from shared.errors import ValidationFailed
 from shared.outbox import add_event, OutboxRelay, rfc3339, utc_now
 from shared.periods import add_interval
-from shared.permissions import VIEW_BILLING, quota_figures, requested_account
+from shared.permissions import VIEW_BILLING, requested_account
+from shared.quota import quota_figures
 from shared.schemas import Principal, load_or_raise
 from shared.service import HealthMixin, api_rpc
 

@@ -68,7 +68,8 @@ def fake_authorize(roles):
         if ref["kind"] == "personal":
             if ref["id"] != user_id:
                 raise NotFound("Not found.")
-            return {"account": {"kind": "personal", "id": user_id, "owner_id": user_id}, "role": "owner"}
+            return {"account": {"kind": "personal", "id": user_id, "owner_id": user_id}, "role": "owner",
+                    "actions": ["billing.view", "billing.manage"]}
         role = roles.get(user_id) if ref["id"] == ORG_ID else None
         if role is None:
             raise NotFound("No such organization.")
@@ -76,7 +77,7 @@ def fake_authorize(roles):
             raise Forbidden()
         owner_id = next(user for user, held in roles.items() if held == "owner")
         return {"account": {"kind": "org", "id": ORG_ID, "name": "Acme", "country": "US", "owner_id": owner_id},
-                "role": role}
+                "role": role, "actions": [name for name, allowed in ROLES_ALLOWED.items() if role in allowed]}
 
     return authorize
 
@@ -805,3 +806,18 @@ def test_a_silent_usage_service_does_not_break_the_billing_page(billing, team, b
     billing.usage.summary_for.side_effect = RuntimeError("usage is down")
     usage = billing.summary(team.owner, ORG)["usage"]
     assert (usage["used_bytes"], usage["quota_bytes"], usage["percent"]) == (None, 10737418240, None)
+
+
+def test_a_gateway_fact_naming_another_accounts_checkout_or_subscription_changes_nothing(
+        billing, team, account_id, deliver, caplog, session):
+    """An event for account A that names B's checkout must not complete B's checkout or move B's plan."""
+    org_checkout = billing.create_checkout(team.owner, ORG, {"plan_code": "starter_monthly"})
+    billing.summary(team.owner, PERSONAL)  # the owner's personal account exists too
+    personal_id = str(session.scalar(select(BillingAccount.id).where(BillingAccount.kind == "personal")))
+    completed, _, _ = purchase_events(personal_id, org_checkout["id"])
+    _, payload = completed
+    with caplog.at_level("ERROR"):
+        billing.on_checkout_completed(payload)
+    assert billing.get_checkout(team.owner, ORG, org_checkout["id"])["status"] == "open"
+    assert subscription_of(billing, team.owner) is None
+    assert subscription_of(billing, team.owner, PERSONAL) is None

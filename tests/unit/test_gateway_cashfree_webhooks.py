@@ -58,7 +58,7 @@ def adapter(db_session):
     service.db.add(CashfreePlan(plan_id="starter_monthly_inr_149900", plan_code="starter_monthly", interval="month"))
     service.db.add(CashfreePlan(plan_id="growth_monthly_inr_399900", plan_code="growth_monthly", interval="month"))
     service.db.add(CashfreeSubscription(subscription_id=SUBSCRIPTION, account_id=ACCOUNT, checkout_id=CHECKOUT,
-                                        plan_code="starter_monthly", plan_label="Starter (monthly)",
+                                        plan_code="starter_monthly", plan_label="Starter (monthly)", amount=149900,
                                         interval="month"))
     service.db.commit()
     return service
@@ -212,3 +212,12 @@ def test_the_authorisation_alone_starts_the_first_period(adapter):
     start = datetime.fromisoformat(AUTHORISED_AT)
     assert (snapshot["current_period_start"], snapshot["current_period_end"]) == (
         int(start.timestamp()), int(start.replace(month=12).timestamp()))
+
+
+def test_a_status_change_without_plan_details_keeps_the_known_price(adapter):
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    bare = status_changed()
+    del bare["subscription_details"]["plan_details"]
+    deliver(adapter, webhook("SUBSCRIPTION_STATUS_CHANGED", bare))
+    snapshot = facts(adapter, "gateway.subscription_updated")[0][1]
+    assert (snapshot["plan_code"], snapshot["amount"]) == ("starter_monthly", 149900)

@@ -46,3 +46,8 @@ def test_prorate_rounds_half_up_to_a_whole_minor_unit(numerator, denominator, ex
 def test_format_for_people():
     assert Money(149900, "inr").format() == "₹1,499.00"
     assert Money(-1234, "usd").format() == "-$12.34"
+
+
+def test_major_units_round_trip_exactly():
+    assert str(Money(149950, "inr").to_major()) == "1499.50"
+    assert Money.from_major(Money(1, "usd").to_major(), "usd") == Money(1, "usd")

@@ -228,6 +228,8 @@ def test_each_role_may_do_what_the_permission_table_says(orgs, refused, org_with
     if allowed:
         answer = orgs.authorize(user_id, account, action)
         assert answer["role"] == role
+        # everything the role may do there, as the table says (callers need no copy of it)
+        assert set(answer["actions"]) == {a for a, row in PERMISSION_TABLE.items() if dict(zip(ROLES, row))[role]}
         assert answer["account"] == {"kind": "org", "id": team.org_id, "name": team.org["name"],
                                      "country": team.org["country"], "owner_id": team.owner["id"]}
     else:
@@ -257,6 +259,7 @@ def test_a_user_may_do_billing_on_their_own_personal_account(orgs, action):
     me = make_person()["id"]
     assert orgs.authorize(me, personal_account(me), action) == {
         "account": {"kind": "personal", "id": me, "owner_id": me}, "role": "owner",
+        "actions": list(BILLING_ACTIONS),
     }
     assert orgs.can(me, personal_account(me), action) is True
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: b90625440d8d
+Revision ID: 7d56df724a3f
 Revises: 
-Create Date: 2026-11-26 11:56:36.854596
+Create Date: 2026-11-26 12:48:55.897986
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision: str = 'b90625440d8d'
+revision: str = '7d56df724a3f'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -67,6 +67,7 @@ def upgrade() -> None:
     sa.Column('checkout_id', sa.String(length=64), nullable=False),
     sa.Column('plan_code', sa.String(length=64), nullable=False),
     sa.Column('plan_label', sa.String(length=200), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('interval', sa.String(length=10), nullable=False),
     sa.Column('session_id', sa.String(length=255), nullable=True),
     sa.Column('authorized_at', sa.DateTime(timezone=True), nullable=True),
