@@ -6,6 +6,8 @@ consumer's inbox key: a redelivery has the same id) and `occurred_at`.
 """
 from marshmallow import Schema, fields, validate
 
+from shared.permissions import ACCOUNT_KINDS
+
 ROLES = ("owner", "super_admin", "admin", "standard")
 COUNTRIES = ("US", "IN")
 
@@ -108,7 +110,7 @@ class GatewayPayment(GatewayEvent):
 
 # billing: what other services react to (usage takes quotas and periods from these).
 class AccountRef(Schema):
-    kind = fields.String(required=True, validate=validate.OneOf(("personal", "org")))
+    kind = fields.String(required=True, validate=validate.OneOf(ACCOUNT_KINDS))
     id = fields.String(required=True)  # the user id or the org id
 
 

@@ -111,7 +111,7 @@ class BillingService(PaymentLinks, HealthMixin):
         live = subscription is not None and subscription.status in ("active", "past_due")
         quota = self._plan(subscription.plan_code)["data_quota_bytes"] if live else None
         return {
-            "account": self._account_dict(account, account_ref),
+            "account": self._account_dict(account),
             "subscription": self._subscription_dict(subscription) if subscription else None,
             "usage": self._usage_brief(account, quota),
             "can_manage": MANAGE_BILLING in allowed,
@@ -355,7 +355,7 @@ class BillingService(PaymentLinks, HealthMixin):
         return self.db.scalar(select(BillingAccount).where(BillingAccount.id == account_uuid).with_for_update())
 
     @staticmethod
-    def _account_dict(account, account_ref):
+    def _account_dict(account):
         return {"kind": account.kind, "id": account.owner_ref, "billing_account_id": str(account.id),
                 "country": account.country, "currency": account.currency, "gateway": account.gateway}
 

@@ -287,24 +287,6 @@ class GatewayCashfreeService(HealthMixin):
         return methods
 
     @api_rpc
-    def list_invoices(self, account_id):
-        """Charges of the account's subscriptions as history lines, newest first."""
-        rows = self.db.scalars(select(CashfreeSubscription).where(CashfreeSubscription.account_id == account_id)).all()
-        lines = []
-        for row in rows:
-            for payment in cashfree_api.call("GET", f"/subscriptions/{row.subscription_id}/payments"):
-                status = {"SUCCESS": "paid", "FAILED": "failed"}.get(payment.get("payment_status"))
-                if status:
-                    lines.append({
-                        "id": str(payment.get("cf_payment_id") or payment.get("payment_id")),
-                        "date": _unix(_cashfree_time(payment.get("payment_initiated_date"))),
-                        "amount": paise(payment["payment_amount"]), "currency": "inr", "status": status,
-                        "description": f"Subscription {payment.get('payment_type', 'CHARGE').lower()}",
-                        "invoice_url": None,
-                    })
-        return sorted(lines, key=lambda line: line["date"] or 0, reverse=True)
-
-    @api_rpc
     def handle_webhook(self, headers, body):
         """Verify, store once, and announce a Cashfree webhook. Raises BadRequest (400) on a missing,
         forged or stale signature (nothing stored). Returns {"status": accepted|duplicate}."""

@@ -161,20 +161,6 @@ class GatewayStripeService(HealthMixin):
         return sorted(methods, key=lambda method: not method["is_default"])
 
     @api_rpc
-    def list_invoices(self, account_id):
-        """The account's invoices as history lines, newest first. Raises GatewayError."""
-        customer_id = self._customer_id(account_id)
-        if customer_id is None:
-            return []
-        status = {"paid": "paid", "open": "failed", "uncollectible": "failed", "void": "failed"}
-        return [{
-            "id": invoice.id, "date": invoice.created, "amount": invoice.amount_paid or invoice.amount_due,
-            "currency": invoice.currency, "status": status.get(invoice.status, "failed"),
-            "description": invoice.lines.data[-1].description if invoice.lines.data else "Subscription payment",
-            "invoice_url": invoice.hosted_invoice_url,
-        } for invoice in stripe_api.list_invoices(customer_id) if invoice.status != "draft"]
-
-    @api_rpc
     def handle_webhook(self, headers, body):
         """Verify, store once, and announce a Stripe webhook. Raises BadRequest (400) on a missing,
         forged or stale signature; nothing is stored then. Returns {"status": accepted|duplicate}."""

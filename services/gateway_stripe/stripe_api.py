@@ -153,11 +153,6 @@ def list_payment_methods(customer_id):
 
 
 @gateway_errors
-def list_invoices(customer_id, limit=24):
-    return client().v1.invoices.list(params={"customer": customer_id, "limit": limit}).data
-
-
-@gateway_errors
 def retrieve_customer(customer_id):
     return client().v1.customers.retrieve(customer_id)
 

@@ -139,13 +139,6 @@ class IdentityService(HealthMixin):
         return {"user": user_dict(user), "pending_plan": pending_plan_dict(user)}
 
     @api_rpc
-    def get_users(self, user_ids):
-        """Users by id (unknown ids are left out)."""
-        ids = [uuid for uuid in map(parse_uuid, user_ids) if uuid]
-        users = self.db.scalars(select(User).where(User.id.in_(ids))).all()
-        return [user_dict(user) for user in users]
-
-    @api_rpc
     def dismiss_pending_plan(self, user_id):
         user = self._get(user_id)
         user.pending_plan_code = None

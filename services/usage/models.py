@@ -11,8 +11,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.models import InboxMixin, OutboxMixin, utc_now_column
 
-from shared.permissions import ACCOUNT_KINDS  # noqa: E402,F401  (re-exported for the service)
-
 
 class Base(DeclarativeBase):
     pass

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.usage.metrics import BIGINT_MAX, METRICS, QUOTA_METRIC
 from services.usage.models import (
-    ACCOUNT_KINDS, DailyUsage, Inbox, Outbox, PeriodUsage, ThresholdCrossing, UsageAccount, UsageEvent,
+    DailyUsage, Inbox, Outbox, PeriodUsage, ThresholdCrossing, UsageAccount, UsageEvent,
 )
 from services.usage.schemas import MAX_EVENTS_PER_REQUEST, TOO_MANY_EVENTS
 from shared.consumers import consumes
@@ -30,7 +30,7 @@ from shared.db import Database
 from shared.errors import ValidationFailed
 from shared.outbox import add_event, OutboxRelay, rfc3339, utc_now
 from shared.periods import add_interval
-from shared.permissions import VIEW_BILLING, requested_account
+from shared.permissions import ACCOUNT_KINDS, VIEW_BILLING, requested_account
 from shared.quota import quota_figures
 from shared.schemas import Principal, load_or_raise
 from shared.service import HealthMixin, api_rpc

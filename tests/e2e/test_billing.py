@@ -164,8 +164,8 @@ def test_billing_permissions_by_role(team):
     }
     for caller, (view, manage) in expected.items():
         client = members[caller]
-        assert client.get(acct).status_code == view, caller
-        assert client.get(f"{acct}/history").status_code == view, caller
+        for read in ("", "/history", "/payment-methods", "/usage", "/payment-links"):
+            assert client.get(f"{acct}{read}").status_code == view, (caller, read)
         assert client.post(f"{acct}/quotes", json={"plan_code": "starter_monthly"}).status_code == manage, caller
         if manage != 201:
             assert client.post(f"{acct}/checkout", json={"plan_code": "starter_monthly"}).status_code == manage

@@ -69,7 +69,7 @@ def test_a_paid_link_cannot_be_cancelled(org_owner, region):
     assert eventually(lambda: (s := org_owner.get(org_owner.acct).json()["subscription"]) and s["status"] == "active")
 
 
-def test_link_permissions_by_role(team, region):
+def test_link_permissions_by_role(team):
     org, members = team
     acct = f"/api/v1/orgs/{org['id']}/billing/payment-links"
     made = members["owner"].post(acct, json={"plan_code": "starter_monthly"})
