@@ -52,6 +52,7 @@ class HttpGateway:
     orgs = RpcProxy("orgs")
     billing = RpcProxy("billing")
     usage = RpcProxy("usage")
+    usage_ingest = RpcProxy("usage_ingest")  # the write side of usage, a process of its own
     gateway_stripe = RpcProxy("gateway_stripe")
     gateway_cashfree = RpcProxy("gateway_cashfree")
 
@@ -256,7 +257,7 @@ class HttpGateway:
         batch = parse_json(call.body)
         # The usage service checks the batch (a list, at most 1000) and each event, fast, and says
         # which ones it refused and why: a batch with some bad events still records the good ones.
-        return 202, self.usage.record_events(batch.get("events") if isinstance(batch, dict) else None)
+        return 202, self.usage_ingest.record_events(batch.get("events") if isinstance(batch, dict) else None)
 
     # -- gateways ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
-SERVICE_NAMES = ("identity", "orgs", "billing", "gateway_stripe", "gateway_cashfree", "usage")
+SERVICE_NAMES = ("identity", "orgs", "billing", "gateway_stripe", "gateway_cashfree", "usage", "usage_ingest")
 
 
 @dataclass(frozen=True)

@@ -99,10 +99,17 @@ def make_session_factory(service_name):
 
 
 class Database(DependencyProvider):
-    """Hands each worker a fresh `Session`; whatever the worker did not commit is rolled back."""
+    """Hands each worker a fresh `Session`; whatever the worker did not commit is rolled back.
+
+    `owner`: the service whose database this is, when a service runs in more than one nameko
+    service (usage's ingestion runs apart from its reads); by default the container's own.
+    """
+
+    def __init__(self, owner=None):
+        self.owner = owner
 
     def setup(self):
-        self.session_factory = make_session_factory(self.container.service_name)
+        self.session_factory = make_session_factory(self.owner or self.container.service_name)
         self.sessions = WeakKeyDictionary()
 
     def get_dependency(self, worker_ctx):

@@ -95,12 +95,17 @@ class OutboxRelay(DependencyProvider):
     (events left by a crashed process, or a broker that was down).
     """
 
-    def __init__(self, outbox_model, poll_interval=1.0):
+    def __init__(self, outbox_model, poll_interval=1.0, owner=None):
         self.outbox_model = outbox_model
         self.poll_interval = poll_interval
+        self.owner = owner  # as Database's: whose outbox, and whose name the events go out under
+
+    @property
+    def service_name(self):
+        return self.owner or self.container.service_name
 
     def setup(self):
-        service_name = self.container.service_name
+        service_name = self.service_name
         self.session_factory = db.make_session_factory(service_name)
         self.publish = event_publisher(service_name, self.container.config)
         self._wakeup = Event()
@@ -115,11 +120,11 @@ class OutboxRelay(DependencyProvider):
         self._running = False
         self.wake()
         self._thread.wait()
-        db.remove_commit_listener(self.container.service_name, self.wake)
+        db.remove_commit_listener(self.service_name, self.wake)
 
     def kill(self):
         self._running = False
-        db.remove_commit_listener(self.container.service_name, self.wake)
+        db.remove_commit_listener(self.service_name, self.wake)
 
     def wake(self):
         if not self._wakeup.ready():

@@ -1,6 +1,6 @@
 """Run one service in its own process:  python -m shared.runner <name>
 
-Names: identity, orgs, billing, gateway_stripe, gateway_cashfree, usage, gateway_http.
+Names: identity, orgs, billing, gateway_stripe, gateway_cashfree, usage, usage_ingest, gateway_http.
 Configuration comes from the environment (shared.config); SIGTERM stops the service gracefully
 (in-flight workers finish), a second signal kills it.
 """
@@ -26,8 +26,15 @@ SERVICE_CLASSES = {
     "gateway_stripe": "services.gateway_stripe.service:GatewayStripeService",
     "gateway_cashfree": "services.gateway_cashfree.service:GatewayCashfreeService",
     "usage": "services.usage.service:UsageService",
+    "usage_ingest": "services.usage.ingest:UsageIngestService",
     "gateway_http": "gateway_http.service:HttpGateway",
 }
+
+
+# Workers per process where the default (10) is wrong. A usage batch is CPU work; two in flight keep
+# the database busy while leaving CPU for everything latency-bound (reads); the batches beyond two
+# wait in RabbitMQ, which costs nothing.
+MAX_WORKERS = {"usage_ingest": 2}
 
 
 def service_class(name):
@@ -50,7 +57,8 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {argv[0]} %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(ExpectedErrorsInOneLine())
-    run([service_class(argv[0])], settings().nameko_config())
+    run([service_class(argv[0])], settings().nameko_config(**(
+        {"max_workers": MAX_WORKERS[argv[0]]} if argv[0] in MAX_WORKERS else {})))
 
 
 if __name__ == "__main__":

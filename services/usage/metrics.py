@@ -29,9 +29,10 @@ class Metric:
         """(set_, where) for ON CONFLICT DO UPDATE of an aggregate row."""
         raise NotImplementedError
 
-    def upsert(self, model, key_columns, rows):
-        """INSERT rows ... ON CONFLICT (key) DO UPDATE as this metric folds."""
-        stmt = insert(model).values(rows)
+    def upsert(self, model, key_columns):
+        """INSERT ... ON CONFLICT (key) DO UPDATE as this metric folds; executed with a list of rows
+        (executemany), so the statement is compiled once and cached, whatever the batch."""
+        stmt = insert(model)
         set_, where = self.conflict_update(model.__table__.c, stmt.excluded)
         return stmt.on_conflict_do_update(index_elements=key_columns, set_=set_, where=where)
 

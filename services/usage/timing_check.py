@@ -20,8 +20,9 @@ from nameko.testing.services import worker_factory  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.dialects.postgresql import insert  # noqa: E402
 
-from services.usage.models import UsageEvent  # noqa: E402
-from services.usage.service import UsageService, parse_rfc3339  # noqa: E402
+from services.usage.models import UsageAccount, UsageEvent  # noqa: E402
+from services.usage.ingest import UsageIngestService
+from services.usage.reports import parse_rfc3339  # noqa: E402
 from shared import db  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
 from shared.outbox import rfc3339, utc_now  # noqa: E402
@@ -58,10 +59,10 @@ def main():
     upgrade("usage")
     session = db.make_session_factory("usage")()
     truncate(session)
-    service = worker_factory(UsageService, db=session)
+    service = worker_factory(UsageIngestService, db=session)
     accounts = [{"kind": "org", "id": str(uuid4())} for _ in range(10)]
     for account in accounts:
-        service._learn_account(account["kind"], account["id"])
+        session.add(UsageAccount(kind=account["kind"], account_id=account["id"], status="none"))
     session.commit()
 
     service.record_events(batch(accounts))  # warm-up (connection, statement compilation)

@@ -12,6 +12,7 @@ from nameko.testing.services import replace_dependencies
 from openapi_spec_validator import validate
 
 from gateway_http.service import HttpGateway
+from shared.config import SERVICE_NAMES, settings
 from shared.errors import Forbidden, NotFound, Unauthorized
 from deploy.stack import free_port
 
@@ -24,11 +25,7 @@ AUTH = {"Authorization": "Bearer good-token"}
 def gateway(container_factory, service_config):
     port = free_port()
     container = container_factory(HttpGateway, {**service_config, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}"})
-    mocks = dict(zip(
-        ("identity", "orgs", "billing", "usage", "gateway_stripe", "gateway_cashfree"),
-        replace_dependencies(container, "identity", "orgs", "billing", "usage", "gateway_stripe",
-                             "gateway_cashfree"),
-    ))
+    mocks = dict(zip(SERVICE_NAMES, replace_dependencies(container, *SERVICE_NAMES)))
 
     def authenticate(token):
         if token != "good-token":
@@ -154,10 +151,11 @@ def test_plans_need_a_country_when_anonymous(gateway):
 
 
 def test_healthz_names_each_service(gateway):
-    for name in ("identity", "orgs", "billing", "usage", "gateway_stripe", "gateway_cashfree"):
+    for name in SERVICE_NAMES:
         gateway.services[name].health.return_value = "ok"
-    assert gateway.get("/healthz").json() == {"status": "ok", "services": dict.fromkeys(
-        ("identity", "orgs", "billing", "usage", "gateway_stripe", "gateway_cashfree"), "ok")}
+    assert gateway.get("/healthz").json() == {"status": "ok", "services": dict.fromkeys(SERVICE_NAMES, "ok")}
+    assert {"identity", "orgs", "billing", "usage", "usage_ingest", "gateway_stripe",
+            "gateway_cashfree"} == set(SERVICE_NAMES)
 
     gateway.services["usage"].health.side_effect = RpcTimeout()
     response = gateway.get("/healthz")
@@ -198,3 +196,24 @@ def test_a_chunked_body_within_the_limit_is_read(gateway):
     response = gateway.post("/api/v1/orgs", data=iter([b'{"name": ', b'"Acme"}']), headers=AUTH)
     assert response.status_code == 201, response.text
     gateway.services["orgs"].create_org.assert_called_once_with(ANN, {"name": "Acme", "country": None})
+
+
+def test_usage_reports_go_to_the_ingestion_process_and_its_answer_comes_back(gateway, monkeypatch):
+    monkeypatch.setenv("USAGE_INGEST_KEY", "ingest-key")
+    settings.cache_clear()
+    try:
+        answer = {"accepted": 1, "duplicates": 0, "rejected": [{"id": "b", "reason": "negative_value"}]}
+        gateway.services["usage_ingest"].record_events.return_value = answer
+        events = [{"id": "a", "account": {"kind": "org", "id": "o"}, "metric": "storage_bytes", "value": 1,
+                   "timestamp": "2026-01-01T00:00:00Z"}]
+        response = gateway.post("/api/v1/usage/events", json={"events": events},
+                                headers={"Authorization": "Bearer ingest-key"})
+        assert (response.status_code, response.json()) == (202, answer)
+        gateway.services["usage_ingest"].record_events.assert_called_once_with(events)
+        gateway.services["usage"].record_events.assert_not_called()
+
+        assert_error(gateway.post("/api/v1/usage/events", json={"events": events},
+                                  headers={"Authorization": "Bearer another-key"}), 401)
+        assert gateway.services["usage_ingest"].record_events.call_count == 1
+    finally:
+        settings.cache_clear()

@@ -13,7 +13,9 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import func, select, update
 
 from services.usage.models import DailyUsage, Outbox, PeriodUsage, UsageEvent
-from services.usage.service import UsageService, calendar_month
+from services.usage.ingest import UsageIngestService
+from services.usage.periods import calendar_month
+from services.usage.service import UsageService
 from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.events import validate_event
 from shared.outbox import rfc3339, utc_now
@@ -21,7 +23,7 @@ from shared.permissions import VIEW_BILLING
 from tests.unit.workers import end_like_workers
 
 GIB = 1024 ** 3
-ENTRYPOINTS = ("record_events", "get_usage", "summary_for", "purge_raw_events", "on_user_signed_up",
+ENTRYPOINTS = ("get_usage", "summary_for", "purge_raw_events", "on_user_signed_up",
                "on_org_created", "on_plan_purchased", "on_plan_changed", "on_plan_renewed", "on_plan_cancelled")
 
 
@@ -44,6 +46,13 @@ def usage(session):
     service = worker_factory(UsageService, db=session)
 
     end_like_workers(service, session, ENTRYPOINTS)
+    return service
+
+
+@pytest.fixture
+def ingest(session):
+    service = worker_factory(UsageIngestService, db=session)
+    end_like_workers(service, session, ("record_events",))
     return service
 
 
@@ -107,30 +116,30 @@ def current_period():
 
 # -- ingestion ---------------------------------------------------------------------------------
 
-def test_a_good_batch_is_accepted(usage, account, session):
+def test_a_good_batch_is_accepted(usage, account, session, ingest):
     events = [report(account, 100 * i, utc_now() - timedelta(minutes=10 - i)) for i in range(5)]
-    assert usage.record_events(events) == {"accepted": 5, "duplicates": 0, "rejected": []}
+    assert ingest.record_events(events) == {"accepted": 5, "duplicates": 0, "rejected": []}
     assert session.scalar(select(func.count()).select_from(UsageEvent)) == 5
     assert usage.summary_for(account)["used_bytes"] == 400
 
 
-def test_the_same_batch_twice_is_all_duplicates_and_applied_once(usage, account, session):
+def test_the_same_batch_twice_is_all_duplicates_and_applied_once(usage, account, session, ingest):
     events = [report(account, 10, metric="transfer_bytes") for _ in range(3)]
-    usage.record_events(events)
-    assert usage.record_events(events) == {"accepted": 0, "duplicates": 3, "rejected": []}
+    ingest.record_events(events)
+    assert ingest.record_events(events) == {"accepted": 0, "duplicates": 3, "rejected": []}
     assert session.scalar(select(PeriodUsage.value).where(PeriodUsage.metric == "transfer_bytes")) == 30
     assert session.scalar(select(DailyUsage.value).where(DailyUsage.metric == "transfer_bytes")) == 30
 
 
-def test_duplicates_inside_one_batch_count_once(usage, account, session):
+def test_duplicates_inside_one_batch_count_once(usage, account, session, ingest):
     event = report(account, 7, metric="transfer_bytes")
     conflicting = {**event, "value": 8}
-    result = usage.record_events([event, dict(event), conflicting])
+    result = ingest.record_events([event, dict(event), conflicting])
     assert result == {"accepted": 1, "duplicates": 1, "rejected": [{"id": event["id"], "reason": "duplicate_in_batch"}]}
     assert session.scalar(select(PeriodUsage.value).where(PeriodUsage.metric == "transfer_bytes")) == 7
 
 
-def test_a_batch_with_some_bad_events_accepts_the_good_ones(usage, account):
+def test_a_batch_with_some_bad_events_accepts_the_good_ones(usage, account, ingest):
     good = report(account, 5)
     bad = [
         {**report(account, 1), "id": ""},
@@ -138,88 +147,88 @@ def test_a_batch_with_some_bad_events_accepts_the_good_ones(usage, account):
         {**report(account, 1), "timestamp": "yesterday"},
         "not an object",
     ]
-    result = usage.record_events([bad[0], good, *bad[1:]])
+    result = ingest.record_events([bad[0], good, *bad[1:]])
     assert result["accepted"] == 1 and result["duplicates"] == 0
     assert [entry["reason"] for entry in result["rejected"]] == [
         "missing_id", "bad_account", "bad_timestamp", "bad_event"]
 
 
-def test_negative_values_are_rejected(usage, account):
+def test_negative_values_are_rejected(usage, account, ingest):
     event = report(account, -1)
-    assert usage.record_events([event])["rejected"] == [{"id": event["id"], "reason": "negative_value"}]
+    assert ingest.record_events([event])["rejected"] == [{"id": event["id"], "reason": "negative_value"}]
 
 
 @pytest.mark.parametrize("value", [True, False, 1.0, 1.5, "10", None, 2 ** 63])
-def test_bool_float_string_and_huge_values_are_rejected(usage, account, value):
-    result = usage.record_events([report(account, value)])
+def test_bool_float_string_and_huge_values_are_rejected(usage, account, value, ingest):
+    result = ingest.record_events([report(account, value)])
     assert result["accepted"] == 0
     assert result["rejected"][0]["reason"] in ("bad_value", "value_too_large")
 
 
-def test_timestamps_far_in_the_future_are_rejected(usage, account):
+def test_timestamps_far_in_the_future_are_rejected(usage, account, ingest):
     soon, later = report(account, 1, utc_now() + timedelta(minutes=4)), report(account, 1, utc_now() + timedelta(hours=1))
-    result = usage.record_events([soon, later])
+    result = ingest.record_events([soon, later])
     assert result["accepted"] == 1
     assert result["rejected"] == [{"id": later["id"], "reason": "future_timestamp"}]
 
 
-def test_timestamps_older_than_the_raw_retention_are_rejected(usage, account):
+def test_timestamps_older_than_the_raw_retention_are_rejected(usage, account, ingest):
     old = report(account, 1, utc_now() - timedelta(days=36))
-    assert usage.record_events([old])["rejected"] == [{"id": old["id"], "reason": "too_old"}]
+    assert ingest.record_events([old])["rejected"] == [{"id": old["id"], "reason": "too_old"}]
 
 
-def test_offset_timestamps_are_accepted(usage, account):
+def test_offset_timestamps_are_accepted(usage, account, ingest):
     at = (utc_now() - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat()
-    assert usage.record_events([{**report(account, 1), "timestamp": at}])["accepted"] == 1
+    assert ingest.record_events([{**report(account, 1), "timestamp": at}])["accepted"] == 1
 
 
-def test_unknown_accounts_are_rejected(usage, account):
+def test_unknown_accounts_are_rejected(usage, account, ingest):
     stranger = report({"kind": "org", "id": str(uuid4())}, 1)
-    result = usage.record_events([stranger, report(account, 1)])
+    result = ingest.record_events([stranger, report(account, 1)])
     assert result["accepted"] == 1
     assert result["rejected"] == [{"id": stranger["id"], "reason": "unknown_account"}]
 
 
-def test_unknown_metrics_are_rejected(usage, account):
+def test_unknown_metrics_are_rejected(usage, account, ingest):
     event = report(account, 1, metric="cpu_seconds")
-    assert usage.record_events([event])["rejected"] == [{"id": event["id"], "reason": "unknown_metric"}]
+    assert ingest.record_events([event])["rejected"] == [{"id": event["id"], "reason": "unknown_metric"}]
 
 
-def test_more_than_1000_events_fail_the_request(usage, account):
+def test_more_than_1000_events_fail_the_request(usage, account, ingest):
     with pytest.raises(ValidationFailed) as raised:
-        usage.record_events([report(account, 1) for _ in range(1001)])
+        ingest.record_events([report(account, 1) for _ in range(1001)])
     assert raised.value.details == {"events": ["At most 1000 events per request."]}
 
 
 # -- aggregates --------------------------------------------------------------------------------
 
-def test_a_late_older_gauge_report_does_not_overwrite_a_newer_one(usage, account):
+def test_a_late_older_gauge_report_does_not_overwrite_a_newer_one(usage, account, ingest):
     now = utc_now()
-    usage.record_events([report(account, 500, now - timedelta(minutes=1))])
-    usage.record_events([report(account, 900, now - timedelta(minutes=30))])  # late, older
+    ingest.record_events([report(account, 500, now - timedelta(minutes=1))])
+    ingest.record_events([report(account, 900, now - timedelta(minutes=30))])  # late, older
     assert usage.summary_for(account)["used_bytes"] == 500
     # and inside one batch, in any order
-    usage.record_events([report(account, 700, now), report(account, 100, now - timedelta(minutes=2))])
+    ingest.record_events([report(account, 700, now), report(account, 100, now - timedelta(minutes=2))])
     assert usage.summary_for(account)["used_bytes"] == 700
 
 
-def test_counters_sum_per_period(usage, account, session):
+def test_counters_sum_per_period(usage, account, session, ingest):
     now = utc_now()
-    usage.record_events([report(account, 10, now, metric="transfer_bytes"),
+    ingest.record_events([report(account, 10, now, metric="transfer_bytes"),
                          report(account, 5, now - timedelta(seconds=1), metric="transfer_bytes")])
-    usage.record_events([report(account, 7, now - timedelta(seconds=2), metric="transfer_bytes")])
+    ingest.record_events([report(account, 7, now - timedelta(seconds=2), metric="transfer_bytes")])
     start, _ = calendar_month(now)
     assert session.scalar(select(PeriodUsage.value).where(
         PeriodUsage.metric == "transfer_bytes", PeriodUsage.period_start == start)) == 22
     assert usage.summary_for(account)["used_bytes"] == 0  # storage is what the quota measures
 
 
-def test_the_daily_series_has_each_days_latest_gauge(usage, account, person, current_period):
+def test_the_daily_series_has_each_days_latest_gauge(usage, account, person, current_period, ingest):
     usage.orgs.authorize.return_value = {"account": {"kind": "personal", "id": person["id"]}, "role": "owner"}
     plan_event(usage, "purchased", account, start=current_period[0], end=current_period[1])
     now = utc_now()
     two_days_ago = now - timedelta(days=2)
-    usage.record_events([report(account, 100, two_days_ago), report(account, 300, two_days_ago + timedelta(minutes=1)),
+    ingest.record_events([report(account, 100, two_days_ago), report(account, 300, two_days_ago + timedelta(minutes=1)),
                          report(account, 250, now - timedelta(minutes=1))])
     page = usage.get_usage(person, {"kind": "personal"})
     assert page["daily"] == [{"date": two_days_ago.date().isoformat(), "used_bytes": 300},
@@ -231,8 +240,8 @@ def test_the_daily_series_has_each_days_latest_gauge(usage, account, person, cur
 # -- plans -------------------------------------------------------------------------------------
 
 def test_plan_events_set_quota_and_period_a_bigger_plan_changes_it_and_cancel_removes_it(
-        usage, account, current_period):
-    usage.record_events([report(account, 2 * GIB)])
+        usage, account, current_period, ingest):
+    ingest.record_events([report(account, 2 * GIB)])
     plan_event(usage, "purchased", account, quota=10 * GIB, start=current_period[0], end=current_period[1])
     assert usage.summary_for(account) == {"used_bytes": 2 * GIB, "quota_bytes": 10 * GIB, "percent": 20.0,
                                           "over_quota": False}
@@ -252,25 +261,25 @@ def test_a_plan_event_delivered_late_changes_nothing(usage, account, current_per
     assert usage.summary_for(account)["quota_bytes"] == 100 * GIB
 
 
-def test_plan_events_teach_usage_the_account(usage, current_period):
+def test_plan_events_teach_usage_the_account(usage, current_period, ingest):
     stranger = {"kind": "org", "id": str(uuid4())}
     plan_event(usage, "purchased", stranger, start=current_period[0], end=current_period[1])
-    assert usage.record_events([report(stranger, 1)])["accepted"] == 1
+    assert ingest.record_events([report(stranger, 1)])["accepted"] == 1
 
 
-def test_an_org_account_is_known_from_org_created(usage):
+def test_an_org_account_is_known_from_org_created(usage, ingest):
     org = org_created(usage)
-    assert usage.record_events([report(org, 1)])["accepted"] == 1
+    assert ingest.record_events([report(org, 1)])["accepted"] == 1
 
 
 # -- thresholds --------------------------------------------------------------------------------
 
-def test_crossing_80_twice_in_one_period_announces_once(usage, account, session, current_period):
+def test_crossing_80_twice_in_one_period_announces_once(usage, account, session, current_period, ingest):
     plan_event(usage, "purchased", account, quota=1000, start=current_period[0], end=current_period[1])
     now = utc_now()
-    usage.record_events([report(account, 810, now - timedelta(minutes=3))])
-    usage.record_events([report(account, 500, now - timedelta(minutes=2))])
-    usage.record_events([report(account, 850, now - timedelta(minutes=1))])
+    ingest.record_events([report(account, 810, now - timedelta(minutes=3))])
+    ingest.record_events([report(account, 500, now - timedelta(minutes=2))])
+    ingest.record_events([report(account, 850, now - timedelta(minutes=1))])
     events = thresholds(session)
     assert [event["threshold"] for event in events] == [80]
     assert events[0]["account"] == account and events[0]["used_bytes"] == 810
@@ -278,30 +287,30 @@ def test_crossing_80_twice_in_one_period_announces_once(usage, account, session,
     validate_event("usage.threshold_crossed", events[0])
 
 
-def test_crossing_100_after_80_announces_a_second_event(usage, account, session, current_period):
+def test_crossing_100_after_80_announces_a_second_event(usage, account, session, current_period, ingest):
     plan_event(usage, "purchased", account, quota=1000, start=current_period[0], end=current_period[1])
     now = utc_now()
-    usage.record_events([report(account, 800, now - timedelta(minutes=2))])
-    usage.record_events([report(account, 1001, now - timedelta(minutes=1))])
+    ingest.record_events([report(account, 800, now - timedelta(minutes=2))])
+    ingest.record_events([report(account, 1001, now - timedelta(minutes=1))])
     assert [event["threshold"] for event in thresholds(session)] == [80, 100]
     assert usage.summary_for(account)["over_quota"] is True
 
 
-def test_below_80_announces_nothing(usage, account, session, current_period):
+def test_below_80_announces_nothing(usage, account, session, current_period, ingest):
     plan_event(usage, "purchased", account, quota=1000, start=current_period[0], end=current_period[1])
-    usage.record_events([report(account, 799)])
+    ingest.record_events([report(account, 799)])
     assert thresholds(session) == []
 
 
-def test_a_new_period_resets_thresholds(usage, account, session):
+def test_a_new_period_resets_thresholds(usage, account, session, ingest):
     now = utc_now()
     old_start, old_end = now - timedelta(days=29), now - timedelta(hours=1)
     plan_event(usage, "purchased", account, quota=1000, start=old_start, end=now + timedelta(hours=1),
                occurred_at=now - timedelta(minutes=10))
-    usage.record_events([report(account, 900, now - timedelta(hours=2))])
+    ingest.record_events([report(account, 900, now - timedelta(hours=2))])
     plan_event(usage, "renewed", account, quota=1000, start=old_end, end=old_end + timedelta(days=30),
                occurred_at=now - timedelta(minutes=5))
-    usage.record_events([report(account, 900, now - timedelta(minutes=1))])
+    ingest.record_events([report(account, 900, now - timedelta(minutes=1))])
     events = thresholds(session)
     assert [(event["threshold"], event["period_start"]) for event in events] == [
         (80, iso(old_start)), (80, iso(old_end))]
@@ -328,27 +337,27 @@ def test_get_usage_asks_for_the_callers_own_personal_account(usage, person, acco
                     "percent": None, "daily": [], "over_quota": False}
 
 
-def test_summary_without_a_plan_has_no_quota_and_no_percent(usage, account):
-    usage.record_events([report(account, 123)])
+def test_summary_without_a_plan_has_no_quota_and_no_percent(usage, account, ingest):
+    ingest.record_events([report(account, 123)])
     assert usage.summary_for(account) == {"used_bytes": 123, "quota_bytes": None, "percent": None,
                                           "over_quota": False}
 
 
-def test_a_gauge_carries_over_into_a_new_period(usage, account):
+def test_a_gauge_carries_over_into_a_new_period(usage, account, ingest):
     now = utc_now()
     plan_event(usage, "purchased", account, quota=1000, start=now - timedelta(days=40), end=now - timedelta(days=10),
                occurred_at=now - timedelta(minutes=10))
-    usage.record_events([report(account, 400, now - timedelta(days=11))])
+    ingest.record_events([report(account, 400, now - timedelta(days=11))])
     plan_event(usage, "renewed", account, quota=1000, start=now - timedelta(days=10), end=now + timedelta(days=20))
     assert usage.summary_for(account)["used_bytes"] == 400
 
 
 # -- retention ---------------------------------------------------------------------------------
 
-def test_the_retention_purge_deletes_only_old_raw_rows_and_keeps_aggregates(usage, account, session):
+def test_the_retention_purge_deletes_only_old_raw_rows_and_keeps_aggregates(usage, account, session, ingest):
     now = utc_now()
     old, recent = report(account, 5, now - timedelta(days=20), metric="transfer_bytes"), report(account, 6, now)
-    usage.record_events([old, recent])
+    ingest.record_events([old, recent])
     session.execute(update(UsageEvent).where(UsageEvent.event_id == old["id"])
                     .values(occurred_at=now - timedelta(days=40)))  # time passes
     session.commit()

@@ -1,0 +1,164 @@
+"""usage_ingest: the write side of usage, in a process of its own.
+
+Reports come in batches (`record_events`, from gateway_http's ingestion endpoint). Each report's id
+is the sender's idempotency key: the raw row's primary key. A batch inserts its raw rows with one
+INSERT ... ON CONFLICT DO NOTHING RETURNING, folds only the rows actually inserted into the period
+and daily aggregates (metrics.py says how), checks the quota thresholds, and commits all of it in
+one transaction.
+
+Why a service apart from `usage` (services/usage/service.py): a batch is CPU work in bursts of
+milliseconds, and eventlet runs one greenthread at a time; in the same process, every read of the
+usage page would queue behind the batches in flight. Both are usage: the same database, the same
+outbox, events published under usage's name (`owner="usage"`).
+"""
+from datetime import timedelta, timezone
+
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert
+
+from services.usage.metrics import METRICS, QUOTA_METRIC
+from services.usage.models import DailyUsage, Outbox, PeriodUsage, ThresholdCrossing, UsageAccount
+from services.usage.periods import current_value, period_of
+from services.usage.reports import check_report, given_id, raw_retention_days
+from services.usage.schemas import MAX_EVENTS_PER_REQUEST, TOO_MANY_EVENTS
+from shared.db import Database
+from shared.errors import ValidationFailed
+from shared.outbox import add_event, OutboxRelay, rfc3339, utc_now
+from shared.service import HealthMixin, api_rpc
+
+THRESHOLDS = (80, 100)  # percent of the quota; each announced once per account, metric and period
+
+# The raw rows of a batch as six arrays: one statement with six parameters, whatever the batch size.
+# A multi-row VALUES of 1000 rows has 6000 parameters, which the driver re-parses on every call
+# (about 40 ms a batch, measured with services/usage/timing_check.py); unnest takes about 10.
+INSERT_REPORTS = text("""
+    INSERT INTO usage_events (event_id, kind, account_id, metric, value, occurred_at)
+    SELECT * FROM unnest(CAST(:event_ids AS varchar[]), CAST(:kinds AS varchar[]),
+                         CAST(:account_ids AS varchar[]), CAST(:metrics AS varchar[]),
+                         CAST(:values AS bigint[]), CAST(:occurred_ats AS timestamptz[]))
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id""")
+
+PERIOD_UPSERTS = {name: metric.upsert(PeriodUsage, ["kind", "account_id", "metric", "period_start"])
+                  for name, metric in METRICS.items()}
+DAILY_UPSERTS = {name: metric.upsert(DailyUsage, ["kind", "account_id", "metric", "day"])
+                 for name, metric in METRICS.items()}
+
+
+class UsageIngestService(HealthMixin):
+    name = "usage_ingest"
+
+    db = Database(owner="usage")
+    outbox = OutboxRelay(Outbox, owner="usage")
+
+    @api_rpc
+    def record_events(self, events):
+        """Record a batch of at most 1000 reports -> {accepted, duplicates, rejected: [{id, reason}]}.
+
+        A report whose id was seen before (in an earlier batch or earlier in this one) is counted in
+        `duplicates` and applied once; the same id with different content in one batch is rejected
+        ("duplicate_in_batch"). Raw rows, aggregates and threshold events commit together.
+        """
+        if not isinstance(events, list):
+            raise ValidationFailed(details={"events": ["Must be a list of events."]})
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            raise ValidationFailed(details={"events": [TOO_MANY_EVENTS]})
+        now = utc_now()
+        oldest = now - timedelta(days=raw_retention_days())
+        rejected = []  # (position, {id, reason}): listed in the order they were sent
+        good = {}  # event id -> (position, row), first occurrence
+        duplicates = 0
+        for position, event in enumerate(events):
+            row, reason = check_report(event, now, oldest)
+            if row is not None:
+                seen = good.get(row["event_id"])
+                if seen is None:
+                    good[row["event_id"]] = (position, row)
+                    continue
+                if seen[1] == row:
+                    duplicates += 1
+                    continue
+                reason = "duplicate_in_batch"
+            rejected.append((position, {"id": given_id(event), "reason": reason}))
+
+        accounts = self._known_accounts({(row["kind"], row["account_id"]) for _, row in good.values()})
+        rows = []
+        for position, row in good.values():
+            if (row["kind"], row["account_id"]) in accounts:
+                rows.append(row)
+            else:
+                rejected.append((position, {"id": row["event_id"], "reason": "unknown_account"}))
+
+        inserted = []
+        if rows:
+            # RETURNING names the rows that are new; the rest are resends of earlier batches.
+            new_ids = set(self.db.scalars(INSERT_REPORTS, {
+                "event_ids": [row["event_id"] for row in rows], "kinds": [row["kind"] for row in rows],
+                "account_ids": [row["account_id"] for row in rows], "metrics": [row["metric"] for row in rows],
+                "values": [row["value"] for row in rows], "occurred_ats": [row["occurred_at"] for row in rows]}))
+            inserted = [row for row in rows if row["event_id"] in new_ids]
+            duplicates += len(rows) - len(inserted)
+            self._fold(inserted, accounts)
+            self._check_thresholds(inserted, accounts, now)
+        self.db.commit()
+        rejected.sort(key=lambda item: item[0])
+        return {"accepted": len(inserted), "duplicates": duplicates, "rejected": [entry for _, entry in rejected]}
+
+    def _known_accounts(self, keys):
+        if not keys:
+            return {}
+        found = self.db.scalars(select(UsageAccount).where(
+            tuple_(UsageAccount.kind, UsageAccount.account_id).in_(list(keys)))
+            .execution_options(populate_existing=True))
+        return {(account.kind, account.account_id): account for account in found}
+
+    def _fold(self, rows, accounts):
+        """Fold new reports into per-period and per-day rows: first in Python (one row per key), then
+        one upsert per metric and table (the metric's ON CONFLICT ... DO UPDATE ... WHERE)."""
+        periods, days = {}, {}
+        for row in rows:
+            metric = METRICS[row["metric"]]
+            value, moment = row["value"], row["occurred_at"]
+            start, end = period_of(accounts[(row["kind"], row["account_id"])], moment)
+            key = (row["kind"], row["account_id"], metric.name, start)
+            current = periods.get(key)
+            periods[key] = (end, metric.fold(current[1] if current else None, value, moment))
+            day_key = (row["kind"], row["account_id"], metric.name, moment.astimezone(timezone.utc).date())
+            days[day_key] = metric.fold(days.get(day_key), value, moment)
+        # Sorted keys: concurrent batches lock shared rows in the same order, so they cannot deadlock.
+        for name in METRICS:
+            period_rows = [
+                {"kind": kind, "account_id": account_id, "metric": metric, "period_start": start,
+                 "period_end": end, "value": value, "value_at": at}
+                for (kind, account_id, metric, start), (end, (value, at)) in sorted(periods.items())
+                if metric == name]
+            if period_rows:
+                self.db.execute(PERIOD_UPSERTS[name], period_rows)
+            day_rows = [
+                {"kind": kind, "account_id": account_id, "metric": metric, "day": day, "value": value,
+                 "value_at": at}
+                for (kind, account_id, metric, day), (value, at) in sorted(days.items()) if metric == name]
+            if day_rows:
+                self.db.execute(DAILY_UPSERTS[name], day_rows)
+
+    def _check_thresholds(self, rows, accounts, now):
+        """usage.threshold_crossed once per account, metric, current period and threshold reached."""
+        touched = sorted({(row["kind"], row["account_id"]) for row in rows if row["metric"] == QUOTA_METRIC})
+        for key in touched:
+            account = accounts[key]
+            if not account.quota_bytes:
+                continue
+            start, end = period_of(account, now)
+            used = current_value(self.db, key, METRICS[QUOTA_METRIC], start, end)
+            for threshold in THRESHOLDS:
+                if used * 100 < threshold * account.quota_bytes:
+                    break
+                first = self.db.execute(insert(ThresholdCrossing).values(
+                    kind=key[0], account_id=key[1], metric=QUOTA_METRIC, period_start=start, threshold=threshold,
+                    used_bytes=used, quota_bytes=account.quota_bytes,
+                ).on_conflict_do_nothing().returning(ThresholdCrossing.threshold)).first()
+                if first is not None:
+                    add_event(self.db, Outbox, "usage.threshold_crossed", {
+                        "account": {"kind": key[0], "id": key[1]}, "metric": QUOTA_METRIC,
+                        "threshold": threshold, "used_bytes": used, "quota_bytes": account.quota_bytes,
+                        "period_start": rfc3339(start)})

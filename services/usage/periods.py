@@ -1,0 +1,58 @@
+"""An account's usage periods, and a metric's value in one: shared by ingestion and reads."""
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from services.usage.models import DailyUsage, PeriodUsage, UsageAccount
+from shared.periods import add_interval
+
+
+def calendar_month(moment):
+    moment = moment.astimezone(timezone.utc)
+    start = datetime(moment.year, moment.month, 1, tzinfo=timezone.utc)
+    return start, add_interval(start, "month")
+
+
+def period_of(account, moment):
+    """(start, end) of the account's period holding `moment`.
+
+    The plan's current period as billing announced it; before or after it, periods of the plan's
+    interval stepping back from its start or on from its end; without a plan, calendar months (UTC).
+    """
+    if account is None or account.period_start is None or account.period_end is None:
+        return calendar_month(moment)
+    start, end = account.period_start, account.period_end
+    if start <= moment < end:
+        return start, end
+    anchor = (end if moment >= end else start).astimezone(timezone.utc)
+    interval = account.interval if account.interval in ("month", "year") else "month"
+    months = 12 if interval == "year" else 1
+    moment_utc = moment.astimezone(timezone.utc)
+    step = ((moment_utc.year - anchor.year) * 12 + moment_utc.month - anchor.month) // months
+    while add_interval(anchor, interval, step) > moment:
+        step -= 1
+    while add_interval(anchor, interval, step + 1) <= moment:
+        step += 1
+    return add_interval(anchor, interval, step), add_interval(anchor, interval, step + 1)
+
+
+def find_account(session, kind, account_id):
+    return session.scalar(select(UsageAccount).where(
+        UsageAccount.kind == kind, UsageAccount.account_id == account_id)
+        .execution_options(populate_existing=True))
+
+
+def current_value(session, key, metric, start, end):
+    """The metric's value in the period starting at `start`: its period row (primary-key lookup).
+    A gauge with no report in this period yet carries the last known level over (storage does
+    not empty itself at a renewal): the latest day before the period's end, one index probe."""
+    kind, account_id = key
+    value = session.scalar(select(PeriodUsage.value).where(
+        PeriodUsage.kind == kind, PeriodUsage.account_id == account_id,
+        PeriodUsage.metric == metric.name, PeriodUsage.period_start == start))
+    if value is None and metric.carries_over:
+        value = session.scalar(select(DailyUsage.value).where(
+            DailyUsage.kind == kind, DailyUsage.account_id == account_id, DailyUsage.metric == metric.name,
+            DailyUsage.day <= (end - timedelta(microseconds=1)).astimezone(timezone.utc).date())
+            .order_by(DailyUsage.day.desc()).limit(1))
+    return value or 0
