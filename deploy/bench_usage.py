@@ -1,10 +1,13 @@
 """`make bench-usage`: usage ingestion and reads, measured against PostgreSQL's own insert rate.
 
 Starts a stack of its own (deploy/stack.py), makes 20 organizations, then:
+- reads alone: GET {acct}/usage at a fixed 50/s (open loop) on the quiet stack: p50/p99;
 - ingestion: batches of 1000 storage_bytes events through POST /api/v1/usage/events, 10 % of each
   batch resent from the batch before (duplicates), from 4 concurrent senders, as fast as answered
-  (closed loop): events/s accepted and durable (the 202 comes after the commit);
-- reads: GET {acct}/usage at a fixed 50/s (open loop) while ingestion runs: p50/p99;
+  (closed loop): events/s accepted and durable (the 202 comes after the commit). Bodies are encoded
+  before the clock starts: the senders' own JSON encoding is not the system's work;
+- reads under ingestion: the same reads while ingestion runs: p50/p99. The reader is a process of
+  its own, so the senders' threads cannot hold the GIL it needs to send and time its requests;
 - the ceiling: the same rows inserted straight into a table of the same shape with psycopg
   (executemany in one transaction per 1000), in the same run on the same machine.
 Prints a table and writes results/usage_bench.json.
@@ -15,6 +18,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import multiprocessing
 import threading
 import time
 import uuid
@@ -27,7 +31,8 @@ import requests
 
 from deploy.stack import ROOT, IsolatedStack
 
-BATCH, SENDERS, BATCHES, READ_RATE = 1000, 4, 60, 50
+BATCH, SENDERS, BATCHES, READ_RATE, QUIET_READS = 1000, 4, 60, 50, 250
+READ_CONNECTIONS = 8
 KEY = "e2e-usage-key"
 
 
@@ -42,6 +47,33 @@ def make_events(accounts, previous):
 def percentile(values, share):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+def timed_reads(urls, auth, rate, count=None, stop=None):
+    """GET the urls in turn at `rate` per second, open loop: each request has a scheduled start and is
+    sent then by one of READ_CONNECTIONS clients, whether or not earlier ones have been answered,
+    and its latency counts from the scheduled start (a slow answer delays no later measurement)."""
+    local = threading.local()
+
+    def read(url, scheduled):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        time.sleep(max(0.0, scheduled - time.perf_counter()))
+        answer = local.session.get(url, headers=auth, timeout=30)
+        return (time.perf_counter() - scheduled) * 1000 if answer.status_code == 200 else None
+
+    futures, scheduled = [], time.perf_counter()
+    with ThreadPoolExecutor(READ_CONNECTIONS) as pool:
+        while (count is None or len(futures) < count) and not (stop is not None and stop.is_set()):
+            scheduled += 1 / rate
+            futures.append(pool.submit(read, urls[len(futures) % len(urls)], scheduled))
+            time.sleep(max(0.0, scheduled - time.perf_counter() - 0.001))
+    return [latency for latency in (future.result() for future in futures) if latency is not None]
+
+
+def read_until(urls, auth, rate, stop, results_queue):
+    """The reader process's body: reads until `stop`, then hands back the latencies."""
+    results_queue.put(timed_reads(urls, auth, rate, stop=stop))
 
 
 def main():
@@ -63,33 +95,27 @@ def main():
             previous = make_events(accounts, previous)
             batches.append(previous)
 
-        read_latencies, stop = [], threading.Event()
+        bodies = [json.dumps({"events": batch}).encode() for batch in batches]
+        read_urls = [f"{stack.base_url}/api/v1/orgs/{org_id}/billing/usage" for org_id in orgs]
+        quiet_reads = timed_reads(read_urls, auth, READ_RATE, QUIET_READS)
 
-        def reader():
-            session, next_at = requests.Session(), time.perf_counter()
-            while not stop.is_set():
-                next_at += 1 / READ_RATE
-                started = time.perf_counter()
-                answer = session.get(f"{stack.base_url}/api/v1/orgs/{orgs[len(read_latencies) % 20]}/billing/usage",
-                                     headers=auth)
-                if answer.status_code == 200:
-                    read_latencies.append((time.perf_counter() - started) * 1000)
-                time.sleep(max(0.0, next_at - time.perf_counter()))
-
-        def send(batch):
-            answer = requests.post(f"{stack.base_url}/api/v1/usage/events", json={"events": batch},
-                                   headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+        def send(body):
+            answer = requests.post(f"{stack.base_url}/api/v1/usage/events", data=body, timeout=60, headers={
+                "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
             answer.raise_for_status()
             return answer.json()
 
-        read_thread = threading.Thread(target=reader)
-        read_thread.start()
+        context = multiprocessing.get_context("spawn")
+        stop, results_queue = context.Event(), context.Queue()
+        reader = context.Process(target=read_until, args=(read_urls, auth, READ_RATE, stop, results_queue))
+        reader.start()
         started = time.perf_counter()
         with ThreadPoolExecutor(SENDERS) as pool:
-            results = list(pool.map(send, batches))
+            results = list(pool.map(send, bodies))
         elapsed = time.perf_counter() - started
         stop.set()
-        read_thread.join()
+        read_latencies = results_queue.get(timeout=60)
+        reader.join(30)
         accepted = sum(r["accepted"] for r in results)
         duplicates = sum(r["duplicates"] for r in results)
         rejected = sum(len(r["rejected"]) for r in results)
@@ -97,7 +123,7 @@ def main():
         # The ceiling: the same rows, straight into PostgreSQL.
         rows = [(e["id"] + "-raw", e["account"]["kind"], e["account"]["id"], e["metric"], e["value"], e["timestamp"])
                 for batch in batches for e in batch]
-        with psycopg.connect("dbname=bench_usage host=127.0.0.1") as conn:
+        with psycopg.connect(stack.database_url("usage")) as conn:
             conn.execute("CREATE TEMP TABLE raw_ceiling (id text PRIMARY KEY, kind text, account text, metric text,"
                          " value bigint, ts timestamptz)")
             raw_started = time.perf_counter()
@@ -114,6 +140,8 @@ def main():
             "ingest_events_per_s": round(len(rows) / elapsed),
             "raw_postgres_inserts_per_s": round(len(rows) / raw_elapsed),
             "ratio_to_ceiling": round((len(rows) / elapsed) / (len(rows) / raw_elapsed), 2),
+            "usage_read_quiet_p50_ms": round(percentile(quiet_reads, 0.50), 1),
+            "usage_read_quiet_p99_ms": round(percentile(quiet_reads, 0.99), 1),
             "usage_read_p50_ms": round(percentile(read_latencies, 0.50), 1),
             "usage_read_p99_ms": round(percentile(read_latencies, 0.99), 1),
             "reads_measured": len(read_latencies),

@@ -6,13 +6,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
 import requests
+from sqlalchemy.engine import make_url
 
 from deploy.processes import processes
 from deploy.wait_healthy import wait_healthy
+from shared.config import settings
 from shared.migrate import recreate_databases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +27,10 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 class IsolatedStack:
@@ -57,8 +64,19 @@ class IsolatedStack:
         }
         self.process = None
 
+    def database_url(self, service_name):
+        """A libpq URL of one service's database in this stack (for benchmarks' own queries)."""
+        url = make_url(settings().database_url).set(drivername="postgresql",
+                                                    database=f"{self.database_prefix}{service_name}")
+        return url.render_as_string(hide_password=False)
+
     def start(self):
         """Fresh vhost and databases, then every process; returns once all answer (else raises)."""
+        if threading.current_thread() is threading.main_thread():
+            # The processes run in a session of their own (a Ctrl-C meant for the caller must not
+            # kill them before stop() has drained them): on SIGTERM (timeout(1), CI's limit) the caller
+            # must still reach its `finally: stack.stop()`, or the stack outlives it.
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
         requests.put(f"{RABBIT_API}/vhosts/{self.vhost}", auth=GUEST, timeout=10).raise_for_status()
         requests.put(f"{RABBIT_API}/permissions/{self.vhost}/guest", auth=GUEST, timeout=10,
                      json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
