@@ -15,7 +15,7 @@ import os
 from types import SimpleNamespace
 
 from nameko.timer import timer
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, union
 
 from services.billing.models import BillingAccount, Checkout, PaymentLink, Subscription
 from shared.errors import GatewayError, NotFound
@@ -73,9 +73,9 @@ class Reconciliation:
             if found is None:
                 raise NotFound("Billing knows no such account.")
             return [found]
-        with_open = (select(Checkout.account_id).where(self._open_checkout())
-                     .union(select(Subscription.account_id).where(self._live_at_gateway()))
-                     .union(select(PaymentLink.account_id).where(self._active_link())))
+        with_open = union(select(Checkout.account_id).where(self._open_checkout()),
+                          select(Subscription.account_id).where(self._live_at_gateway()),
+                          select(PaymentLink.account_id).where(self._active_link()))
         return self.db.scalars(select(BillingAccount).where(BillingAccount.id.in_(with_open))
                                .order_by(BillingAccount.created_at)).all()
 
