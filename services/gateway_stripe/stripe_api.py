@@ -192,9 +192,9 @@ def retrieve_checkout_session(session_id):
 @gateway_errors
 def events_since(created_gte, types):
     """Every event of these types created at or after `created_gte` (None: all Stripe still keeps,
-    30 days), oldest first, as plain dicts (what a webhook body holds)."""
+    30 days), oldest first, as plain JSON dicts (what a webhook body holds: decimals as strings)."""
     params = {"limit": 100, "types": list(types)}
     if created_gte is not None:
         params["created"] = {"gte": int(created_gte)}
-    newest_first = [event.to_dict() for event in client().v1.events.list(params=params).auto_paging_iter()]
-    return newest_first[::-1]
+    listed = client().v1.events.list(params=params).auto_paging_iter()  # newest first, page after page
+    return [event.to_dict(for_json=True) for event in listed][::-1]

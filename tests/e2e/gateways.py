@@ -6,7 +6,31 @@ import requests
 from kombu import Connection, Exchange, Queue
 
 
-class LinkPages:
+class WebhookOutage:
+    """The gateway cannot reach the portal for a while, and what it sends later: the same at both sandboxes."""
+
+    def fail_webhooks(self):
+        """Deliveries falling due fail unsent, as if the portal were down; the gateway retries later."""
+        answer = self.http.post(f"{self.base}/_sandbox/webhooks/pause", json={"mode": "fail"}, timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    def resume_webhooks(self):
+        assert self.http.post(f"{self.base}/_sandbox/webhooks/resume", timeout=10).status_code == 200
+
+    def undelivered_events(self):
+        """Ids of the events no delivery attempt has reached the portal with yet."""
+        events = self.http.get(f"{self.base}/_sandbox/events", timeout=10).json()
+        return [event["id"] for event in events
+                if not any(attempt["outcome"] == "delivered" for attempt in event["delivery_attempts"])]
+
+    def redeliver(self, event_ids):
+        """Send these events again (each then retried on its own schedule): late deliveries."""
+        for event_id in event_ids:
+            answer = self.http.post(f"{self.base}/_sandbox/webhooks/{event_id}/redeliver", timeout=10)
+            assert answer.status_code == 200, answer.text
+
+
+class LinkPages(WebhookOutage):
     """What a payer does with a payment link's page, the same at both sandboxes."""
 
     # -- payment links -------------------------------------------------------------------------
