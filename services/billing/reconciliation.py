@@ -114,8 +114,11 @@ class Reconciliation:
         adapter_of = SimpleNamespace(country=country, gateway=gateway)
         try:
             answer = self._call_adapter(adapter_of, "reconcile", request)
-        except GatewayError:
-            log.warning("reconciliation: %s could not be asked; the next pass tries again", gateway)
+        except Exception as error:  # noqa: BLE001  (a gateway failure, or the adapter's own: the next pass retries)
+            if isinstance(error, GatewayError):
+                log.warning("reconciliation: %s could not be asked; the next pass tries again", gateway)
+            else:
+                log.exception("reconciliation: %s failed", gateway)
             if gateway not in summary["failed"]:
                 summary["failed"].append(gateway)
             return

@@ -197,7 +197,8 @@ class GatewayStripeService(HealthMixin):
         later is a duplicate. The open checkouts are read too: their state at Stripe is answered, so
         billing can close one that can no longer be paid. Returns {"checkouts": {gateway_checkout_id:
         open|complete|expired|unknown}, "events_read": n, "recovered": [{gateway_event_id, type,
-        facts}]}. Raises GatewayError when the event list cannot be read.
+        facts}], "failed": [ids of events that could not be taken in, logged]}. Raises GatewayError
+        when the event list cannot be read.
         """
         checkouts = {}
         for item in request.get("checkouts") or []:
@@ -209,9 +210,15 @@ class GatewayStripeService(HealthMixin):
         cursor = self.db.get(SyncCursor, "events")
         since = cursor.value - EVENTS_OVERLAP_SECONDS if cursor else None
         events = stripe_api.events_since(since, HANDLED_TYPES)
-        recovered = []
+        recovered, failed = [], []
         for event in events:
-            taken = self._ingest(event, "reconcile")
+            try:
+                taken = self._ingest(event, "reconcile")
+            except Exception:  # one event we cannot take in must not hold up the others
+                self.db.rollback()
+                log.exception("reconciliation could not take in stripe event %s", event.get("id"))
+                failed.append(event.get("id"))
+                continue
             if taken["status"] == "accepted":
                 recovered.append({"gateway_event_id": event["id"], "type": event["type"], "facts": taken["facts"]})
         if events:
@@ -223,7 +230,7 @@ class GatewayStripeService(HealthMixin):
         if recovered:
             log.warning("reconciliation recovered %d stripe events webhooks did not bring: %s", len(recovered),
                         [r["gateway_event_id"] for r in recovered])
-        return {"checkouts": checkouts, "events_read": len(events), "recovered": recovered}
+        return {"checkouts": checkouts, "events_read": len(events), "recovered": recovered, "failed": failed}
 
     @api_rpc
     def replay_webhook(self, event_id):

@@ -62,6 +62,16 @@ def test_stripe_events_missed_by_webhooks_are_taken_in_once(stripe_adapter, stri
     assert len(st.facts(stripe_adapter)) == 2
 
 
+def test_a_stripe_event_that_cannot_be_taken_in_does_not_hold_up_the_others(stripe_adapter, stripe_api):
+    broken = st.stripe_event("invoice.paid", {"customer": "cus_1", "amount_paid": 4900}, "evt_broken",
+                             created=1_700_000_005)  # no id, no currency: normalizing it fails
+    stripe_api.events_since.return_value = [broken, *paid_events()]
+    answer = stripe_adapter.reconcile({})
+    assert answer["failed"] == ["evt_broken"]
+    assert [r["gateway_event_id"] for r in answer["recovered"]] == ["evt_sub", "evt_inv"]
+    assert stripe_adapter.db.get(WebhookEvent, "evt_broken") is None  # nothing half-stored
+
+
 def test_a_stripe_checkout_the_gateway_cannot_find_is_unknown_and_a_silent_event_list_raises(
         stripe_adapter, stripe_api):
     stripe_api.retrieve_checkout_session.side_effect = GatewayError()
