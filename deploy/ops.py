@@ -90,8 +90,8 @@ def reconcile(account):
         lines.append("  nothing missed: no facts recovered")
     for checkout_id in summary["closed_checkouts"]:
         lines.append(f"  closed checkout {checkout_id} (it can no longer be paid)")
-    for gateway in summary["failed"]:
-        lines.append(f"  {gateway} did not answer: try again later")
+    for failed in summary["failed"]:
+        lines.append(f"  {failed} could not be checked: try again later")
     lines.append(json.dumps(summary, sort_keys=True))
     return "\n".join(lines)
 

@@ -41,7 +41,8 @@ class Reconciliation:
         adapter is then asked even with nothing open, so Stripe's event list is read anyway).
         Returns {"accounts": n, "checked": {"checkouts", "subscriptions", "links"}, "recovered":
         [{"gateway", "gateway_event_id", "facts"}], "closed_checkouts": [checkout ids],
-        "failed": [gateways that did not answer]}. What was recovered is applied as the adapters'
+        "failed": [gateways that did not answer, and "<gateway>:<id>" for an object or event the
+        gateway's adapter could not check]}. What was recovered is applied as the adapters'
         events arrive, moments later. Raises NotFound for an account billing does not know.
         """
         accounts = self._accounts_to_reconcile(account)
@@ -124,6 +125,7 @@ class Reconciliation:
             return
         summary["recovered"] += [{"gateway": gateway, "gateway_event_id": r["gateway_event_id"],
                                   "facts": r.get("facts") or [r["type"]]} for r in answer["recovered"]]
+        summary["failed"] += [f"{gateway}:{object_id}" for object_id in answer.get("failed") or []]
         for checkout in checkouts:
             state = answer["checkouts"].get(checkout.gateway_checkout_id)
             if self._close_if_dead(adapter_of, checkout.id, state):

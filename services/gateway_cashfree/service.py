@@ -384,13 +384,6 @@ class GatewayCashfreeService(HealthMixin):
         return {"event_id": event_id, "type": stored.type, "status": "republished" if self.staged else "unchanged",
                 "facts": [fact["type"] for fact in self.staged]}
 
-    @api_rpc
-    def webhook_events(self, limit=20):
-        """The newest stored webhooks (id, type, received_at), for operators."""
-        rows = self.db.scalars(select(WebhookEvent).order_by(WebhookEvent.received_at.desc()).limit(limit)).all()
-        return [{"id": row.id, "type": row.type, "source": "webhook", "received_at": row.received_at.isoformat()}
-                for row in rows]
-
     def _reconcile_subscription(self, subscription_id):
         """One subscription's payments (oldest first) and status through the webhook handlers; the
         checkout's state at Cashfree (open, complete, expired) or "unknown" if it is not ours."""

@@ -246,13 +246,6 @@ class GatewayStripeService(HealthMixin):
         return {"event_id": event_id, "type": stored.type, "status": "republished" if facts else "unchanged",
                 "facts": facts}
 
-    @api_rpc
-    def webhook_events(self, limit=20):
-        """The newest stored events (id, type, created, received_at, source), for operators."""
-        rows = self.db.scalars(select(WebhookEvent).order_by(WebhookEvent.received_at.desc()).limit(limit)).all()
-        return [{"id": row.id, "type": row.type, "created": row.created, "source": row.source,
-                 "received_at": row.received_at.isoformat()} for row in rows]
-
     def _ingest(self, event, source):
         """The one intake of a Stripe event, verified webhook or listed by reconciliation: stored
         once by its id, then its facts staged, in one transaction. {"status": accepted|duplicate,

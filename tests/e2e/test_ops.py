@@ -44,7 +44,8 @@ def test_show_account_reconcile_and_replay(org_owner, region, stack, tap):
     status, reconciled, _ = ops(stack, "reconcile", "--account", f"org:{org_id}")
     assert status == 0, reconciled
     assert "reconciled 1 account(s): 0 open checkout(s), 1 subscription(s), 0 link(s) checked" in reconciled
-    assert "nothing missed" in reconciled
+    assert '"closed_checkouts": []' in reconciled  # (Stripe's event list is read for everyone: what
+    # it recovers may belong to other tests' accounts, so only this account's figures are pinned)
 
     purchases = tap("billing", "plan.purchased")
     event_id = newest_event(region, PAYMENT_EVENT[region.gateway])
