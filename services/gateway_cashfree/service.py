@@ -388,6 +388,7 @@ class GatewayCashfreeService(HealthMixin):
         """One subscription's payments (oldest first) and status through the webhook handlers; the
         checkout's state at Cashfree (open, complete, expired) or "unknown" if it is not ours."""
         if self._subscription_row(subscription_id) is None:
+            self.db.rollback()
             return "unknown"
         # Stamped just before asking: a change Cashfree makes after our read carries a later time.
         asked_at = int(time.time()) - 1
