@@ -34,8 +34,9 @@ def test_show_account_reconcile_and_replay(org_owner, region, stack, tap):
     assert f"org:{org_id}  Acme, {region.country}, 1 member(s)" in shown
     assert f"growth_monthly active, period {summary['subscription']['current_period_start']}" in shown
     assert "open checkouts: 0" in shown and "last payments: 1" in shown and "payment links: 0" in shown
-    assert "usage projection: growth_monthly" in eventually(lambda: (s := ops(stack, "show-account", f"org:{org_id}")[1])
-                                                           and "usage projection: growth_monthly" in s and s)
+    projected = eventually(lambda: "usage projection: growth_monthly" in (
+        s := ops(stack, "show-account", f"org:{org_id}")[1]) and s)  # usage hears of the plan by event
+    assert projected and "usage: 0 of 107374182400 bytes used" in projected, projected
     assert "outbox backlog (unsent events): identity" in shown
 
     status, by_email, _ = ops(stack, "show-account", org_owner.user["email"])
