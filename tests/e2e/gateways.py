@@ -107,6 +107,11 @@ class StripeSandbox(LinkPages):
                                 json={"outcome": "paid" if paid else "failed"})
         assert answer.status_code == 200, answer.text
 
+    def checkout_state_at_gateway(self, checkout):
+        session = self.http.get(f"{self.base}/v1/checkout/sessions/{self.session_id(checkout['redirect_url'])}",
+                                headers=self.api_headers, timeout=10).json()
+        return session["status"]  # open | complete | expired
+
     def fail_next_checkout_creation(self, kind, times=1, delay_seconds=3):
         answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
             "method": "POST", "path": "/v1/checkout/sessions", "kind": kind, "times": times,
@@ -175,6 +180,11 @@ class CashfreeSandbox(LinkPages):
     @staticmethod
     def subscription_of(checkout):
         return f"chk_{checkout['id'].replace('-', '')}"  # the adapter names it after our checkout
+
+    def checkout_state_at_gateway(self, checkout):
+        subscription = self.http.get(f"{self.base}/pg/subscriptions/{self.subscription_of(checkout)}",
+                                     headers=self.api_headers, timeout=10).json()
+        return {"INITIALIZED": "open", "ACTIVE": "complete"}.get(subscription["subscription_status"], "expired")
 
     def renew(self, checkout, paid=True):
         answer = self.http.post(f"{self.base}/_sandbox/subscriptions/{self.subscription_of(checkout)}/charge",

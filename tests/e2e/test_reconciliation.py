@@ -2,6 +2,7 @@
 region, and the webhooks that arrive late change nothing (the schedule: test_reconciliation_schedule.py)."""
 import time
 
+import psycopg
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
@@ -66,3 +67,39 @@ def test_reconciliation_recovers_missed_webhooks_once_and_late_ones_change_nothi
     assert after["subscription"] == active["subscription"]
     assert org_owner.get(f"{org_owner.acct}/history").json()["items"] == history
     assert purchases.drain() == []
+
+
+def test_a_link_paid_while_webhooks_fail_is_recovered(org_owner, region, tap, stack):
+    purchases = tap("billing", "plan.purchased")
+    made = org_owner.post(f"{org_owner.acct}/payment-links", json={"plan_code": "starter_monthly"})
+    assert made.status_code == 201, made.text
+    link = made.json()
+    region.fail_webhooks()
+    try:
+        region.pay_link(link["url"])
+        summary = rpc(stack, "billing", "reconcile", {"kind": "org", "id": org_owner.org["id"]})
+        assert summary["checked"]["links"] == 1 and summary["failed"] == []
+        assert "gateway.link_paid" in [fact for item in summary["recovered"] for fact in item["facts"]]
+        # (a Cashfree link buys one period, which does not renew: no next payment date)
+        assert eventually(lambda: (s := org_owner.get(org_owner.acct).json()["subscription"]) and
+                          s["status"] == "active" and s["current_period_end"]), org_owner.get(org_owner.acct).text
+        assert eventually(lambda: [item["status"] for item in
+                                   org_owner.get(f"{org_owner.acct}/payment-links").json()["items"]] == ["paid"])
+        assert [e["plan_code"] for e in eventually(purchases.drain)] == ["starter_monthly"]
+    finally:
+        region.resume_webhooks()
+
+
+def test_a_checkout_past_its_expiry_is_closed_here_and_at_the_gateway(org_owner, region, stack):
+    checkout = org_owner.post(f"{org_owner.acct}/checkout", json={"plan_code": "growth_monthly"}).json()
+    assert region.checkout_state_at_gateway(checkout) == "open"
+    # An hour is long for a test: move the expiry into the past, as the clock would.
+    with psycopg.connect(f"dbname={stack.database_prefix}billing host=127.0.0.1") as conn:
+        conn.execute("UPDATE checkouts SET expires_at = now() - interval '1 second' WHERE id = %s", (checkout["id"],))
+
+    summary = rpc(stack, "billing", "reconcile", {"kind": "org", "id": org_owner.org["id"]})
+
+    assert summary["closed_checkouts"] == [checkout["id"]]
+    assert org_owner.get(f"{org_owner.acct}/checkout/{checkout['id']}").json()["status"] == "expired"
+    assert region.checkout_state_at_gateway(checkout) == "expired"  # nobody can pay it there either
+    assert rpc(stack, "billing", "reconcile", {"kind": "org", "id": org_owner.org["id"]})["checked"]["checkouts"] == 0
