@@ -19,10 +19,12 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
+from functools import lru_cache  # noqa: E402
 
 from nameko.exceptions import RemoteError  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.pool import NullPool  # noqa: E402
 
 from shared import db  # noqa: E402
 from shared.config import SERVICE_NAMES, settings  # noqa: E402
@@ -52,10 +54,15 @@ def call(service, method, *args):
             raise OpsError(f"{service}.{method} failed: {error.exc_type}: {error.value}") from None
 
 
+@lru_cache(maxsize=None)
+def _engine(service):
+    # Not db.engine_for: that one creates a missing database, and this tool writes nothing.
+    return create_engine(db.database_url(service), poolclass=NullPool)
+
+
 def query(service, sql, **params):
     """Rows (as dicts) of a read-only query on a service's own database."""
-    engine = db.engine_for(service)
-    with engine.connect().execution_options(postgresql_readonly=True) as connection:
+    with _engine(service).connect().execution_options(postgresql_readonly=True) as connection:
         return [dict(row._mapping) for row in connection.execute(text(sql), params)]
 
 
