@@ -115,3 +115,16 @@ def test_describe_account_shows_what_operators_need(billing, team, adapter, boug
     assert [(p["status"], p["amount"]) for p in described["payments"]] == [("paid", 1900)]
     assert described["checkouts"] == [] and described["links"] == []
     assert billing.describe_account({"kind": "org", "id": "nobody"}) is None
+
+
+def test_a_checkout_that_lapsed_here_unseen_by_the_gateway_is_closed_there(billing, team, adapter, session):
+    checkout = billing.create_checkout(team.owner, ORG, {"plan_code": "starter_monthly"})
+    session.execute(update(Checkout).where(Checkout.id == checkout["id"])
+                    .values(expires_at=utc_now() - timedelta(minutes=1)))
+    session.commit()
+    assert billing.get_checkout(team.owner, ORG, checkout["id"])["status"] == "expired"  # marked here only
+    adapter.reconcile.return_value = answered({"cs_test_1": "open"})
+
+    assert billing.reconcile({"kind": "org", "id": ORG_ID})["closed_checkouts"] == [checkout["id"]]
+    adapter.expire_checkout.assert_called_once_with("cs_test_1")
+    assert billing.reconcile({"kind": "org", "id": ORG_ID})["checked"]["checkouts"] == 0  # closed for good
