@@ -194,8 +194,9 @@ class GatewayStripeService(HealthMixin):
         [...], "links": [...]}: what billing still thinks is open. Stripe lists every event it made
         (GET /v1/events, 30 days): the events since our cursor go through the webhook's own intake
         (stored once by id, the same facts), so a missed webhook is recovered and one that arrives
-        later is a duplicate. The open checkouts are read too: their state at Stripe is answered, so
-        billing can close one that can no longer be paid. Returns {"checkouts": {gateway_checkout_id:
+        later is a duplicate (so the subscriptions and links named need no reading of their own).
+        The open checkouts are read: their state at Stripe is answered, so billing can close one that
+        can no longer be paid. Returns {"checkouts": {gateway_checkout_id:
         open|complete|expired|unknown}, "events_read": n, "recovered": [{gateway_event_id, type,
         facts}], "failed": [ids of events that could not be taken in, logged]}. Raises GatewayError
         when the event list cannot be read.
