@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down demo bench bench-usage test test-unit test-interface test-e2e migrate venv lock clean
+.PHONY: up down demo ops bench bench-usage test test-unit test-interface test-e2e migrate venv lock clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ down:
 # Against a running `make up`: a US purchase for an org and a personal licence, Pay pressed on the sandbox page.
 demo: $(STAMP)
 	$(BIN)/python -m deploy.demo $(or $(BASE_URL),http://127.0.0.1:$(or $(HTTP_PORT),8000))
+
+# Operator commands against a running `make up`: make ops ARGS="show-account ann@example.com" (README: Operations).
+ops: $(STAMP)
+	$(BIN)/python -m deploy.ops $(ARGS)
 
 # Benchmarks start a stack of their own; figures go to results/ (not committed).
 bench-usage: $(STAMP)

@@ -59,6 +59,8 @@ class IsolatedStack:
             "CASHFREE_TIMEOUT_SECONDS": "2",
             "CASHFREE_SANDBOX_RETRY_SCALE": "0.1",
             "LINK_EXPIRY_POLL_SECONDS": "1",
+            # Tests reconcile on demand; one that tests the schedule starts a stack with a short one.
+            "RECONCILE_INTERVAL_SECONDS": "3600",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }

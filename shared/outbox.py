@@ -17,6 +17,7 @@ from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 
 from shared import db
 from shared.events import validate_event
@@ -39,6 +40,26 @@ def add_event(session, outbox_model, event_type, data):
     validate_event(event_type, payload)
     session.add(outbox_model(id=event_id, event_type=event_type, payload=payload))
     session.info["outbox"] = True  # wakes the relay after commit (shared.db.make_session_factory)
+    return str(event_id)
+
+
+# Names the ids of facts staged with add_event_once (uuid5 of the fact's own key).
+ONCE_NAMESPACE = uuid.UUID("5d1f0c1e-8a7b-4d53-9a51-0c3f1b7e2a40")
+
+
+def add_event_once(session, outbox_model, event_type, data, key):
+    """Stage like add_event, under an id derived from `key` (what makes the fact the same fact, e.g.
+    the gateway's event id): the fact staged again (a webhook and a reconciliation finding the same
+    payment, a replay) is not staged twice, and had it been, consumers' inboxes would see one id.
+    Returns the event id, or None when it was staged before."""
+    event_id = uuid.uuid5(ONCE_NAMESPACE, f"{event_type}:{key}")
+    payload = {"event_id": str(event_id), "occurred_at": rfc3339(utc_now()), **data}
+    validate_event(event_type, payload)
+    staged = session.execute(insert(outbox_model).values(id=event_id, event_type=event_type, payload=payload)
+                             .on_conflict_do_nothing().returning(outbox_model.id)).first()
+    if staged is None:
+        return None
+    session.info["outbox"] = True
     return str(event_id)
 
 

@@ -13,11 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.billing.catalogue import load_catalogue, priced_plan
-from services.billing.links import PaymentLinks
+from services.billing.links import PaymentLinks, link_dict
 from services.billing.models import (
-    BillingAccount, Checkout, Inbox, Outbox, Payment, PaymentMethodSnapshot, Quote, Subscription,
+    BillingAccount, Checkout, Inbox, Outbox, Payment, PaymentLink, PaymentMethodSnapshot, Quote, Subscription,
 )
 from services.billing.pricing import quote_lines
+from services.billing.reconciliation import Reconciliation
 from services.billing.schemas import CancelInput, CheckoutInput, QuoteInput
 from services.billing.subscriptions import from_unix, is_newer, next_payment_date
 from shared.config import settings
@@ -76,9 +77,10 @@ def quote_dict(quote):
     }
 
 
-class BillingService(PaymentLinks, HealthMixin):
+class BillingService(PaymentLinks, Reconciliation, HealthMixin):
     name = "billing"
     adapter_timeout_seconds = ADAPTER_TIMEOUT_SECONDS
+    ADAPTER_BY_COUNTRY, GATEWAY_BY_COUNTRY = ADAPTER_BY_COUNTRY, GATEWAY_BY_COUNTRY
 
     db = Database()
     outbox = OutboxRelay(Outbox)
@@ -115,6 +117,37 @@ class BillingService(PaymentLinks, HealthMixin):
             "subscription": self._subscription_dict(subscription) if subscription else None,
             "usage": self._usage_brief(account, quota),
             "can_manage": MANAGE_BILLING in allowed,
+        }
+
+    @api_rpc
+    def describe_account(self, account):
+        """For operators (no caller, no permission check: not routed to HTTP): the account's billing
+        state. account: {"kind", "id"}. Returns None when billing has no such account, else
+        {"account", "subscriptions", "checkouts" (open ones), "payments" (last 10), "links"}."""
+        account = self.db.scalar(select(BillingAccount).where(
+            BillingAccount.kind == (account or {}).get("kind"),
+            BillingAccount.owner_ref == str((account or {}).get("id") or "")))
+        if account is None:
+            return None
+        subscriptions = self.db.scalars(select(Subscription).where(Subscription.account_id == account.id)
+                                        .order_by(Subscription.created_at.desc())).all()
+        checkouts = self.db.scalars(select(Checkout).where(Checkout.account_id == account.id,
+                                                           Checkout.status.in_(("creating", "open")))
+                                    .order_by(Checkout.created_at.desc())).all()
+        payments = self.db.scalars(select(Payment).where(Payment.account_id == account.id)
+                                   .order_by(Payment.occurred_at.desc(), Payment.recorded_at.desc()).limit(10)).all()
+        links = self.db.scalars(select(PaymentLink).where(PaymentLink.account_id == account.id)
+                                .order_by(PaymentLink.created_at.desc())).all()
+        return {
+            "account": {**self._account_dict(account), "name": account.name, "email": account.email},
+            "subscriptions": [{**self._subscription_dict(s), "id": str(s.id),
+                               "gateway_subscription_id": s.gateway_subscription_id,
+                               "purchased_at": _iso(s.purchased_at)} for s in subscriptions],
+            "checkouts": [{**checkout_dict(c), "gateway_checkout_id": c.gateway_checkout_id} for c in checkouts],
+            "payments": [{"date": _iso(p.occurred_at), "status": p.status, "amount": p.amount,
+                          "currency": p.currency, "description": p.description,
+                          "gateway_invoice_id": p.gateway_invoice_id} for p in payments],
+            "links": [link_dict(link) for link in links],
         }
 
     @api_rpc

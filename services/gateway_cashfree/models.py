@@ -39,6 +39,9 @@ class CashfreeSubscription(Base):
     current_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Cashfree's subscription_status as last heard (webhook or reconciliation): reconciliation
+    # announces a status only when Cashfree's differs from it.
+    gateway_status: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = utc_now_column()
 
 
@@ -67,7 +70,8 @@ class CashfreeLink(Base):
 
 
 class WebhookEvent(Base):
-    """Every verified Cashfree webhook, stored once (by its idempotency key) before we answer 200."""
+    """Every verified Cashfree webhook, stored once (by its idempotency key) before we answer 200:
+    what a replay runs again."""
 
     __tablename__ = "webhook_events"
 

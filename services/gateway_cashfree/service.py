@@ -25,8 +25,8 @@ from services.gateway_cashfree.models import (
 )
 from shared.config import settings
 from shared.db import Database
-from shared.errors import BadRequest, GatewayError
-from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
+from shared.errors import BadRequest, GatewayError, NotFound
+from shared.outbox import OutboxRelay, add_event_once, rfc3339, utc_now
 from shared.periods import add_interval
 from shared.service import HealthMixin, api_rpc
 
@@ -50,6 +50,8 @@ SUBSCRIPTION_STATUS = {
     "EXPIRED": "cancelled",
     "LINK_EXPIRED": "cancelled",
 }
+# What a checkout's subscription says about the checkout: not authorised yet, paid, or never to be.
+CHECKOUT_STATE = {"INITIALIZED": "open", "BANK_APPROVAL_PENDING": "open"}
 METHOD_TYPES = {"upi": "upi", "card": "card", "enach": "netbanking", "pnach": "netbanking", "netbanking": "netbanking"}
 
 
@@ -315,14 +317,123 @@ class GatewayCashfreeService(HealthMixin):
         if inserted is None:
             self.db.rollback()
             return {"status": "duplicate"}
-        event_at = _cashfree_time(event.get("event_time")) or utc_now()
+        self._handle(kind, data, event_id, event.get("event_time"))
+        self.db.commit()
+        return {"status": "accepted"}
+
+    def _handle(self, kind, data, event_id, event_time):
+        """A stored webhook's facts into the outbox (the webhook's intake, and a replay's)."""
+        event_at = _cashfree_time(event_time) or utc_now()
         handler = getattr(self, f"_on_{kind.lower()}", None)
         if handler is None:
             log.info("cashfree webhook %s stored, not acted on", kind)
         else:
             handler(data, event_id, _unix(event_at))
+
+    # -- reconciliation and replay ---------------------------------------------------------------
+
+    @api_rpc
+    def reconcile(self, request):
+        """Ask Cashfree for what its webhooks should have told us, and announce it exactly as they
+        would have: the same handlers, the same facts under the same keys (a payment is one fact
+        whether a webhook or reconciliation found it first, so the other changes nothing).
+
+        request: {"checkouts": [{checkout_id, gateway_checkout_id, account_id}], "subscriptions":
+        [{gateway_subscription_id, account_id}], "links": [{link_id, gateway_link_id, account_id}]}:
+        what billing still thinks is open. Reads each subscription and its payments, each link and
+        its paid orders' payments. Returns {"checkouts": {gateway_checkout_id:
+        open|complete|expired|unknown}, "recovered": [{"gateway_event_id", "type"}], "failed": [ids
+        Cashfree did not answer for]}.
+        """
+        self.staged = []
+        checkouts, failed = {}, []
+        subscription_ids = [item["gateway_checkout_id"] for item in request.get("checkouts") or []]
+        subscription_ids += [item["gateway_subscription_id"] for item in request.get("subscriptions") or []]
+        for subscription_id in dict.fromkeys(subscription_ids):
+            try:
+                state = self._reconcile_subscription(subscription_id)
+            except GatewayError:
+                self.db.rollback()
+                failed.append(subscription_id)
+                state = "unknown"
+            checkouts[subscription_id] = state
+        for item in request.get("links") or []:
+            try:
+                self._reconcile_link(item["gateway_link_id"])
+            except GatewayError:
+                self.db.rollback()
+                failed.append(item["gateway_link_id"])
+        if self.staged:
+            log.warning("reconciliation recovered cashfree facts webhooks did not bring: %s", self.staged)
+        wanted = {item["gateway_checkout_id"] for item in request.get("checkouts") or []}
+        return {"checkouts": {key: value for key, value in checkouts.items() if key in wanted},
+                "recovered": self.staged, "failed": failed}
+
+    @api_rpc
+    def replay_webhook(self, event_id):
+        """Run a stored webhook through its handler again (e.g. after a fix). Facts it already
+        produced are not produced again (they carry the same keys): {"event_id", "type", "status":
+        "republished"|"unchanged", "facts": [...]}. Raises NotFound for an event we never stored."""
+        stored = self.db.get(WebhookEvent, event_id)
+        if stored is None:
+            raise NotFound(f"No stored Cashfree webhook {event_id}.")
+        event = simplejson.loads(stored.body, use_decimal=True)
+        self.staged = []
+        self._handle(stored.type, event["data"], event_id, event.get("event_time"))
         self.db.commit()
-        return {"status": "accepted"}
+        return {"event_id": event_id, "type": stored.type, "status": "republished" if self.staged else "unchanged",
+                "facts": [fact["type"] for fact in self.staged]}
+
+    def _reconcile_subscription(self, subscription_id):
+        """One subscription's payments (oldest first) and status through the webhook handlers; the
+        checkout's state at Cashfree (open, complete, expired) or "unknown" if it is not ours."""
+        if self._subscription_row(subscription_id) is None:
+            self.db.rollback()
+            return "unknown"
+        # Stamped just before asking: a change Cashfree makes after our read carries a later time.
+        asked_at = int(time.time()) - 1
+        subscription = cashfree_api.call("GET", f"/subscriptions/{subscription_id}")
+        payments = cashfree_api.call("GET", f"/subscriptions/{subscription_id}/payments")
+        for payment in sorted(payments, key=lambda p: str(p.get("payment_initiated_date") or "")):
+            paid_at = _unix(_cashfree_time(payment.get("payment_initiated_date"))) or asked_at
+            event_id = f"reconcile:{payment.get('cf_payment_id')}:{payment.get('payment_status')}"
+            if payment.get("payment_type") == "AUTH":
+                self._on_subscription_auth_status(payment, event_id, paid_at)
+            if payment.get("payment_status") == "SUCCESS":
+                self._on_subscription_payment_success(payment, event_id, paid_at)
+            elif payment.get("payment_status") == "FAILED":
+                self._on_subscription_payment_failed(payment, event_id, paid_at)
+        row = self._subscription_row(subscription_id)
+        status = subscription.get("subscription_status")
+        if status != row.gateway_status or (self._plan_code(subscription) or row.plan_code) != row.plan_code:
+            self._on_subscription_status_changed({"subscription_details": subscription},
+                                                 f"reconcile:{subscription_id}:{status}:{asked_at}", asked_at)
+        self.db.commit()
+        if status in CHECKOUT_STATE:
+            return CHECKOUT_STATE[status]
+        return "complete" if row.authorized_at is not None else "expired"
+
+    def _reconcile_link(self, cashfree_link_id):
+        """A paid link's successful order payments through the payment webhook's handler."""
+        link = cashfree_api.call("GET", f"/links/{cashfree_link_id}")
+        if link.get("link_status") != "PAID":
+            return
+        for listed in cashfree_api.call("GET", f"/links/{cashfree_link_id}/orders"):
+            order = cashfree_api.call("GET", f"/orders/{listed['order_id']}")
+            if order.get("order_status") != "PAID":
+                continue
+            for payment in cashfree_api.call("GET", f"/orders/{listed['order_id']}/payments"):
+                if payment.get("payment_status") == "SUCCESS":
+                    paid_at = _unix(_cashfree_time(payment.get("payment_time"))) or int(time.time())
+                    self._order_payment({"order": order, "payment": payment},
+                                        f"reconcile:{payment.get('cf_payment_id')}:SUCCESS", paid_at, succeeded=True)
+        self.db.commit()
+
+    def _stage(self, fact_type, data, key):
+        """A fact into the outbox once per key (what makes it the same fact from any source)."""
+        if add_event_once(self.db, Outbox, fact_type, data, f"cashfree:{key}"):
+            self.__dict__.setdefault("staged", []).append({"gateway_event_id": data["gateway_event_id"],
+                                                           "type": fact_type})
 
     # -- webhook handlers (each stages gateway.* facts in the outbox) --------------------------
 
@@ -340,13 +451,14 @@ class GatewayCashfreeService(HealthMixin):
             if row.current_period_end is None:  # the authorisation charge pays the first period
                 row.current_period_start = row.authorized_at
                 row.current_period_end = add_interval(row.authorized_at, row.interval)
-            add_event(self.db, Outbox, "gateway.checkout_completed", {
+            self._stage("gateway.checkout_completed", {
                 **base, "checkout_id": row.checkout_id, "gateway_checkout_id": row.subscription_id,
-                "gateway_subscription_id": row.subscription_id, "gateway_customer_id": None})
+                "gateway_subscription_id": row.subscription_id, "gateway_customer_id": None},
+                f"auth:{row.subscription_id}")
         elif data.get("payment_status") in ("FAILED", "CANCELLED", "USER_DROPPED"):
-            add_event(self.db, Outbox, "gateway.checkout_failed", {
+            self._stage("gateway.checkout_failed", {
                 **base, "checkout_id": row.checkout_id, "gateway_checkout_id": row.subscription_id,
-                "reason": "declined"})
+                "reason": "declined"}, f"auth:{row.subscription_id}:{data.get('cf_payment_id')}")
 
     def _on_subscription_status_changed(self, data, event_id, event_at):
         subscription = data.get("subscription_details") or data
@@ -354,18 +466,20 @@ class GatewayCashfreeService(HealthMixin):
         if row is None:
             return
         status = SUBSCRIPTION_STATUS.get(subscription.get("subscription_status"), "incomplete")
+        row.gateway_status = subscription.get("subscription_status")
         if row.authorized_at is None:
             # Never paid: not a plan anyone had. A cancellation only closes its checkout.
             if status == "cancelled":
-                add_event(self.db, Outbox, "gateway.checkout_failed", {
+                self._stage("gateway.checkout_failed", {
                     **self._base(row.account_id, event_id, event_at), "checkout_id": row.checkout_id,
-                    "gateway_checkout_id": row.subscription_id, "reason": "expired"})
+                    "gateway_checkout_id": row.subscription_id, "reason": "expired"}, f"ended:{row.subscription_id}")
             return
         if status == "cancelled":
             row.cancel_at = None
         plan_code = self._plan_code(subscription) or row.plan_code
         row.plan_code = plan_code
-        add_event(self.db, Outbox, "gateway.subscription_updated", self._snapshot(subscription, row, event_id, event_at))
+        self._stage("gateway.subscription_updated", self._snapshot(subscription, row, event_id, event_at),
+                    f"event:{event_id}")
 
     def _on_subscription_payment_success(self, data, event_id, event_at):
         row = self._subscription_row(data.get("subscription_id"))
@@ -380,15 +494,15 @@ class GatewayCashfreeService(HealthMixin):
         start, end = paid_at, add_interval(paid_at, row.interval)
         if row.current_period_end is None or end > row.current_period_end:
             row.current_period_start, row.current_period_end = start, end
-        add_event(self.db, Outbox, "gateway.payment_succeeded", self._payment_fact(data, row, event_id, event_at,
-                                                                                    start, end))
+        self._stage("gateway.payment_succeeded", self._payment_fact(data, row, event_id, event_at, start, end),
+                    f"payment:{self._payment_key(data)}:SUCCESS")
 
     def _on_subscription_payment_failed(self, data, event_id, event_at):
         row = self._subscription_row(data.get("subscription_id"))
         if row is None or data.get("payment_type") == "AUTH":
             return  # a failed authorisation is a declined checkout (SUBSCRIPTION_AUTH_STATUS), not a bill
-        add_event(self.db, Outbox, "gateway.payment_failed", self._payment_fact(data, row, event_id, event_at,
-                                                                                 None, None))
+        self._stage("gateway.payment_failed", self._payment_fact(data, row, event_id, event_at, None, None),
+                    f"payment:{self._payment_key(data)}:FAILED")
 
     def _on_payment_success_webhook(self, data, event_id, event_at):
         self._order_payment(data, event_id, event_at, succeeded=True)
@@ -421,7 +535,9 @@ class GatewayCashfreeService(HealthMixin):
         if succeeded:
             stored.paid_at = utc_now()
             stored.method_type, stored.method_reference = _payment_method(payment.get("payment_method") or {})
-        add_event(self.db, Outbox, "gateway.payment_succeeded" if succeeded else "gateway.payment_failed", fact)
+        outcome = "SUCCESS" if succeeded else payment.get("payment_status") or "FAILED"
+        self._stage("gateway.payment_succeeded" if succeeded else "gateway.payment_failed", fact,
+                    f"payment:{payment.get('cf_payment_id') or event_id}:{outcome}")
         if succeeded and tags.get("link_id"):  # PAYMENT_LINK_EVENT says so too; either may come first
             self._announce_link_paid(tags["link_id"], event_id, event_at)
 
@@ -436,9 +552,10 @@ class GatewayCashfreeService(HealthMixin):
         if link is None:
             log.warning("cashfree: a payment for a link we did not make (%s); ignored", link_id)
             return
-        add_event(self.db, Outbox, "gateway.link_paid", {
+        self._stage("gateway.link_paid", {
             **self._base(link.account_id, event_id, event_at), "link_id": link.link_id,
-            "gateway_link_id": link.cashfree_link_id, "gateway_subscription_id": None, "paid_at": int(event_at)})
+            "gateway_link_id": link.cashfree_link_id, "gateway_subscription_id": None, "paid_at": int(event_at)},
+            f"link_paid:{link.link_id}")
 
     def _link_by_cashfree_id(self, cashfree_link_id):
         return self.db.get(CashfreeLink, cashfree_link_id) if cashfree_link_id else None
@@ -449,6 +566,10 @@ class GatewayCashfreeService(HealthMixin):
     def _base(account_id, event_id, event_at):
         return {"gateway": "cashfree", "gateway_event_id": event_id, "gateway_event_at": int(event_at),
                 "account_id": account_id}
+
+    @staticmethod
+    def _payment_key(payment):
+        return payment.get("cf_payment_id") or payment.get("payment_id")
 
     @staticmethod
     def _natural_id(kind, data, body):

@@ -44,7 +44,8 @@ class StripePrice(Base):
 
 
 class WebhookEvent(Base):
-    """Every verified Stripe event, stored once by its id before we answer 200."""
+    """Every Stripe event we took in, stored once by its id (a verified webhook before we answer 200,
+    or one that reconciliation found through GET /v1/events): what a replay runs again."""
 
     __tablename__ = "webhook_events"
 
@@ -53,6 +54,17 @@ class WebhookEvent(Base):
     created: Mapped[int] = mapped_column(BigInteger)  # Stripe's own timestamp
     payload: Mapped[dict] = mapped_column(JSONB)
     received_at: Mapped[datetime] = utc_now_column()
+    source: Mapped[str] = mapped_column(String(20), server_default="webhook")  # webhook | reconcile
+
+
+class SyncCursor(Base):
+    """How far reconciliation has read a gateway's event list (`events`: Stripe's newest `created`)."""
+
+    __tablename__ = "sync_cursors"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = utc_now_column()
 
 
 class Outbox(OutboxMixin, Base):

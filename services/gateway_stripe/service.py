@@ -5,21 +5,26 @@ import logging
 import time
 
 import stripe
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.gateway_stripe import stripe_api
-from services.gateway_stripe.models import Outbox, StripeCustomer, StripePaymentLink, StripePrice, WebhookEvent
-from services.gateway_stripe.normalize import normalize, subscription_snapshot
+from services.gateway_stripe.models import (
+    Outbox, StripeCustomer, StripePaymentLink, StripePrice, SyncCursor, WebhookEvent,
+)
+from services.gateway_stripe.normalize import HANDLED_TYPES, normalize, subscription_snapshot
 from shared.config import settings
 from shared.db import Database
-from shared.errors import BadRequest, GatewayError
-from shared.outbox import OutboxRelay, add_event
+from shared.errors import BadRequest, GatewayError, NotFound
+from shared.outbox import OutboxRelay, add_event_once
 from shared.service import HealthMixin, api_rpc
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_TOLERANCE_SECONDS = 300
+# Reconciliation re-reads this much of the event list before its cursor: Stripe may list an event
+# a little after the newest one it already listed. Events read twice are duplicates, dropped by id.
+EVENTS_OVERLAP_SECONDS = 300
 
 
 def price_lookup_key(plan):
@@ -171,26 +176,103 @@ class GatewayStripeService(HealthMixin):
             stripe.WebhookSignature.verify_header(body, signature, settings().stripe_webhook_secret,
                                                   SIGNATURE_TOLERANCE_SECONDS)
             event = json.loads(body)
-            event_id, event_type, created = event["id"], event["type"], int(event["created"])
-            event["data"]["object"]
+            event["id"], event["type"], int(event["created"]), event["data"]["object"]  # noqa: B018  (a Stripe event?)
         except stripe.SignatureVerificationError:
             raise BadRequest("The webhook signature is invalid or too old.", code="SIGNATURE_INVALID") from None
         except (ValueError, KeyError, TypeError):
             raise BadRequest("The webhook body is not a Stripe event.", code="MALFORMED_EVENT") from None
 
+        return {"status": self._ingest(event, "webhook")["status"]}
+
+    # -- reconciliation and replay ---------------------------------------------------------------
+
+    @api_rpc
+    def reconcile(self, request):
+        """Find what Stripe's webhooks should have told us and announce it exactly as a webhook would.
+
+        request: {"checkouts": [{checkout_id, gateway_checkout_id, account_id}], "subscriptions":
+        [...], "links": [...]}: what billing still thinks is open. Stripe lists every event it made
+        (GET /v1/events, 30 days): the events since our cursor go through the webhook's own intake
+        (stored once by id, the same facts), so a missed webhook is recovered and one that arrives
+        later is a duplicate (so the subscriptions and links named need no reading of their own).
+        The open checkouts are read: their state at Stripe is answered, so billing can close one that
+        can no longer be paid. Returns {"checkouts": {gateway_checkout_id:
+        open|complete|expired|unknown}, "events_read": n, "recovered": [{gateway_event_id, type,
+        facts}], "failed": [ids of events that could not be taken in, logged]}. Raises GatewayError
+        when the event list cannot be read.
+        """
+        checkouts = {}
+        for item in request.get("checkouts") or []:
+            try:  # read before the event list: the session's own expiry event is then in it
+                checkouts[item["gateway_checkout_id"]] = stripe_api.retrieve_checkout_session(
+                    item["gateway_checkout_id"]).status
+            except GatewayError:
+                checkouts[item["gateway_checkout_id"]] = "unknown"
+        cursor = self.db.get(SyncCursor, "events")
+        since = cursor.value - EVENTS_OVERLAP_SECONDS if cursor else None
+        events = stripe_api.events_since(since, HANDLED_TYPES)
+        recovered, failed = [], []
+        for event in events:
+            try:
+                taken = self._ingest(event, "reconcile")
+            except Exception:  # one event we cannot take in must not hold up the others
+                self.db.rollback()
+                log.exception("reconciliation could not take in stripe event %s", event.get("id"))
+                failed.append(event.get("id"))
+                continue
+            if taken["status"] == "accepted":
+                recovered.append({"gateway_event_id": event["id"], "type": event["type"], "facts": taken["facts"]})
+        if events:
+            newest = max(event["created"] for event in events)
+            self.db.execute(insert(SyncCursor).values(name="events", value=newest).on_conflict_do_update(
+                index_elements=["name"], set_={"value": func.greatest(SyncCursor.value, newest),
+                                               "updated_at": func.now()}))
+            self.db.commit()
+        if recovered:
+            log.warning("reconciliation recovered %d stripe events webhooks did not bring: %s", len(recovered),
+                        [r["gateway_event_id"] for r in recovered])
+        return {"checkouts": checkouts, "events_read": len(events), "recovered": recovered, "failed": failed}
+
+    @api_rpc
+    def replay_webhook(self, event_id):
+        """Run a stored event through normal processing again (e.g. after a fix, for an event that
+        named no account we knew). Facts it already produced are not produced again (they carry the
+        event's id): {"event_id", "type", "status": "republished"|"unchanged", "facts": [...]}.
+        Raises NotFound for an event we never stored."""
+        stored = self.db.get(WebhookEvent, event_id)
+        if stored is None:
+            raise NotFound(f"No stored Stripe event {event_id}.")
+        facts = self._stage_facts(stored.payload)
+        self.db.commit()
+        return {"event_id": event_id, "type": stored.type, "status": "republished" if facts else "unchanged",
+                "facts": facts}
+
+    def _ingest(self, event, source):
+        """The one intake of a Stripe event, verified webhook or listed by reconciliation: stored
+        once by its id, then its facts staged, in one transaction. {"status": accepted|duplicate,
+        "facts": [fact types staged]}."""
         inserted = self.db.execute(
-            insert(WebhookEvent).values(id=event_id, type=event_type, created=created, payload=event)
+            insert(WebhookEvent).values(id=event["id"], type=event["type"], created=int(event["created"]),
+                                        payload=event, source=source)
             .on_conflict_do_nothing().returning(WebhookEvent.id)
         ).first()
         if inserted is None:
             self.db.rollback()
-            return {"status": "duplicate"}
-        if event_type == "checkout.session.completed" and event["data"]["object"].get("payment_link"):
-            self._remember_payer(event["data"]["object"])
-        for fact_type, data in normalize(event, self._account_for_customer, self._link_for):
-            add_event(self.db, Outbox, fact_type, data)
+            return {"status": "duplicate", "facts": []}
+        facts = self._stage_facts(event)
         self.db.commit()
-        return {"status": "accepted"}
+        return {"status": "accepted", "facts": facts}
+
+    def _stage_facts(self, event):
+        """The event's gateway.* facts into the outbox, each under an id made from the event's id (so
+        running an event again stages nothing new). Returns the fact types staged now."""
+        if event["type"] == "checkout.session.completed" and event["data"]["object"].get("payment_link"):
+            self._remember_payer(event["data"]["object"])
+        staged = []
+        for index, (fact_type, data) in enumerate(normalize(event, self._account_for_customer, self._link_for)):
+            if add_event_once(self.db, Outbox, fact_type, data, f"stripe:{event['id']}:{index}"):
+                staged.append(fact_type)
+        return staged
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -182,3 +182,19 @@ def deactivate_payment_link(payment_link_id):
 def checkout_sessions_of_link(payment_link_id, status):
     return client().v1.checkout.sessions.list(
         params={"payment_link": payment_link_id, "status": status, "limit": 10}).data
+
+
+@gateway_errors
+def retrieve_checkout_session(session_id):
+    return client().v1.checkout.sessions.retrieve(session_id)
+
+
+@gateway_errors
+def events_since(created_gte, types):
+    """Every event of these types created at or after `created_gte` (None: all Stripe still keeps,
+    30 days), oldest first, as plain JSON dicts (what a webhook body holds: decimals as strings)."""
+    params = {"limit": 100, "types": list(types)}
+    if created_gte is not None:
+        params["created"] = {"gte": int(created_gte)}
+    listed = client().v1.events.list(params=params).auto_paging_iter()  # newest first, page after page
+    return [event.to_dict(for_json=True) for event in listed][::-1]

@@ -64,13 +64,19 @@ class CommonControl:
         return 200, {"faults": []}
 
     def pause_webhooks(self, request: Request, **_) -> Answer:
+        """{"mode": "drop"} (the default): deliveries falling due are lost for good. {"mode": "fail"}:
+        they fail unsent, as if the portal were down, and are retried on the gateway's schedule."""
+        mode = self.body(request).get("mode", "drop")
+        if mode not in ("drop", "fail"):
+            raise self.bad_request("mode must be 'drop' or 'fail'")
         with self.store.lock:
-            self.store.webhooks_paused = True
-        return 200, {"paused": True}
+            self.store.webhooks_paused = mode == "drop"
+            self.store.webhooks_failing = mode == "fail"
+        return 200, {"paused": True, "mode": mode}
 
     def resume_webhooks(self, request: Request, **_) -> Answer:
         with self.store.lock:
-            self.store.webhooks_paused = False
+            self.store.webhooks_paused = self.store.webhooks_failing = False
         return 200, {"paused": False}
 
     def events(self, request: Request, **_) -> Answer:

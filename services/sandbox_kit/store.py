@@ -21,7 +21,8 @@ class SandboxStore:
         self._clock = clock
         self.clock_offset = 0  # seconds added by POST /_sandbox/clock, for demos of renewals and schedules
         self.webhooks_enabled = webhooks_enabled
-        self.webhooks_paused = False
+        self.webhooks_paused = False  # attempts falling due are lost for good
+        self.webhooks_failing = False  # attempts falling due fail unsent; the retries go on
         self.event_ids: List[str] = []  # creation order
         self.deliveries: dict = {}  # event id -> [attempt records]
         self.idempotency: dict = {}  # idempotency key -> sandbox_kit.idempotency.Record

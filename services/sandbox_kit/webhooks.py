@@ -5,7 +5,10 @@ retries naturally reorder them, which is what a webhook consumer must cope with.
 the thread waits the gateway's retry delay (x retry_scale, so tests run the schedule in
 milliseconds); stopping the sender ends every wait at once. While deliveries are paused
 (POST /_sandbox/webhooks/pause), an attempt that falls due is dropped for good, the way a lost
-webhook is lost: only reconciliation can find the event again.
+webhook is lost: only reconciliation can find the event again. While they are failing
+(POST /_sandbox/webhooks/pause with {"mode": "fail"}: the portal looks unreachable), each attempt
+that falls due fails without being sent and the schedule goes on, so after resume the remaining
+retries arrive late, after whatever reconciliation recovered in between.
 
 A gateway's WebhookSender subclasses this one with its signing, headers and body, what counts as
 delivered, and what it records of each attempt; `_retry` runs the schedule around its attempts.
@@ -37,9 +40,11 @@ class WebhookSender:
     def _delay(self, attempt: int) -> float:
         return self.retry_delays[min(attempt - 2, len(self.retry_delays) - 1)] * self.retry_scale
 
-    def _retry(self, event_id: str, attempt: Callable[[int, bool], bool], drop: Callable[[int], None]) -> None:
+    def _retry(self, event_id: str, attempt: Callable[[int, bool], bool], drop: Callable[[int], None],
+               unreachable: Callable[[int, bool], None]) -> None:
         """Deliver one event (in its delivery thread): `attempt(number, last)` sends and records one
-        try and says whether it was delivered; `drop(number)` records one that fell due while paused."""
+        try and says whether it was delivered; `drop(number)` records one that fell due while paused;
+        `unreachable(number, last)` one that failed unsent while webhooks are failing."""
         for number in range(1, self.max_attempts + 1):
             if number > 1 and self._stopping.wait(self._delay(number)):
                 return
@@ -48,6 +53,12 @@ class WebhookSender:
             if self.store.webhooks_paused:
                 drop(number)
                 return
+            if self.store.webhooks_failing:
+                unreachable(number, number == self.max_attempts)
+                continue
             if attempt(number, number == self.max_attempts):
                 return
         self.log.warning("webhook %s gave up after %d attempts", event_id, self.max_attempts)
+
+
+UNREACHABLE = "not sent: webhooks are failing (POST /_sandbox/webhooks/pause with mode fail)"

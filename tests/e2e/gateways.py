@@ -6,7 +6,31 @@ import requests
 from kombu import Connection, Exchange, Queue
 
 
-class LinkPages:
+class WebhookOutage:
+    """The gateway cannot reach the portal for a while, and what it sends later: the same at both sandboxes."""
+
+    def fail_webhooks(self):
+        """Deliveries falling due fail unsent, as if the portal were down; the gateway retries later."""
+        answer = self.http.post(f"{self.base}/_sandbox/webhooks/pause", json={"mode": "fail"}, timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    def resume_webhooks(self):
+        assert self.http.post(f"{self.base}/_sandbox/webhooks/resume", timeout=10).status_code == 200
+
+    def undelivered_events(self):
+        """Ids of the events no delivery attempt has reached the portal with yet."""
+        events = self.http.get(f"{self.base}/_sandbox/events", timeout=10).json()
+        return [event["id"] for event in events
+                if not any(attempt["outcome"] == "delivered" for attempt in event["delivery_attempts"])]
+
+    def redeliver(self, event_ids):
+        """Send these events again (each then retried on its own schedule): late deliveries."""
+        for event_id in event_ids:
+            answer = self.http.post(f"{self.base}/_sandbox/webhooks/{event_id}/redeliver", timeout=10)
+            assert answer.status_code == 200, answer.text
+
+
+class LinkPages(WebhookOutage):
     """What a payer does with a payment link's page, the same at both sandboxes."""
 
     # -- payment links -------------------------------------------------------------------------
@@ -83,6 +107,11 @@ class StripeSandbox(LinkPages):
                                 json={"outcome": "paid" if paid else "failed"})
         assert answer.status_code == 200, answer.text
 
+    def checkout_state_at_gateway(self, checkout):
+        session = self.http.get(f"{self.base}/v1/checkout/sessions/{self.session_id(checkout['redirect_url'])}",
+                                headers=self.api_headers, timeout=10).json()
+        return session["status"]  # open | complete | expired
+
     def fail_next_checkout_creation(self, kind, times=1, delay_seconds=3):
         answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
             "method": "POST", "path": "/v1/checkout/sessions", "kind": kind, "times": times,
@@ -151,6 +180,11 @@ class CashfreeSandbox(LinkPages):
     @staticmethod
     def subscription_of(checkout):
         return f"chk_{checkout['id'].replace('-', '')}"  # the adapter names it after our checkout
+
+    def checkout_state_at_gateway(self, checkout):
+        subscription = self.http.get(f"{self.base}/pg/subscriptions/{self.subscription_of(checkout)}",
+                                     headers=self.api_headers, timeout=10).json()
+        return {"INITIALIZED": "open", "ACTIVE": "complete"}.get(subscription["subscription_status"], "expired")
 
     def renew(self, checkout, paid=True):
         answer = self.http.post(f"{self.base}/_sandbox/subscriptions/{self.subscription_of(checkout)}/charge",

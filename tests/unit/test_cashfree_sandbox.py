@@ -54,6 +54,7 @@ class Contract:
         ("GET", r"/links/[^/]+", "/links/{link_id}"),
         ("POST", r"/links/[^/]+/cancel", "/links/{link_id}/cancel"),
         ("GET", r"/links/[^/]+/orders", "/links/{link_id}/orders"),
+        ("GET", r"/orders/[^/]+", "/orders/{order_id}"),
     ]
     UNDOCUMENTED = {409: "ApiError409"}  # Cashfree answers 409 for duplicate ids; the paths omit it
 
@@ -1193,3 +1194,44 @@ def test_a_state_file_from_before_payment_links_still_loads(tmp_path, contract, 
         assert cashfree.create_link()["link_status"] == "ACTIVE"
     finally:
         again.stop()
+
+
+# reconciliation: what the adapter asks when webhooks were missed
+
+def test_an_order_and_its_payments_can_be_fetched(cashfree, sandbox, receiver, contract):
+    cashfree.create_link()
+    control(sandbox, "POST", "/_sandbox/links/lnk_L1/fail", {"method": "upi"})
+    control(sandbox, "POST", "/_sandbox/links/lnk_L1/pay", {"method": "card"})
+    (listed,) = cashfree.link_orders()
+    order = cashfree.call("GET", f"/orders/{listed['order_id']}")  # checked against OrderEntity
+    assert order.status == 200 and order.body["order_status"] == "PAID" and "link_id" not in order.body
+    assert order.body["order_tags"] == listed["order_tags"]
+    # PaymentEntity's payment_method is a oneOf no real payload satisfies: judged as the webhooks' are
+    answer = requests.get(f"{sandbox.api_base}/orders/{listed['order_id']}/payments", timeout=5,
+                          headers={**cashfree.headers, "x-request-id": "test-payments"})
+    payments = json.loads(answer.text, parse_float=Decimal)
+    assert answer.status_code == 200 and [p["payment_status"] for p in payments] == ["FAILED", "SUCCESS"]
+    for payment, method in zip(payments, ("upi", "card")):
+        ((name, details),) = payment.pop("payment_method").items()
+        assert name == method and not problems(contract.component_validator(METHOD_SCHEMAS[method]), details)
+        assert not problems(contract.component_validator("PaymentEntity"), payment)
+    assert cashfree.call("GET", "/orders/no-such-order").status == 404
+    assert requests.get(f"{sandbox.api_base}/orders/no-such-order/payments", headers=cashfree.headers,
+                        timeout=5).status_code == 404
+
+
+def test_webhooks_failing_are_retried_late_after_resume(cashfree, sandbox, receiver):
+    cashfree.create_plan()
+    cashfree.create_subscription()
+    assert control(sandbox, "POST", "/_sandbox/webhooks/pause", {"mode": "fail"})[0] == 200
+    cashfree.manage("CANCEL")
+    deadline = time.monotonic() + 5
+    while not events_of(sandbox)[0]["delivery_attempts"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert receiver.deliveries == []  # failed unsent: the portal looked unreachable
+    control(sandbox, "POST", "/_sandbox/webhooks/resume")
+    assert receiver.accepted("SUBSCRIPTION_STATUS_CHANGED")  # a later retry got through
+    attempts = events_of(sandbox)[0]["delivery_attempts"]
+    assert attempts[0]["outcome"] == "failed" and attempts[-1]["outcome"] == "delivered"
+    assert control(sandbox, "POST", "/_sandbox/webhooks/pause", {"mode": "sometimes"})[0] == 400

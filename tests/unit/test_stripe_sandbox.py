@@ -578,6 +578,27 @@ def test_webhooks_sent_while_paused_are_lost(client, sandbox, receiver):
     assert lost.id in [event.data.object.id for event in found]
 
 
+def test_webhooks_failing_arrive_late_and_an_event_can_be_resent(client, sandbox, receiver):
+    control(sandbox, "POST", "/_sandbox/webhooks/pause", {"mode": "fail"})
+    late = client.v1.customers.create(params={"email": "late@example.com"})
+    deadline = time.monotonic() + 5
+    while not control(sandbox, "GET", "/_sandbox/events")[1][0]["delivery_attempts"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert receiver.deliveries == []  # failed unsent, as if the portal were down
+    control(sandbox, "POST", "/_sandbox/webhooks/resume")
+    receiver.accepted_events("customer.created")  # a later retry of the same event
+    attempts = control(sandbox, "GET", "/_sandbox/events")[1][0]["delivery_attempts"]
+    assert attempts[0]["outcome"] == "failed" and attempts[-1]["outcome"] == "delivered"
+
+    event_id = control(sandbox, "GET", "/_sandbox/events")[1][0]["id"]
+    assert control(sandbox, "POST", f"/_sandbox/webhooks/{event_id}/redeliver") == (200, {"redelivering": event_id})
+    receiver.wait_until(lambda deliveries: len([d for d in deliveries if d["status"] == 200]) == 2)
+    first, second = [d for d in receiver.deliveries if d["status"] == 200]
+    assert first["body"] == second["body"] and json.loads(second["body"])["data"]["object"]["id"] == late.id
+    assert control(sandbox, "POST", "/_sandbox/webhooks/evt_nosuch/redeliver")[0] == 404
+
+
 # errors
 
 def test_a_wrong_api_key_is_an_authentication_error(sandbox):

@@ -24,14 +24,15 @@ portal stored survive a restart; see persistence.py).
 API (headers x-client-id, x-client-secret, x-api-version: 2025-01-01; optional x-request-id,
 x-idempotency-key): POST /pg/plans; GET /pg/plans/{id}; POST /pg/subscriptions;
 GET /pg/subscriptions/{id}; POST /pg/subscriptions/{id}/manage; GET /pg/subscriptions/{id}/payments;
-POST /pg/links; GET /pg/links/{id}; POST /pg/links/{id}/cancel; GET /pg/links/{id}/orders[?status=ALL].
+POST /pg/links; GET /pg/links/{id}; POST /pg/links/{id}/cancel; GET /pg/links/{id}/orders[?status=ALL];
+GET /pg/orders/{order_id}; GET /pg/orders/{order_id}/payments.
 Payer: GET /js/v3/cashfree.js; GET /checkout/subscription/{session}; POST .../pay | .../decline;
 GET /links/{link_id}; POST .../pay | .../fail | .../drop (form field `method`: upi, card, netbanking).
 
 Control API (JSON, no auth): POST /_sandbox/checkout/subscription/{session}/pay {"method"} | /decline;
 POST /_sandbox/subscriptions/{id}/charge {"outcome": "success"|"failed", "amount"?};
 POST /_sandbox/links/{link_id}/pay | /fail | /drop {"method"?};
-POST|GET|DELETE /_sandbox/faults; POST /_sandbox/webhooks/pause | /resume;
+POST|GET|DELETE /_sandbox/faults; POST /_sandbox/webhooks/pause {"mode": "drop"|"fail"} | /resume;
 POST /_sandbox/webhooks/{event_id}/redeliver; GET /_sandbox/events; GET /_sandbox/requests;
 GET|POST /_sandbox/clock {"advance_seconds": n}; GET /_sandbox/health.
 """

@@ -65,6 +65,18 @@ def list_link_orders(call: Call) -> list:
     return links.orders(call.store, call.args["link_id"], call.query.get("status"))
 
 
+def get_order(call: Call) -> dict:
+    """An order (here: a link's), as OrderEntity: the link's expiry applies to it first."""
+    return links.order(call.store, call.args["order_id"])
+
+
+def list_order_payments(call: Call) -> list:
+    """Every attempt to pay the order, oldest first."""
+    with call.store.lock:
+        call.store.order(call.args["order_id"])
+        return call.store.render(call.store.order_payments[call.args["order_id"]])
+
+
 # (method, werkzeug rule, the operation's path in the OpenAPI document, handler)
 ROUTES = [
     ("POST", "/pg/plans", "/plans", create_plan),
@@ -79,6 +91,8 @@ ROUTES = [
     ("GET", "/pg/links/<link_id>", "/links/{link_id}", get_link),
     ("POST", "/pg/links/<link_id>/cancel", "/links/{link_id}/cancel", cancel_link),
     ("GET", "/pg/links/<link_id>/orders", "/links/{link_id}/orders", list_link_orders),
+    ("GET", "/pg/orders/<order_id>", "/orders/{order_id}", get_order),
+    ("GET", "/pg/orders/<order_id>/payments", "/orders/{order_id}/payments", list_order_payments),
 ]
 
 # POSTs whose operation takes no body (the document gives them no requestBody): an empty body is {}.

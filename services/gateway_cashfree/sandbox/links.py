@@ -127,6 +127,14 @@ def orders(store: Store, link_id: str, status: Optional[str]) -> list:
         return store.render([order for order in found if wanted == "ALL" or order["order_status"] == "PAID"])
 
 
+def order(store: Store, order_id: str) -> dict:
+    """GET /orders/{order_id}: the order as OrderEntity (which does not name its link)."""
+    with store.transaction():
+        found = store.order(order_id)
+        refresh(store, store.link(found["link_id"]))
+        return store.render({name: value for name, value in found.items() if name != "link_id"})
+
+
 def refresh(store: Store, link: dict) -> dict:
     """Expire an ACTIVE link whose link_expiry_time has passed (and its unpaid order), when first seen."""
     facts = store.link_facts[link["link_id"]]

@@ -63,6 +63,14 @@ class Store(store.SandboxStore):
                 raise not_found("link", link_id)
             return link
 
+    def order(self, order_id: str) -> dict:
+        """The stored order itself; 404 if absent."""
+        with self.lock:
+            order = self.orders.get(order_id)
+            if order is None:
+                raise not_found("order", order_id)
+            return order
+
     def payments_of(self, subscription_id: str) -> List[dict]:
         """A subscription's payments, newest first."""
         with self.lock:

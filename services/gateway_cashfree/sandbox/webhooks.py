@@ -72,8 +72,11 @@ class WebhookSender(webhooks.WebhookSender):
                          status_code=status_code, error=error, timestamp=timestamp)
             return delivered
 
-        self._retry(event_id, attempt, drop=lambda number: self._record(event_id, run, number, outcome="dropped",
-                                                                        status="dropped"))
+        self._retry(event_id, attempt,
+                    drop=lambda number: self._record(event_id, run, number, outcome="dropped", status="dropped"),
+                    unreachable=lambda number, last: self._record(
+                        event_id, run, number, outcome="failed", status="failed" if last else None,
+                        error=webhooks.UNREACHABLE))
 
     def _post(self, event_id: str, body: bytes):
         """One signed POST; (status, None, timestamp) or (None, what went wrong, timestamp)."""

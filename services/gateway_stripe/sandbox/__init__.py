@@ -24,7 +24,8 @@ Payer pages: GET /checkout/{cs id}, POST .../pay | .../decline; GET /b/{plink id
 Control API (JSON, no auth): POST /_sandbox/checkout/{id}/pay | /decline;
 POST /_sandbox/links/{plink id}/pay | /start;
 POST /_sandbox/subscriptions/{id}/renew {"outcome": "paid"|"failed"}; POST /_sandbox/invoices/{id}/pay;
-POST|GET|DELETE /_sandbox/faults; POST /_sandbox/webhooks/pause | /resume; GET /_sandbox/events;
+POST|GET|DELETE /_sandbox/faults; POST /_sandbox/webhooks/pause {"mode": "drop"|"fail"} | /resume;
+POST /_sandbox/webhooks/{evt id}/redeliver; GET /_sandbox/events;
 GET /_sandbox/requests; GET|POST /_sandbox/clock {"advance_seconds": n}; GET /_sandbox/health.
 """
 from .config import SandboxConfig

@@ -58,6 +58,15 @@ class Control(control.CommonControl):
         with self.store.transaction() as store:
             return 200, store.render(subscriptions.pay_open_invoice(store, id))
 
+    def redeliver(self, request: Request, id: str) -> Answer:
+        """Send an event again, as the Dashboard's Resend does: the same body, a fresh signature,
+        retried on the usual schedule (a late delivery, for tests of what reconciliation did)."""
+        with self.store.lock:
+            self.store.get(id, "event")
+        if self.store.on_events:
+            self.store.on_events([id])
+        return 200, {"redelivering": id}
+
     # how control requests are read and refused
 
     def body(self, request: Request) -> dict:
@@ -94,4 +103,5 @@ ROUTES = control.COMMON_ROUTES + [
     ("POST", "/_sandbox/links/<id>/start", "start_link"),
     ("POST", "/_sandbox/subscriptions/<id>/renew", "renew"),
     ("POST", "/_sandbox/invoices/<id>/pay", "pay_invoice"),
+    ("POST", "/_sandbox/webhooks/<id>/redeliver", "redeliver"),
 ]

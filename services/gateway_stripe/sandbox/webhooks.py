@@ -47,8 +47,10 @@ class WebhookSender(webhooks.WebhookSender):
                          status=status, error=error)
             return delivered
 
-        self._retry(event_id, attempt, drop=lambda number: self._record(event_id, number, outcome="dropped",
-                                                                        final=True))
+        self._retry(event_id, attempt,
+                    drop=lambda number: self._record(event_id, number, outcome="dropped", final=True),
+                    unreachable=lambda number, last: self._record(event_id, number, outcome="failed", final=last,
+                                                                  error=webhooks.UNREACHABLE))
 
     def _post(self, body: str):
         """One signed POST; (status, None) or (None, what went wrong)."""

@@ -1,0 +1,53 @@
+"""deploy.ops without a running stack: arguments, and how answers are told (tests/e2e/test_ops.py
+runs it against one)."""
+from unittest import mock
+
+import pytest
+
+from deploy import ops
+
+
+def test_an_account_is_kind_colon_id():
+    assert ops.parse_account("org:42") == {"kind": "org", "id": "42"}
+    assert ops.parse_account("personal:u-1") == {"kind": "personal", "id": "u-1"}
+    for wrong in ("org:", "team:42", "42"):
+        with pytest.raises(ops.OpsError):
+            ops.parse_account(wrong)
+
+
+def test_reconcile_needs_an_account_or_all(capsys):
+    with pytest.raises(SystemExit):
+        ops.main(["reconcile"])
+    with pytest.raises(SystemExit):
+        ops.main(["reconcile", "--account", "nobody"])
+
+
+@pytest.mark.parametrize("answer, said", [
+    ({"status": "unchanged", "type": "invoice.paid", "facts": []}, "already processed; replaying it changed nothing"),
+    ({"status": "republished", "type": "invoice.paid", "facts": ["gateway.payment_succeeded"]},
+     "re-published gateway.payment_succeeded"),
+])
+def test_a_replay_says_whether_it_changed_anything(capsys, answer, said):
+    with mock.patch.object(ops, "call", return_value={"event_id": "evt_1", **answer}) as call:
+        assert ops.main(["replay-webhook", "stripe", "evt_1"]) == 0
+    call.assert_called_once_with("gateway_stripe", "replay_webhook", "evt_1")
+    assert said in capsys.readouterr().out
+
+
+def test_a_refusal_is_an_error_and_status_1(capsys):
+    with mock.patch.object(ops, "call", side_effect=ops.OpsError("No stored Cashfree webhook x.")):
+        assert ops.main(["replay-webhook", "cashfree", "x"]) == 1
+    assert "error: No stored Cashfree webhook x." in capsys.readouterr().err
+
+
+def test_reconcile_tells_what_was_recovered_and_closed(capsys):
+    summary = {"accounts": 1, "checked": {"checkouts": 1, "subscriptions": 0, "links": 0},
+               "recovered": [{"gateway": "cashfree", "gateway_event_id": "reconcile:9:SUCCESS",
+                              "facts": ["gateway.checkout_completed"]}],
+               "closed_checkouts": ["c-1"], "failed": ["stripe"]}
+    with mock.patch.object(ops, "call", return_value=summary) as call:
+        assert ops.main(["reconcile", "--account", "org:42"]) == 0
+    call.assert_called_once_with("billing", "reconcile", {"kind": "org", "id": "42"})
+    out = capsys.readouterr().out
+    assert "recovered from cashfree reconcile:9:SUCCESS: gateway.checkout_completed" in out
+    assert "closed checkout c-1" in out and "stripe could not be checked" in out
