@@ -89,9 +89,11 @@ class HttpGateway:
         return 201, self.identity.signup(call.body)
 
     @route("POST", "/api/v1/auth/login", tag="identity", auth=False, body=LoginInput,
-           responses={200: LoginOut}, errors=(401,), summary="Sign in with email and password")
+           responses={200: LoginOut}, errors=(401, 429), summary="Sign in with email and password")
     def login(self, call):
-        return 200, self.identity.login(call.body)
+        # Failures are counted per email and per client address (identity's brute-force limit). Behind
+        # a reverse proxy remote_addr is the proxy's: that deployment must pass the client's on.
+        return 200, self.identity.login(call.body, call.request.remote_addr)
 
     @route("POST", "/api/v1/auth/logout", tag="identity", responses={204: None},
            summary="Revoke this token at once")
