@@ -199,7 +199,7 @@ class HttpGateway:
         return 201, self.billing.create_quote(call.user, account_ref(call), call.body)
 
     @route("POST", acct("/checkout"), tag="billing", body=CheckoutInput, responses={201: CheckoutOut},
-           errors=(403, 409, 502), summary="Pay Now: a hosted checkout at the region's gateway")
+           errors=(403, 404, 409, 502), summary="Pay Now: a hosted checkout at the region's gateway")
     def create_checkout(self, call):
         return 201, self.billing.create_checkout(call.user, account_ref(call), call.body)
 
@@ -224,7 +224,7 @@ class HttpGateway:
         return 200, self.billing.cancel_subscription(call.user, account_ref(call), call.body)
 
     @route("POST", acct("/payment-links"), tag="billing", body=PaymentLinkInput, responses={201: PaymentLinkOut},
-           errors=(403, 409, 502), summary="Make a payment link for a plan, to send to whoever pays")
+           errors=(403, 404, 409, 502), summary="Make a payment link for a plan, to send to whoever pays")
     def create_payment_link(self, call):
         return 201, self.billing.create_payment_link(call.user, account_ref(call), call.body)
 
@@ -247,7 +247,7 @@ class HttpGateway:
     # -- usage ingestion (service to service, with USAGE_INGEST_KEY) ---------------------------
 
     @route("POST", "/api/v1/usage/events", tag="usage", auth=False, raw_body=True, documented_body=UsageBatchInput,
-           responses={202: UsageBatchOut}, errors=(401, 422),
+           security="usageIngestKey", responses={202: UsageBatchOut}, errors=(401, 422),
            summary="Report usage: up to 1000 events, each id counted once")
     def ingest_usage(self, call):
         scheme, _, supplied = call.request.headers.get("Authorization", "").partition(" ")
@@ -263,13 +263,13 @@ class HttpGateway:
     # -- gateways ------------------------------------------------------------------------------
 
     @route("POST", "/webhooks/stripe", tag="webhooks", auth=False, raw_body=True, body_limit=WEBHOOK_BODY_LIMIT,
-           responses={200: None}, summary="Stripe's webhooks (Stripe-Signature checked by gateway_stripe)")
+           signature_headers=("Stripe-Signature",), responses={200: None}, summary="Stripe's webhooks (Stripe-Signature checked by gateway_stripe)")
     def stripe_webhook(self, call):
         self.gateway_stripe.handle_webhook(dict(call.request.headers), _text(call.body))
         return 200, None
 
-    @route("POST", "/webhooks/cashfree", tag="webhooks", auth=False, raw_body=True,
-           body_limit=WEBHOOK_BODY_LIMIT, responses={200: None},
+    @route("POST", "/webhooks/cashfree", tag="webhooks", auth=False, raw_body=True, body_limit=WEBHOOK_BODY_LIMIT,
+           signature_headers=("x-webhook-signature", "x-webhook-timestamp"), responses={200: None},
            summary="Cashfree's webhooks (x-webhook-signature checked by gateway_cashfree)")
     def cashfree_webhook(self, call):
         self.gateway_cashfree.handle_webhook(dict(call.request.headers), _text(call.body))
