@@ -2,6 +2,7 @@
 client address in a sliding window, kept in identity's database so every process sees the same count."""
 from datetime import timedelta
 
+import eventlet
 import pytest
 from nameko.testing.services import worker_factory
 from sqlalchemy import func, select, update
@@ -142,3 +143,27 @@ def test_old_attempts_are_purged(identity):
     fail(identity, 1, email="bob@example.com")
     identity.purge_dead_sessions()
     assert identity.db.scalar(select(func.count()).select_from(LoginAttempt)) == 2  # bob's email + ip
+
+
+def test_the_count_is_shared_by_every_process(identity, db_session):
+    """Another identity worker, with its own database session (as in another process), sees the
+    failures this one recorded."""
+    fail(identity, PER_EMAIL)
+    elsewhere = worker_factory(IdentityService, db=db_session("identity"))
+    with pytest.raises(RateLimited):
+        login(elsewhere, ip="198.51.100.3")
+
+
+def test_concurrent_guesses_get_no_more_password_checks_than_the_limit(identity, db_session):
+    """Each attempt is recorded before it is counted, so guesses sent at once see each other."""
+    workers = [worker_factory(IdentityService, db=db_session("identity")) for _ in range(4 * PER_EMAIL)]
+
+    def guess(worker):
+        try:
+            login(worker, password="wrong password")
+        except (Unauthorized, RateLimited) as refusal:
+            return type(refusal)
+
+    outcomes = list(eventlet.GreenPool(len(workers)).imap(guess, workers))
+    assert outcomes.count(Unauthorized) <= PER_EMAIL
+    assert outcomes.count(Unauthorized) + outcomes.count(RateLimited) == len(workers)
