@@ -263,7 +263,8 @@ class HttpGateway:
     # -- gateways ------------------------------------------------------------------------------
 
     @route("POST", "/webhooks/stripe", tag="webhooks", auth=False, raw_body=True, body_limit=WEBHOOK_BODY_LIMIT,
-           signature_headers=("Stripe-Signature",), responses={200: None}, summary="Stripe's webhooks (Stripe-Signature checked by gateway_stripe)")
+           signature_headers=("Stripe-Signature",), responses={200: None},
+           summary="Stripe's webhooks (Stripe-Signature checked by gateway_stripe)")
     def stripe_webhook(self, call):
         self.gateway_stripe.handle_webhook(dict(call.request.headers), _text(call.body))
         return 200, None

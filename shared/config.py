@@ -101,7 +101,7 @@ def settings() -> Settings:
         # Login brute force: this many failed logins within the window lock out further attempts
         # for that email (any client), or from that client address (any email), until the oldest
         # failures age out of the window. An address sees many people behind one NAT: a wider limit.
-        login_failures_per_email=int(_env("LOGIN_FAILURES_PER_EMAIL", "5")),
-        login_failures_per_ip=int(_env("LOGIN_FAILURES_PER_IP", "50")),
+        login_failures_per_email=max(1, int(_env("LOGIN_FAILURES_PER_EMAIL", "5"))),
+        login_failures_per_ip=max(1, int(_env("LOGIN_FAILURES_PER_IP", "50"))),
         login_failure_window_seconds=int(_env("LOGIN_FAILURE_WINDOW_SECONDS", str(15 * 60))),
     )

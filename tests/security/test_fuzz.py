@@ -23,11 +23,14 @@ import gateway_http.service  # noqa: F401  (declaring the routes fills the docum
 from gateway_http.openapi import openapi_document
 from tests.e2e.conftest import PASSWORD
 
+pytestmark = pytest.mark.e2e  # drives the session's stack over HTTP
+
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
 EXAMPLES_PER_OPERATION = 10  # each failed login counts against the client address's limit: keep under it
 
 # A copy: schemathesis edits the dict it is given, and openapi_document() is the one gateway_http serves.
-schema = schemathesis.openapi.from_dict(copy.deepcopy(openapi_document()), config=schemathesis.Config.from_dict({"seed": 7}))
+schema = schemathesis.openapi.from_dict(copy.deepcopy(openapi_document()),
+                                        config=schemathesis.Config.from_dict({"seed": 7}))
 
 
 class Fuzzer:

@@ -7,11 +7,14 @@ import time
 import uuid
 
 import psycopg
+import pytest
 import requests
 
 from services.gateway_cashfree.service import signature_of as cashfree_signature
 from shared.config import settings
 from tests.e2e.conftest import PASSWORD
+
+pytestmark = pytest.mark.e2e  # drives the session's stack over HTTP
 
 TOLERANCE_SECONDS = 300  # API.md: Stripe-Signature's tolerance; Cashfree's timestamp is held to the same
 

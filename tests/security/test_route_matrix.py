@@ -13,10 +13,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+import pytest
+
 from services.gateway_cashfree.service import signature_of as cashfree_signature_of
 from services.orgs.permissions import ROLES, personal_owner_may, role_may
 from shared.permissions import MANAGE_BILLING, MANAGE_MEMBERS, TRANSFER_OWNERSHIP, VIEW_BILLING, VIEW_ORG
 from tests.e2e.conftest import PASSWORD, Client
+
+pytestmark = pytest.mark.e2e  # drives the session's stack over HTTP
 
 PUBLIC = "public"  # no credentials: every caller gets the same answer
 SIGNED_IN = "signed in"  # any live token; the route is about the caller themself
