@@ -264,3 +264,17 @@ def test_the_personal_form_names_only_the_callers_own_licence(team, sign_up, sta
     refused = stranger.post(f"/api/v1/billing/personal/payment-links/{link['id']}/cancel")
     assert refused.status_code == 404
     assert owner.get("/api/v1/billing/personal/payment-links").json()["items"][0]["status"] == "active"
+
+
+def test_a_non_member_cannot_tell_an_organization_that_exists_from_one_that_does_not(team):
+    """The outsider's 404 for a real organization is the very answer for a made-up id."""
+    org, members = team
+    outsider, made_up = members[OUTSIDER], str(uuid.uuid4())
+    for method, path, form, probe in table_routes():
+        if form != "org" or probe.params is not None:
+            continue
+        body = probe.body(None, OUTSIDER) if probe.body else None
+        answers = [outsider.request(method.upper(), path.format(org_id=org_id), json=body)
+                   for org_id in (org["id"], made_up)]
+        assert [a.status_code for a in answers] == [404, 404], path
+        assert answers[0].json() == answers[1].json(), path
