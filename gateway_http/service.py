@@ -77,7 +77,8 @@ class HttpGateway:
     def openapi(self, request):
         return json_response(200, openapi_document())
 
-    @http("GET,POST,PUT,PATCH,DELETE", "/<path:unknown>")
+    # Every method a client sends gets the JSON error body, not werkzeug's HTML 405 (fuzzing found it).
+    @http("GET,POST,PUT,PATCH,DELETE,OPTIONS,TRACE", "/<path:unknown>")
     def no_such_route(self, request, unknown):
         return error_response(404, "NOT_FOUND", "No such route.")
 
