@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down demo ops bench bench-usage test test-unit test-interface test-e2e migrate venv lock clean
+.PHONY: up down demo ops bench bench-usage test test-unit test-interface test-e2e test-security migrate venv lock clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,10 +51,13 @@ test-interface: $(STAMP)
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
 
+test-security: $(STAMP)
+	$(BIN)/python -m pytest tests/security
+
 # Re-freeze requirements.txt after changing requirements.in.
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements.in
 	(echo "# Generated from requirements.in by: make lock. Do not edit by hand."; $(BIN)/python -m pip freeze) > requirements.txt
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -24,8 +24,8 @@ ERROR_DESCRIPTIONS = {
 def _error_statuses(spec):
     statuses = {503}
     if spec.body is not None or spec.raw_body:
-        statuses |= {400, 413, 422}
-    if spec.query is not None:
+        statuses |= {400, 413}
+    if spec.body is not None or spec.query is not None:  # a raw body says itself whether it answers 422
         statuses.add(422)
     if spec.auth:
         statuses.add(401)
@@ -46,15 +46,19 @@ def _operation(spec):
     ]
     if spec.query is not None:
         parameters.append({"in": "query", "schema": spec.query})
+    parameters += [{"in": "header", "name": name, "required": True, "schema": {"type": "string"}}
+                   for name in spec.signature_headers]
     if parameters:
         operation["parameters"] = parameters
     if spec.auth:
         operation["security"] = [{"bearerAuth": []}]
+    elif spec.security:
+        operation["security"] = [{spec.security: []}]
     body = spec.body or spec.documented_body
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    if spec.documented_body is not None:
-        operation["security"] = [{"usageIngestKey": []}]
+    elif spec.signature_headers:  # the gateway's event, checked and read by its adapter
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
     for status, schema in spec.responses.items():
         response = {"description": "Success" if status < 300 else "Answer"}
         if schema is not None:

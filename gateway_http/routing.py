@@ -51,6 +51,8 @@ class RouteSpec:
     raw_body: bool = False  # webhooks: the handler gets the bytes untouched
     errors: tuple = ()  # extra documented error statuses
     documented_body: type | None = None  # a raw body's schema, for the OpenAPI document only
+    security: str | None = None  # the scheme of a credential other than a user's token (OpenAPI only)
+    signature_headers: tuple = ()  # headers a webhook must carry (OpenAPI only; the adapter checks them)
 
     @property
     def openapi_path(self):
@@ -73,7 +75,8 @@ class Call:
 
 
 def route(method, path, *, summary, tag, responses, body=None, auth=True, query=None,
-          body_limit=API_BODY_LIMIT, raw_body=False, errors=(), documented_body=None):
+          body_limit=API_BODY_LIMIT, raw_body=False, errors=(), documented_body=None, security=None,
+          signature_headers=()):
     """Declare a route; `path` may be a list of paths served by one handler (e.g. both {acct} forms)."""
     paths = [path] if isinstance(path, str) else list(path)
 
@@ -82,7 +85,7 @@ def route(method, path, *, summary, tag, responses, body=None, auth=True, query=
         for index, one_path in enumerate(paths):
             name = fn.__name__ if len(paths) == 1 else f"{fn.__name__}_{index + 1}"
             specs.append(RouteSpec(method, one_path, summary, name, tag, body, responses, auth, query,
-                                   body_limit, raw_body, errors, documented_body))
+                                   body_limit, raw_body, errors, documented_body, security, signature_headers))
         ROUTES.extend(specs)
 
         @functools.wraps(fn)

@@ -78,7 +78,8 @@ class HttpGateway:
     def openapi(self, request):
         return json_response(200, openapi_document())
 
-    @http("GET,POST,PUT,PATCH,DELETE", "/<path:unknown>")
+    # Every method a client sends gets the JSON error body, not werkzeug's HTML 405 (fuzzing found it).
+    @http("GET,POST,PUT,PATCH,DELETE,OPTIONS,TRACE", "/<path:unknown>")
     def no_such_route(self, request, unknown):
         return error_response(404, "NOT_FOUND", "No such route.")
 
@@ -90,9 +91,11 @@ class HttpGateway:
         return 201, self.identity.signup(call.body)
 
     @route("POST", "/api/v1/auth/login", tag="identity", auth=False, body=LoginInput,
-           responses={200: LoginOut}, errors=(401,), summary="Sign in with email and password")
+           responses={200: LoginOut}, errors=(401, 429), summary="Sign in with email and password")
     def login(self, call):
-        return 200, self.identity.login(call.body)
+        # Failures are counted per email and per client address (identity's brute-force limit). Behind
+        # a reverse proxy remote_addr is the proxy's: that deployment must pass the client's on.
+        return 200, self.identity.login(call.body, call.request.remote_addr)
 
     @route("POST", "/api/v1/auth/logout", tag="identity", responses={204: None},
            summary="Revoke this token at once")
@@ -198,7 +201,7 @@ class HttpGateway:
         return 201, self.billing.create_quote(call.user, account_ref(call), call.body)
 
     @route("POST", acct("/checkout"), tag="billing", body=CheckoutInput, responses={201: CheckoutOut},
-           errors=(403, 409, 502), summary="Pay Now: a hosted checkout at the region's gateway")
+           errors=(403, 404, 409, 502), summary="Pay Now: a hosted checkout at the region's gateway")
     def create_checkout(self, call):
         return 201, self.billing.create_checkout(call.user, account_ref(call), call.body)
 
@@ -223,7 +226,7 @@ class HttpGateway:
         return 200, self.billing.cancel_subscription(call.user, account_ref(call), call.body)
 
     @route("POST", acct("/payment-links"), tag="billing", body=PaymentLinkInput, responses={201: PaymentLinkOut},
-           errors=(403, 409, 502), summary="Make a payment link for a plan, to send to whoever pays")
+           errors=(403, 404, 409, 502), summary="Make a payment link for a plan, to send to whoever pays")
     def create_payment_link(self, call):
         return 201, self.billing.create_payment_link(call.user, account_ref(call), call.body)
 
@@ -246,7 +249,7 @@ class HttpGateway:
     # -- usage ingestion (service to service, with USAGE_INGEST_KEY) ---------------------------
 
     @route("POST", "/api/v1/usage/events", tag="usage", auth=False, raw_body=True, documented_body=UsageBatchInput,
-           responses={202: UsageBatchOut}, errors=(401, 422),
+           security="usageIngestKey", responses={202: UsageBatchOut}, errors=(401, 422),
            summary="Report usage: up to 1000 events, each id counted once")
     def ingest_usage(self, call):
         scheme, _, supplied = call.request.headers.get("Authorization", "").partition(" ")
@@ -262,13 +265,14 @@ class HttpGateway:
     # -- gateways ------------------------------------------------------------------------------
 
     @route("POST", "/webhooks/stripe", tag="webhooks", auth=False, raw_body=True, body_limit=WEBHOOK_BODY_LIMIT,
-           responses={200: None}, summary="Stripe's webhooks (Stripe-Signature checked by gateway_stripe)")
+           signature_headers=("Stripe-Signature",), responses={200: None},
+           summary="Stripe's webhooks (Stripe-Signature checked by gateway_stripe)")
     def stripe_webhook(self, call):
         self.gateway_stripe.handle_webhook(dict(call.request.headers), _text(call.body))
         return 200, None
 
-    @route("POST", "/webhooks/cashfree", tag="webhooks", auth=False, raw_body=True,
-           body_limit=WEBHOOK_BODY_LIMIT, responses={200: None},
+    @route("POST", "/webhooks/cashfree", tag="webhooks", auth=False, raw_body=True, body_limit=WEBHOOK_BODY_LIMIT,
+           signature_headers=("x-webhook-signature", "x-webhook-timestamp"), responses={200: None},
            summary="Cashfree's webhooks (x-webhook-signature checked by gateway_cashfree)")
     def cashfree_webhook(self, call):
         self.gateway_cashfree.handle_webhook(dict(call.request.headers), _text(call.body))

@@ -28,6 +28,9 @@ class Settings:
     token_ttl_seconds: int
     invitation_ttl_seconds: int
     rpc_timeout_seconds: float
+    login_failures_per_email: int
+    login_failures_per_ip: int
+    login_failure_window_seconds: int
 
     def nameko_config(self, **overrides):
         """The dict nameko containers are built with."""
@@ -95,4 +98,10 @@ def settings() -> Settings:
         token_ttl_seconds=int(_env("TOKEN_TTL_SECONDS", str(24 * 3600))),
         invitation_ttl_seconds=int(_env("INVITATION_TTL_SECONDS", str(7 * 24 * 3600))),
         rpc_timeout_seconds=float(_env("RPC_TIMEOUT_SECONDS", "30")),
+        # Login brute force: this many failed logins within the window lock out further attempts
+        # for that email (any client), or from that client address (any email), until the oldest
+        # failures age out of the window. An address sees many people behind one NAT: a wider limit.
+        login_failures_per_email=max(1, int(_env("LOGIN_FAILURES_PER_EMAIL", "5"))),
+        login_failures_per_ip=max(1, int(_env("LOGIN_FAILURES_PER_IP", "50"))),
+        login_failure_window_seconds=int(_env("LOGIN_FAILURE_WINDOW_SECONDS", str(15 * 60))),
     )

@@ -31,8 +31,31 @@ class Principal(Schema):
     created_at = fields.String()
 
 
+NUL_REFUSED = "Must not contain the NUL character."
+
+
+def fields_with_nul(data):
+    """Top-level fields whose value holds a NUL character somewhere: valid JSON, but PostgreSQL's
+    text cannot store it, so it is refused at the boundary (422) instead of failing in a query (500)."""
+    def holds_nul(value):
+        if isinstance(value, str):
+            return "\x00" in value
+        if isinstance(value, dict):
+            return any(holds_nul(key) or holds_nul(item) for key, item in value.items())
+        if isinstance(value, (list, tuple)):
+            return any(holds_nul(item) for item in value)
+        return False
+
+    if isinstance(data, dict):
+        return sorted(str(key) for key, value in data.items() if holds_nul(key) or holds_nul(value))
+    return ["_schema"] if holds_nul(data) else []
+
+
 def load_or_raise(schema, data):
     """schema.load, with marshmallow's errors turned into the shared ValidationFailed (422)."""
+    refused = fields_with_nul(data)
+    if refused:
+        raise ValidationFailed(details={name: [NUL_REFUSED] for name in refused})
     try:
         return schema.load(data)
     except ValidationError as err:

@@ -17,6 +17,7 @@ from shared import db  # noqa: E402  (first: it makes psycopg cooperate with eve
 import pytest  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
+from deploy.stack import IsolatedStack  # noqa: E402
 from shared.config import settings  # noqa: E402
 from shared.migrate import recreate_databases, services_with_migrations  # noqa: E402
 
@@ -67,3 +68,19 @@ def db_session(clean_databases):
 def service_config(rabbit_config):
     """nameko config for containers under test: the app's settings on a throwaway vhost."""
     return settings().nameko_config(**rabbit_config)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """The whole stack, started the way `make up` starts it (deploy/Procfile under honcho), on its own
+    port, RabbitMQ vhost and databases: one for the session, shared by tests/e2e and tests/security."""
+    started = IsolatedStack(os.environ["DATABASE_PREFIX"] + "e2e_",  # test_e2e_, or per TEST_DATABASE_PREFIX
+                            tmp_path_factory.mktemp("stack") / "stack.log")
+    try:
+        started.start()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    try:
+        yield started
+    finally:
+        started.stop()

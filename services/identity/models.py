@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,6 +38,20 @@ class AuthSession(Base):
     created_at: Mapped[datetime] = utc_now_column()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginAttempt(Base):
+    """A login attempt not (yet) known to have succeeded, once for its email and once for its
+    client's address. The brute-force limit counts these rows in a sliding window: kept in the
+    database, the count holds across every gateway_http and identity process."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_subject_time", "subject", "attempted_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # "email:" + SHA-256 of the lower-cased email (what was typed there is not kept), or "ip:" + address
+    subject: Mapped[str] = mapped_column(String(100))
+    attempted_at: Mapped[datetime] = utc_now_column()
 
 
 class Outbox(OutboxMixin, Base):

@@ -1,4 +1,6 @@
 """identity: users, password hashes and sessions (bearer tokens)."""
+import hashlib
+import math
 import secrets
 from datetime import timedelta
 
@@ -7,14 +9,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from eventlet import tpool
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from services.identity.models import AuthSession, Outbox, User
+from services.identity.models import AuthSession, LoginAttempt, Outbox, User
 from services.identity.schemas import LoginInput, SignupInput
 from shared.config import settings
 from shared.db import Database, parse_uuid
-from shared.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from shared.errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
 from shared.schemas import load_or_raise
 from shared.service import HealthMixin, api_rpc
@@ -26,10 +28,16 @@ password_hasher = PasswordHasher()
 _DUMMY_HASH = password_hasher.hash(secrets.token_urlsafe(16))
 
 BAD_LOGIN = "The email or password is incorrect."
+TOO_MANY_LOGINS = "Too many failed sign-ins; wait a while before trying again."
 
 
 def normalize_email(email):
     return email.strip()
+
+
+def email_subject(email):
+    """The brute-force counter's key for an email: a digest, so typed-in secrets are not kept."""
+    return "email:" + hashlib.sha256(email.lower().encode()).hexdigest()
 
 
 def user_dict(user):
@@ -94,12 +102,21 @@ class IdentityService(HealthMixin):
         return {"token": token, "user": user_dict(user), "pending_plan": pending_plan_dict(user)}
 
     @api_rpc
-    def login(self, data):
-        """Exchange email and password for a new token. Raises Unauthorized with one message for any mismatch."""
+    def login(self, data, client_ip=None):
+        """Exchange email and password for a new token. Raises Unauthorized with one message for any
+        mismatch, and RateLimited (429, details.retry_after in seconds) while the email, or the client
+        address, has too many recent failures (settings: LOGIN_FAILURES_PER_EMAIL, _PER_IP, _WINDOW_SECONDS).
+        A locked-out attempt is refused before the password is looked at: a right one tells nothing."""
         data = load_or_raise(LoginInput(), data)
-        user = self._find_by_email(normalize_email(data["email"]))
+        email = normalize_email(data["email"])
+        attempt = self._start_attempt(email, client_ip)
+        user = self._find_by_email(email)
         if not self._password_matches(user, data["password"]):
-            raise Unauthorized(BAD_LOGIN, code="BAD_CREDENTIALS")
+            raise Unauthorized(BAD_LOGIN, code="BAD_CREDENTIALS")  # the attempt's rows stay: failures
+        # Signed in: the email's failures are forgiven; the address's stay (one's own account must not
+        # wipe the count of guesses at others').
+        self.db.execute(delete(LoginAttempt).where(
+            or_(LoginAttempt.id.in_(attempt), LoginAttempt.subject == email_subject(email))))
         if password_hasher.check_needs_rehash(user.password_hash):
             user.password_hash = tpool.execute(password_hasher.hash, data["password"])
         token = self._start_session(user)
@@ -147,11 +164,14 @@ class IdentityService(HealthMixin):
 
     @timer(interval=3600)
     def purge_dead_sessions(self):
-        """Sessions expired or revoked over a day ago are of no use to anyone."""
+        """Sessions expired or revoked over a day ago, and login failures out of the window, are of
+        no use to anyone."""
         cutoff = utc_now() - timedelta(days=1)
         self.db.execute(delete(AuthSession).where(
             (AuthSession.expires_at < cutoff) | (AuthSession.revoked_at < cutoff)
         ))
+        self.db.execute(delete(LoginAttempt).where(
+            LoginAttempt.attempted_at < func.now() - timedelta(seconds=settings().login_failure_window_seconds)))
         self.db.commit()
 
     def _find_by_email(self, email):
@@ -171,6 +191,34 @@ class IdentityService(HealthMixin):
         except (VerificationError, InvalidHashError):
             return False
         return user is not None
+
+    def _start_attempt(self, email, client_ip):
+        """Record a login attempt against its email and address, then refuse it if either already has
+        its limit of failures in the window. Recording before counting makes concurrent guesses see
+        each other, so at most the limit of them get a password checked. Returns the rows' ids."""
+        limits = {email_subject(email): settings().login_failures_per_email}
+        if client_ip:
+            limits[f"ip:{client_ip}"] = settings().login_failures_per_ip
+        attempt = self.db.scalars(insert(LoginAttempt).returning(LoginAttempt.id),
+                                  [{"subject": subject} for subject in limits]).all()
+        self.db.commit()
+        window = timedelta(seconds=settings().login_failure_window_seconds)
+        now = self.db.scalar(select(func.now()))
+        for subject, limit in limits.items():
+            newest_first = self.db.scalars(
+                select(LoginAttempt.attempted_at)
+                .where(LoginAttempt.subject == subject, LoginAttempt.attempted_at > now - window,
+                       LoginAttempt.id.not_in(attempt))
+                .order_by(LoginAttempt.attempted_at.desc()).limit(limit)
+            ).all()
+            if len(newest_first) >= limit:
+                # A refused attempt is not a failure: it does not extend the lockout.
+                self.db.execute(delete(LoginAttempt).where(LoginAttempt.id.in_(attempt)))
+                self.db.commit()
+                # Open again once the limit-th newest failure leaves the window.
+                wait = (newest_first[limit - 1] + window - now).total_seconds()
+                raise RateLimited(TOO_MANY_LOGINS, details={"retry_after": max(1, math.ceil(wait))})
+        return attempt
 
     def _start_session(self, user):
         token = new_token()

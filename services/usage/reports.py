@@ -50,13 +50,14 @@ def check_report(event, now, oldest):
     event_id = event.get("id")
     if event_id is None or event_id == "":
         return None, "missing_id"
-    if not isinstance(event_id, str) or len(event_id) > MAX_ID_LENGTH:
+    if not isinstance(event_id, str) or len(event_id) > MAX_ID_LENGTH or "\x00" in event_id:  # no NUL in text
         return None, "bad_id"
     account = event.get("account")
     if not isinstance(account, dict) or account.get("kind") not in ACCOUNT_KINDS:
         return None, "bad_account"
     account_id = account.get("id")
-    if not isinstance(account_id, str) or not account_id or len(account_id) > MAX_ACCOUNT_ID_LENGTH:
+    if (not isinstance(account_id, str) or not account_id or len(account_id) > MAX_ACCOUNT_ID_LENGTH
+            or "\x00" in account_id):
         return None, "bad_account"
     metric = event.get("metric")
     if not isinstance(metric, str) or metric not in METRICS:

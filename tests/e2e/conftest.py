@@ -1,30 +1,13 @@
-"""The whole stack, started the way `make up` starts it (deploy/Procfile under honcho), on its own
-port, RabbitMQ vhost and databases, driven over HTTP."""
-import os
+"""Driving the whole stack (the `stack` fixture of tests/conftest.py) over HTTP."""
 import time
 import uuid
 
 import pytest
 import requests
 
-from deploy.stack import IsolatedStack
 from tests.e2e.gateways import DRIVERS, EventTap
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    started = IsolatedStack(os.environ["DATABASE_PREFIX"] + "e2e_",  # test_e2e_, or per TEST_DATABASE_PREFIX
-                            tmp_path_factory.mktemp("stack") / "stack.log")
-    try:
-        started.start()
-    except RuntimeError as error:
-        pytest.fail(str(error))
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 class Client(requests.Session):

@@ -137,6 +137,11 @@ def test_unknown_routes_are_a_json_404(gateway):
     assert_error(gateway.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
 
 
+@pytest.mark.parametrize("method", ["PUT", "OPTIONS", "TRACE"])
+def test_a_method_the_route_does_not_have_is_a_json_404_not_an_html_405(gateway, method):
+    assert_error(gateway.request(method, "/api/v1/me", headers=AUTH), 404, "NOT_FOUND")
+
+
 def test_logout_revokes_the_token_it_was_sent_with(gateway):
     assert gateway.post("/api/v1/auth/logout", headers=AUTH).status_code == 204
     gateway.services["identity"].logout.assert_called_once_with("good-token")

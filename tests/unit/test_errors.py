@@ -60,3 +60,9 @@ def test_rate_limited_answers_carry_retry_after():
     response = app_error_response(RateLimited(details={"retry_after": 30}))
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "30"
+
+
+def test_retry_after_is_a_number_in_the_body_even_after_an_rpc_made_it_text():
+    response = app_error_response(RateLimited(details={"retry_after": "30"}))  # as nameko delivers it
+    assert response.headers["Retry-After"] == "30"
+    assert response.get_json()["error"]["details"] == {"retry_after": 30}
