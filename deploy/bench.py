@@ -15,7 +15,8 @@ RabbitMQ vhost and databases), then:
 4. ceilings: a bare nameko HTTP answer and a bare route making one RPC (deploy/bench_ceiling.py;
    each with wrk and aiohttp, which is also the client's own ceiling), a bare nameko RPC echo, a
    bare kombu publish -> consume, and the webhook rows inserted straight into PostgreSQL;
-5. resident memory of every service at rest and after the run.
+5. resident memory of every service at rest and after the run (which ends with a burst of sign-ins,
+   whose argon2 password checks take 64 MiB each).
 
 Prints one table (with the usage benchmark's figures from results/usage_bench.json when present)
 and writes results/bench.json. `--profile` also samples the services with py-spy during the closed
@@ -259,13 +260,15 @@ class Bench:
     # setup
 
     def signup(self, country):
+        email = f"bench-{country.lower()}-{uuid.uuid4().hex[:8]}@example.com"
         answer = requests.post(f"{self.base}/api/v1/auth/signup", timeout=30, json={
-            "email": f"bench-{country.lower()}-{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD,
-            "name": f"Bench {country}", "country": country})
+            "email": email, "password": PASSWORD, "name": f"Bench {country}", "country": country})
         answer.raise_for_status()
+        self.emails.append(email)
         return {"Authorization": f"Bearer {answer.json()['token']}", "Content-Type": "application/json"}
 
     def make_orgs(self):
+        self.emails = []
         self.auth = {country: self.signup(country) for country in ("US", "IN")}
         wanted = [Request("POST", "/api/v1/orgs", self.auth[country],
                           json.dumps({"name": f"Bench {country} {i}", "country": country}).encode(), country)
@@ -449,13 +452,23 @@ class Bench:
         self.figures["cpu_ms_per_read"] = self.cpu.per_request(cpu_before, len(run.results))
         figures["aiohttp"] = {"per_second": round(run.per_second, 1), "failed": len(run.failures()),
                               **latency_figures([r.latency for r in run.ok])}
-        count = READ_RATE * 8
+        count = READ_RATE * 5  # 5 s of reads: past saturation the queue (and the run) grows with it
         run = checked(asyncio.run(open_loop(self.base, [reads[i % len(reads)] for i in range(count)], READ_RATE)),
                       "reads (open loop)")
         figures["open_loop"] = {"rate": READ_RATE, "failed": len(run.failures()),
                                 **latency_figures([r.latency for r in run.ok])}
         self.figures["reads"] = figures
         log(f"reads: {json.dumps(figures)}")
+
+    def logins(self, count=16):
+        """A burst of sign-ins (each an argon2id check of 64 MiB): identity's memory after it counts too."""
+        body = [json.dumps({"email": email, "password": PASSWORD}).encode() for email in self.emails]
+        wanted = [Request("POST", "/api/v1/auth/login", {"Content-Type": "application/json"}, body[i % len(body)])
+                  for i in range(count)]
+        run = checked(asyncio.run(closed_loop(self.base, wanted, CONCURRENCY)), "logins")
+        self.figures["logins"] = {"count": len(run.results), "per_second": round(run.per_second, 1),
+                                  "failed": len(run.failures()), **latency_figures([r.latency for r in run.ok])}
+        log(f"logins: {self.figures['logins']}")
 
     # 4. ceilings
 
@@ -667,6 +680,7 @@ def main(argv=None):
         bench.build_webhooks()
         bench.webhooks()
         bench.reads()
+        bench.logins()
         bench.ceilings()
         bench.memory("after_run")
         measured = True

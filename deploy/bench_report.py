@@ -100,6 +100,11 @@ def report(f, wrk):
         f"stripe {_n(per['stripe'], 1)} ms, cashfree {_n(per['cashfree'], 1)} ms",
         f"per request {_p50_p99(sandbox_request)}")
 
+    logins = f.get("logins")
+    if logins:
+        row(f"sign-ins, closed loop 32 ({logins['count']}, argon2id)", f"{_n(logins['per_second'], 1)} /s",
+            _p50_p99(logins))
+
     usage = f.get("usage")
     if usage:
         events, raw = usage.get("ingest_events_per_s"), usage.get("raw_postgres_inserts_per_s")
