@@ -132,21 +132,39 @@ def cpu_seconds(pid):
 
 
 class CpuMeter:
-    """CPU time each of the stack's processes (and this client) spent during a phase."""
+    """CPU time each of the stack's processes, the PostgreSQL backends serving its databases, and
+    this client spent during a phase. (RabbitMQ is one process for every vhost on the machine, so
+    its share cannot be told apart.)"""
 
-    def __init__(self, pids):
-        self.pids = pids
+    def __init__(self, pids, postgres_url, database_prefix):
+        self.pids, self.postgres_url, self.database_prefix = pids, postgres_url, database_prefix
+
+    def _backends(self):
+        """{pid: CPU s} of the PostgreSQL backends connected to the stack's databases."""
+        try:
+            with psycopg.connect(self.postgres_url, autocommit=True) as conn:
+                pids = [row[0] for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname LIKE %s", (self.database_prefix + "%",))]
+        except psycopg.OperationalError:  # out of connections on a shared machine: not measured
+            return None
+        return {pid: cpu_seconds(pid) for pid in pids}
 
     def snapshot(self):
         own = os.times()
         return {**{name: cpu_seconds(pid) for name, pid in self.pids.items()},
-                "bench client": own.user + own.system + own.children_user + own.children_system}
+                "bench client": own.user + own.system + own.children_user + own.children_system,
+                "postgres backends": self._backends()}
 
     def per_request(self, before, requests_done):
-        """{process: CPU ms per request} since `before`, biggest first, with the total."""
+        """{process: CPU ms per request} since `before`, biggest first, with the stack's total."""
         after = self.snapshot()
+        backends_before, backends_after = before.pop("postgres backends"), after.pop("postgres backends")
         spent = {name: (after[name] - before[name]) * 1000 / requests_done
                  for name in after if after.get(name) is not None and before.get(name) is not None and requests_done}
+        if backends_before is not None and backends_after is not None and requests_done:
+            # Backends that ended in between are lost; those born in between count from their start.
+            spent["postgres backends"] = sum((cpu or 0) - (backends_before.get(pid) or 0)
+                                             for pid, cpu in backends_after.items()) * 1000 / requests_done
         ordered = dict(sorted(((k, round(v, 2)) for k, v in spent.items()), key=lambda kv: -kv[1]))
         ordered["total of the stack"] = round(sum(v for k, v in spent.items() if k != "bench client"), 2)
         return ordered
@@ -253,7 +271,7 @@ class Bench:
                         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         self.all_pids = {**stack_processes(stack.process.pid), "honcho (log relay)": stack.process.pid}
         self.pids = {name: pid for name, pid in self.all_pids.items() if name in SERVICES}
-        self.cpu = CpuMeter(self.all_pids)
+        self.cpu = CpuMeter(self.all_pids, database_url(stack, "postgres"), stack.database_prefix)
         self.profiler = Profiler(profile_dir, self.pids)
         self.ceiling_processes = []
 
@@ -620,9 +638,7 @@ class Bench:
         return {"per_second": round(len(rows) / elapsed, 1), "rows": len(rows), "connections": len(chunks)}
 
     def database(self, service):
-        base = make_url(self.stack.env.get("DATABASE_URL") or "postgresql://127.0.0.1:5432/")
-        return base.set(drivername="postgresql",
-                        database=f"{self.stack.database_prefix}{service}").render_as_string(hide_password=False)
+        return database_url(self.stack, f"{self.stack.database_prefix}{service}")
 
     # 5. memory
 
@@ -642,10 +658,14 @@ def connect(url, attempts=20):
             time.sleep(0.5)
 
 
-def drop_databases(stack):
+def database_url(stack, database):
+    """A libpq URL of `database` on the stack's PostgreSQL server."""
     base = make_url(stack.env.get("DATABASE_URL") or "postgresql://127.0.0.1:5432/")
-    conninfo = base.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    return base.set(drivername="postgresql", database=database).render_as_string(hide_password=False)
+
+
+def drop_databases(stack):
+    with psycopg.connect(database_url(stack, "postgres"), autocommit=True) as conn:
         for name in services_with_migrations():
             conn.execute(f'DROP DATABASE IF EXISTS "{stack.database_prefix}{name}" WITH (FORCE)')
 

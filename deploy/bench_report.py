@@ -139,7 +139,7 @@ def report(f, wrk):
         cpu = f.get(key)
         if cpu:
             total = cpu["total of the stack"]
-            row(label, f"{_n(total, 1)} ms in the stack's processes",
+            row(label, f"{_n(total, 1)} ms in the stack's processes and PostgreSQL backends",
                 f"= {_n(2000 / total if total else None)} /s on 2 idle cores", "", "", "")
             parts = [f"{name} {ms}" for name, ms in cpu.items() if name != "total of the stack" and ms >= 0.05]
             for start in range(0, len(parts), 3):
