@@ -404,6 +404,7 @@ class Bench:
     def _webhooks_closed(self, tap):
         payments = self.payment_sets["closed"]
         stream = [self.webhook_request(w) for w in self.with_duplicates(payments, 1)]
+        self.route_beside("webhooks", "aiohttp")
         self.profiler.start("webhooks", ["gateway_http", "gateway_stripe", "gateway_cashfree", "billing"])
         cpu_before = self.cpu.snapshot()
         try:
@@ -415,6 +416,7 @@ class Bench:
         complete = tap.wait_for(ids, 90)
         # Until every purchase is announced: billing's share of a webhook comes after the 200.
         self.figures["cpu_ms_per_webhook"] = self.cpu.per_request(cpu_before, len(stream))
+        self.route_beside("webhooks", "aiohttp")
         self.figures["webhooks_closed"] = {
             "sent": len(stream), "duplicates": len(stream) - sum(map(len, payments)), "payments": len(payments),
             "accepted_per_second": round(run.per_second, 1), "failed": len(run.failures()),
@@ -459,8 +461,11 @@ class Bench:
         if bench_load.wrk_available():
             us = [r.path for r in reads if r.headers is self.auth["US"]]
             # wrk sends one set of headers: the US owner's pages only (the IN owner's are the same work).
+            self.route_beside("reads", "wrk")
             figures["wrk"] = bench_load.wrk(self.base, us, {"Authorization": self.auth["US"]["Authorization"]},
                                             CONCURRENCY, 8)
+            self.route_beside("reads", "wrk")
+        self.route_beside("reads", "aiohttp")
         self.profiler.start("reads", ["gateway_http", "billing", "identity", "orgs", "usage"])
         cpu_before = self.cpu.snapshot()
         try:
@@ -468,6 +473,7 @@ class Bench:
         finally:
             self.profiler.stop()
         self.figures["cpu_ms_per_read"] = self.cpu.per_request(cpu_before, len(run.results))
+        self.route_beside("reads", "aiohttp")
         figures["aiohttp"] = {"per_second": round(run.per_second, 1), "failed": len(run.failures()),
                               **latency_figures([r.latency for r in run.ok])}
         count = READ_RATE * 5  # 5 s of reads: past saturation the queue (and the run) grows with it
@@ -540,14 +546,21 @@ class Bench:
 
     def ceilings(self):
         """The ceilings that need the stack's broker (measured while the stack idles)."""
-        self.start_ceiling_services()
-        try:
-            self.ceiling("http_constant", lambda: self.http_ceiling("/constant"))
-            self.ceiling("http_one_rpc", lambda: self.http_ceiling("/rpc"))
-            self.ceiling("nameko_rpc_echo", self.rpc_echo_ceiling)
-        finally:
-            self.stop_ceiling_services()
+        self.ceiling("http_constant", lambda: self.http_ceiling("/constant"))
+        self.ceiling("http_one_rpc", lambda: self.http_ceiling("/rpc"))
+        self.ceiling("nameko_rpc_echo", self.rpc_echo_ceiling)
+        self.stop_ceiling_services()
         self.ceiling("kombu_publish_consume", self.kombu_ceiling)
+
+    def route_beside(self, phase, client):
+        """The bare route with one RPC, 3 s, right before or after `phase`: on a machine whose load
+        drifts, a ratio compares figures measured minutes apart otherwise. Kept per phase."""
+        if client == "wrk":
+            figure = bench_load.wrk(self.ceiling_url, ["/rpc"], {}, CONCURRENCY, 3)["per_second"]
+        else:
+            figure = asyncio.run(closed_loop(self.ceiling_url, [Request("GET", "/rpc")], CONCURRENCY, 3)).per_second
+        beside = self.figures.setdefault("route_beside", {}).setdefault(phase, {}).setdefault(client, [])
+        beside.append(round(figure, 1))
 
     def rpc_echo_ceiling(self):
         out = subprocess.run([sys.executable, "-m", "deploy.bench_ceiling", "rpc-client", "5", str(CONCURRENCY)],
@@ -695,6 +708,7 @@ def main(argv=None):
         if missing:
             raise RuntimeError(f"service processes not found: {sorted(missing)}")
         bench.memory("at_rest")
+        bench.start_ceiling_services()  # idle until measured; the ratios use them beside each phase too
         bench.make_orgs()
         bench.checkouts()
         bench.build_webhooks()

@@ -40,11 +40,18 @@ def report(f, wrk):
     ceilings = f.get("ceilings", {})
     route = ceilings.get("http_one_rpc", {})
     route_aiohttp = route.get("aiohttp", {}).get("per_second")
+    beside = f.get("route_beside", {})
+
+    def route_at(phase, client, steady):
+        """The route ceiling measured right before and after the phase (their mean), else the steady one."""
+        values = beside.get(phase, {}).get(client)
+        return sum(values) / len(values) if values else steady
 
     closed, opened = f["webhooks_closed"], f["webhooks_open"]
-    ratio = _ratio(closed["accepted_per_second"], route_aiohttp)
+    ceiling = route_at("webhooks", "aiohttp", route_aiohttp)
+    ratio = _ratio(closed["accepted_per_second"], ceiling)
     row("webhook intake, closed loop 32 (aiohttp)", f"{_n(closed['accepted_per_second'])} /s",
-        f"route + 1 RPC {_n(route_aiohttp)} /s", _n(ratio, 2), f">= {RATIO_TARGET}",
+        f"route + 1 RPC {_n(ceiling)} /s beside it", _n(ratio, 2), f">= {RATIO_TARGET}",
         target("webhook intake >= 50 % of route + 1 RPC", ratio is not None and ratio >= RATIO_TARGET))
     row(f"  {closed['sent']} sent ({closed['duplicates']} duplicates) for {closed['payments']} payments",
         f"{closed['failed']} refused at first, {closed['undelivered_after_retries']} after 5 retries")
@@ -70,17 +77,19 @@ def report(f, wrk):
 
     reads = f["reads"]
     if "wrk" in reads:
-        route_wrk = route.get("wrk", {}).get("per_second")  # the same client on both sides of the ratio
+        # the same client on both sides of the ratio
+        route_wrk = route_at("reads", "wrk", route.get("wrk", {}).get("per_second"))
         ratio = _ratio(reads["wrk"]["per_second"], route_wrk)
         row("summary reads, closed loop 32 (wrk)", f"{_n(reads['wrk']['per_second'])} /s",
-            f"route + 1 RPC {_n(route_wrk)} /s", _n(ratio, 2), f">= {RATIO_TARGET}",
+            f"route + 1 RPC {_n(route_wrk)} /s beside it", _n(ratio, 2), f">= {RATIO_TARGET}",
             target("summary reads >= 50 % of route + 1 RPC", ratio is not None and ratio >= RATIO_TARGET))
-    ratio = _ratio(reads["aiohttp"]["per_second"], route_aiohttp)
+    read_ceiling = route_at("reads", "aiohttp", route_aiohttp)
+    ratio = _ratio(reads["aiohttp"]["per_second"], read_ceiling)
     verdict = _verdict(ratio is not None and ratio >= RATIO_TARGET)
     if "wrk" not in reads:
         verdict = target("summary reads >= 50 % of route + 1 RPC", ratio is not None and ratio >= RATIO_TARGET)
     row("summary reads, closed loop 32 (aiohttp)", f"{_n(reads['aiohttp']['per_second'])} /s",
-        f"route + 1 RPC {_n(route_aiohttp)} /s", _n(ratio, 2), f">= {RATIO_TARGET}", verdict)
+        f"route + 1 RPC {_n(read_ceiling)} /s beside it", _n(ratio, 2), f">= {RATIO_TARGET}", verdict)
     read_open = reads["open_loop"]
     row(f"  latency at {read_open['rate']}/s offered", _p50_p99(read_open), "", "", f"p99 < {READ_P99_MS} ms",
         target("summary p99 < 25 ms at 200/s", read_open["p99_ms"] < READ_P99_MS))
