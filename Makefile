@@ -33,7 +33,10 @@ bench-usage: $(STAMP)
 	bash deploy/ensure_infra.sh
 	$(BIN)/python -m deploy.bench_usage
 
+# The portal's hot paths (webhooks, billing pages, checkouts) against bare nameko/kombu/PostgreSQL
+# ceilings, with the usage figures above folded into one table. `apt-get install wrk` adds wrk's figures.
 bench: bench-usage
+	$(BIN)/python -m deploy.bench
 
 migrate: $(STAMP)
 	$(BIN)/python -m shared.migrate

@@ -369,16 +369,18 @@ class BillingService(PaymentLinks, Reconciliation, HealthMixin):
         subject = granted["account"]
         country = subject.get("country") or actor["country"]
         name = subject.get("name") or actor["name"]
-        created = self.db.execute(insert(BillingAccount).values(
-            id=uuid.uuid4(), kind=ref["kind"], owner_ref=subject["id"], country=country,
-            currency=CURRENCY_BY_COUNTRY[country], gateway=GATEWAY_BY_COUNTRY[country], name=name,
-            email=actor["email"],
-        ).on_conflict_do_nothing(constraint="uq_accounts_kind_owner").returning(BillingAccount.id)).first()
-        if created is not None:
-            self.db.commit()  # even a read-only call keeps the account it made
         query = select(BillingAccount).where(BillingAccount.kind == ref["kind"],
                                              BillingAccount.owner_ref == subject["id"])
-        account = self.db.scalar(query.with_for_update() if lock else query)
+        query = query.with_for_update() if lock else query
+        account = self.db.scalar(query)
+        if account is None:  # made on first use only: the insert cost every call a round trip
+            self.db.execute(insert(BillingAccount).values(
+                id=uuid.uuid4(), kind=ref["kind"], owner_ref=subject["id"], country=country,
+                currency=CURRENCY_BY_COUNTRY[country], gateway=GATEWAY_BY_COUNTRY[country], name=name,
+                email=actor["email"],
+            ).on_conflict_do_nothing(constraint="uq_accounts_kind_owner"))
+            self.db.commit()  # even a read-only call keeps the account it made
+            account = self.db.scalar(query)
         return account, granted["actions"]
 
     def _locked_account(self, account_id):

@@ -1,5 +1,6 @@
 """The /_sandbox endpoints every sandbox has: health, faults, pausing webhooks, the event and
-request logs, and the clock. Not a gateway's API; no authentication; JSON in and out.
+request logs, request timings and the clock. Not a gateway's API; no authentication; JSON in and
+out.
 
 A gateway's Control subclasses CommonControl, adds what its gateway does on its own (a payer
 paying, a period ending, a charge falling due) and says how its control requests are read and
@@ -88,6 +89,15 @@ class CommonControl:
         with self.store.lock:
             return 200, list(self.store.requests)
 
+    def timings(self, request: Request, **_) -> Answer:
+        """GET: how long the sandbox itself took over each request it served, oldest first
+        ([{method, path, ms}], the last 20000); DELETE: forget them. Benchmarks show the gateway's
+        share of a checkout apart from the portal's with it."""
+        with self.store.lock:
+            if request.method == "DELETE":
+                self.store.timings.clear()
+            return 200, [{"method": method, "path": path, "ms": ms} for method, path, ms in self.store.timings]
+
     def clock(self, request: Request, **_) -> Answer:
         """GET: the sandbox's now. POST {"advance_seconds": n}: move it forward (renewal and schedule demos)."""
         if request.method == "POST":
@@ -107,6 +117,8 @@ COMMON_ROUTES = [  # (method, path, CommonControl method); a gateway's control a
     ("POST", "/_sandbox/webhooks/resume", "resume_webhooks"),
     ("GET", "/_sandbox/events", "events"),
     ("GET", "/_sandbox/requests", "requests"),
+    ("GET", "/_sandbox/timings", "timings"),
+    ("DELETE", "/_sandbox/timings", "timings"),
     ("GET", "/_sandbox/clock", "clock"),
     ("POST", "/_sandbox/clock", "clock"),
 ]

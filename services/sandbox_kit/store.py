@@ -27,6 +27,7 @@ class SandboxStore:
         self.deliveries: dict = {}  # event id -> [attempt records]
         self.idempotency: dict = {}  # idempotency key -> sandbox_kit.idempotency.Record
         self.requests: deque = deque(maxlen=500)  # the API request log, for GET /_sandbox/requests
+        self.timings: deque = deque(maxlen=20000)  # (method, path, ms) per request served (server.TimedApp)
         self.faults: list = []  # injected faults still to happen (sandbox_kit.faults)
         self._outbox: List[str] = []
         self._depth = 0
