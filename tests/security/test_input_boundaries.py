@@ -7,7 +7,7 @@ import pytest
 import gateway_http.service  # noqa: F401  (declaring the routes fills the document)
 from gateway_http.openapi import openapi_document
 from services.identity.schemas import LoginInput
-from services.usage.service import check_event
+from services.usage.reports import check_report
 from shared.errors import ValidationFailed
 from shared.outbox import rfc3339, utc_now
 from shared.schemas import NUL_REFUSED, load_or_raise
@@ -30,9 +30,9 @@ def test_usage_events_with_a_nul_in_their_id_or_account_are_rejected_one_by_one(
     event = {"id": "e1", "account": {"kind": "org", "id": "a1"}, "metric": "storage_bytes", "value": 1,
              "timestamp": rfc3339(now)}
     oldest = now - timedelta(days=1)
-    assert check_event(event, now, oldest)[0] is not None
-    assert check_event({**event, "id": "e\x001"}, now, oldest) == (None, "bad_id")
-    assert check_event({**event, "account": {"kind": "org", "id": "a\x00"}}, now, oldest) == (None, "bad_account")
+    assert check_report(event, now, oldest)[0] is not None
+    assert check_report({**event, "id": "e\x001"}, now, oldest) == (None, "bad_id")
+    assert check_report({**event, "account": {"kind": "org", "id": "a\x00"}}, now, oldest) == (None, "bad_account")
 
 
 def operation(method, path):
