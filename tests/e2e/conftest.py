@@ -1,4 +1,4 @@
-"""The whole stack, started the way `make up` starts it (deploy/Procfile under honcho), on its own
+"""The whole stack, started the way `make up` starts it (deploy/Procfile under supervisord), on its own
 port, RabbitMQ vhost and databases, driven over HTTP."""
 import os
 import time
