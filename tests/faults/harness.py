@@ -26,8 +26,8 @@ PASSWORD = "correct horse battery"
 PLAN_CODE = "growth_monthly"
 PURCHASES = int(os.environ.get("FAULT_PURCHASES", "200"))
 CONCURRENCY = int(os.environ.get("FAULT_CONCURRENCY", "8"))
-PURCHASE_SECONDS = float(os.environ.get("FAULT_PURCHASE_SECONDS", "300"))  # one payer gives up after this
-RECOVERY_SECONDS = float(os.environ.get("FAULT_RECOVERY_SECONDS", "180"))
+PURCHASE_SECONDS = float(os.environ.get("FAULT_PURCHASE_SECONDS", "180"))  # one payer gives up after this
+RECOVERY_SECONDS = float(os.environ.get("FAULT_RECOVERY_SECONDS", "150"))
 SETTLE_SECONDS = 5.0  # once balanced, look again after this: a late duplicate would show here
 ORPHAN_STATUSES = ("creating", "open")  # every purchase was paid: no checkout should still wait
 
