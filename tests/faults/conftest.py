@@ -12,7 +12,7 @@ RESULTS = []  # one row per scenario, printed at the end of the run
 ROOT = Path(__file__).resolve().parents[2]
 
 COLUMNS = [("scenario", "scenario"), ("attempted", "attempted"), ("paid", "paid"), ("active", "active"),
-           ("plan.purchased", "events"), ("lost", "lost"), ("doubled", "doubled"), ("orphans", "orphan_checkouts"),
+           ("plan.purchased", "events"), ("redelivered", "redelivered"), ("lost", "lost"), ("doubled", "doubled"), ("orphans", "orphan_checkouts"),
            ("outbox backlog", "outbox_backlog"), ("recovery s", "recovery_seconds")]
 
 
@@ -38,8 +38,8 @@ def pytest_terminal_summary(terminalreporter):
     widths = [max(len(title), *(len(r[i]) for r in rows)) for i, (title, _) in enumerate(COLUMNS)]
     write = terminalreporter.write_line
     write("")
-    write("fault injection summary (recovery s: from the end of the fault until the books balanced; "
-          "- = they never did)")
+    write("fault injection summary (recovery s: from the last payment, the fault over, until the books "
+          "balanced; - = they never did)")
     write("  ".join(title.ljust(w) for (title, _), w in zip(COLUMNS, widths)))
     for r in rows:
         write("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))

@@ -136,12 +136,14 @@ class Books:
     attempted: int
     paid: int
     active: int  # purchases with at least one active subscription
-    events: int  # plan.purchased events for the purchases' accounts
+    events: int  # distinct plan.purchased events (by event_id) for the purchases' accounts
     lost: int  # paid, but no active subscription or no plan.purchased
     doubled: int  # more than one active subscription or more than one plan.purchased
     orphan_checkouts: int
     outbox_backlog: dict  # service -> unsent rows (only services with some)
     event_subscriptions_mismatch: int = 0  # plan.purchased naming a subscription other than the active one
+    redelivered: int = 0  # the same plan.purchased (event_id) on the broker again
+    doubles: list = field(default_factory=list)  # what the doubled purchases hold, to see why
 
     @property
     def balanced(self):
@@ -173,7 +175,11 @@ def read_books(stack, database_url, purchases, tap):
             unsent = _query(f"{database_url}{prefix}{service}", "SELECT count(*) FROM outbox WHERE sent_at IS NULL")[0][0]
             if unsent:
                 backlog[service] = unsent
-    events = [e for e in tap.drain() if e["account"]["kind"] == "personal" and e["account"]["id"] in set(users)]
+    delivered = [e for e in tap.drain() if e["account"]["kind"] == "personal" and e["account"]["id"] in set(users)]
+    # The outbox publishes at least once (a crash between the broker's confirm and marking the row
+    # sent publishes it again, under the same event_id, which consumers' inboxes drop): one
+    # purchase, one event id.
+    events = list({e["event_id"]: e for e in delivered}.values())
     per_account = Counter(e["account"]["id"] for e in events)
     mismatch = sum(1 for e in events if e["subscription_id"] not in active.get(e["account"]["id"], []))
     paid = [p for p in purchases if p.paid]
@@ -184,6 +190,10 @@ def read_books(stack, database_url, purchases, tap):
         lost=sum(1 for p in paid if not active.get(p.user_id) or not per_account[p.user_id]),
         doubled=sum(1 for p in purchases if len(active.get(p.user_id, [])) > 1 or per_account[p.user_id] > 1),
         orphan_checkouts=orphans, outbox_backlog=backlog, event_subscriptions_mismatch=mismatch,
+        redelivered=len(delivered) - len(events),
+        doubles=[{"user": user, "events": [(e["event_id"], e["subscription_id"], e["occurred_at"]) for e in events
+                                          if e["account"]["id"] == user], "active": active.get(user)}
+                 for user in users if per_account[user] > 1 or len(active.get(user, [])) > 1],
     )
 
 

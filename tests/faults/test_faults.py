@@ -134,7 +134,7 @@ def test_purchases_survive(scenario, private_postgres, private_rabbit):
     row = {"scenario": scenario, "attempted": books.attempted, "paid": books.paid, "active": books.active,
            "events": books.events, "lost": books.lost, "doubled": books.doubled,
            "orphan_checkouts": books.orphan_checkouts, "outbox_backlog": books.outbox_backlog,
-           "recovery_seconds": round(took, 1) if took is not None else "-",
+           "recovery_seconds": round(took, 1) if took is not None else "-", "redelivered": books.redelivered,
            "traffic_seconds": round(traffic_seconds, 1), "client_errors": sum(len(p.errors) for p in purchases),
            "notes": context.notes}
     RESULTS.append(row)
