@@ -47,7 +47,7 @@ test-interface: $(STAMP)
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
 
-# Fault injection (about 3 minutes a scenario): a private PostgreSQL and RabbitMQ, never the machine's.
+# Fault injection (2 to 3 minutes a scenario): a private PostgreSQL and RabbitMQ, never the machine's.
 test-faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults -m faults -p no:cacheprovider $(if $(SCENARIO),-k $(SCENARIO))
 
