@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up down demo ops bench bench-usage test test-unit test-interface test-e2e test-security migrate venv lock clean
+.PHONY: up down demo ops bench bench-usage test test-unit test-interface test-e2e test-security test-faults migrate venv lock clean
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ test-e2e: $(STAMP)
 
 test-security: $(STAMP)
 	$(BIN)/python -m pytest tests/security
+
+# Fault injection (2 to 3 minutes a scenario): a private PostgreSQL and RabbitMQ, never the machine's.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest tests/faults -m faults -p no:cacheprovider $(if $(SCENARIO),-k $(SCENARIO))
 
 # Re-freeze requirements.txt after changing requirements.in.
 lock: $(STAMP)

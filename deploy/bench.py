@@ -97,7 +97,7 @@ def _parent(pid):
 
 
 def stack_processes(root_pid):
-    """{name: pid} of the stack's processes that descend from `root_pid` (its honcho; other
+    """{name: pid} of the stack's processes that descend from `root_pid` (its supervisor; other
     stacks may run beside it): `python -m shared.runner <name>` by service name, and the sandboxes
     (`python -m services.gateway_<x>.sandbox`) as <x>_sandbox."""
     found = {}
@@ -269,7 +269,7 @@ class Bench:
         self.orgs_per_country = orgs_per_country
         self.figures = {"machine": f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        self.all_pids = {**stack_processes(stack.process.pid), "honcho (log relay)": stack.process.pid}
+        self.all_pids = {**stack_processes(stack.process.pid), "supervisor": stack.process.pid}
         self.pids = {name: pid for name, pid in self.all_pids.items() if name in SERVICES}
         self.cpu = CpuMeter(self.all_pids, database_url(stack, "postgres"), stack.database_prefix)
         self.profiler = Profiler(profile_dir, self.pids)

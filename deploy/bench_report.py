@@ -155,7 +155,7 @@ def report(f, wrk):
                 row("", ", ".join(parts[start:start + 3]))
 
     rss = f["rss_mb"]
-    services = [name for name in rss["after_run"] if not name.endswith("_sandbox") and not name.startswith("honcho")]
+    services = [name for name in rss["after_run"] if not name.endswith("_sandbox") and not name.startswith("supervisor")]
     worst = max((rss["after_run"][name] for name in services if rss["after_run"][name] is not None), default=None)
     row(f"resident memory (VmRSS), limit {RSS_LIMIT_MB} MB", f"largest service after the run {_n(worst, 1)} MB", "", "",
         f"< {RSS_LIMIT_MB} MB each",

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make up`: migrate, start every service under honcho, wait for /healthz, print the URL, and stay
+# `make up`: migrate, start every service under supervisord (deploy/supervise.py: a process that dies
+# is restarted), wait for /healthz, print the URL, and stay
 # in the foreground. Ctrl-C (or `make down`) stops every process it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +16,8 @@ if [ -z "${USAGE_INGEST_KEY:-}" ]; then
   export USAGE_INGEST_KEY
 fi
 
-if [ -f var/honcho.pid ] && kill -0 "$(cat var/honcho.pid)" 2>/dev/null; then
-  echo "The portal is already running (honcho pid $(cat var/honcho.pid)); 'make down' stops it." >&2
+if [ -f var/stack.pid ] && kill -0 "$(cat var/stack.pid)" 2>/dev/null; then
+  echo "The portal is already running (supervisord pid $(cat var/stack.pid)); 'make down' stops it." >&2
   exit 1
 fi
 
@@ -29,14 +30,14 @@ python -m shared.migrate
 rm -f var/stop-requested
 
 # shellcheck disable=SC2046  # one word per process name
-honcho -f deploy/Procfile -d . start $(python -m deploy.processes) &
-honcho_pid=$!
-echo "$honcho_pid" > var/honcho.pid
+python -m deploy.supervise --dir var/supervisor $(python -m deploy.processes) &
+stack_pid=$!
+echo "$stack_pid" > var/stack.pid
 stop() {
   trap - INT TERM EXIT
-  kill -TERM "$honcho_pid" 2>/dev/null || true
-  wait "$honcho_pid" 2>/dev/null || true
-  rm -f var/honcho.pid
+  kill -TERM "$stack_pid" 2>/dev/null || true
+  wait "$stack_pid" 2>/dev/null || true
+  rm -f var/stack.pid
 }
 trap stop INT TERM EXIT
 
@@ -52,7 +53,7 @@ cat <<MSG
 
 MSG
 status=0
-wait "$honcho_pid" || status=$?
+wait "$stack_pid" || status=$?
 if [ -f var/stop-requested ]; then  # `make down` asked for it: a clean stop, not a failure
   rm -f var/stop-requested
   status=0

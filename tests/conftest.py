@@ -72,7 +72,7 @@ def service_config(rabbit_config):
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """The whole stack, started the way `make up` starts it (deploy/Procfile under honcho), on its own
+    """The whole stack, started the way `make up` starts it (deploy/Procfile under supervisord), on its own
     port, RabbitMQ vhost and databases: one for the session, shared by tests/e2e and tests/security."""
     started = IsolatedStack(os.environ["DATABASE_PREFIX"] + "e2e_",  # test_e2e_, or per TEST_DATABASE_PREFIX
                             tmp_path_factory.mktemp("stack") / "stack.log")

@@ -473,6 +473,7 @@ class BillingService(PaymentLinks, Reconciliation, HealthMixin):
             "success_url": f"{base}/billing/checkout/{checkout.id}/return",
             "cancel_url": f"{base}/billing/checkout/{checkout.id}/cancelled",
             "expires_at": int(checkout.expires_at.timestamp()),
+            "created_at": int(checkout.created_at.timestamp()),  # a retry must send the gateway the same request
         })
         checkout.status = "open"
         checkout.gateway_checkout_id = opened["gateway_checkout_id"]

@@ -127,12 +127,13 @@ class GatewayCashfreeService(HealthMixin):
 
         Returns {gateway_checkout_id, redirect_url, expires_at}: redirect_url is our page that
         opens Cashfree's checkout for the subscription session (Cashfree's JS SDK). Raises
-        GatewayError; a retry with the same checkout_id reuses the same idempotency keys.
+        GatewayError; a retry with the same checkout_id reuses the same idempotency keys, so it
+        sends the same body: its times count from the checkout's `created_at`, not from now.
         """
         account, plan, checkout_id = request["account"], request["plan"], request["checkout_id"]
         plan_id = self._ensure_plan(plan)
         subscription_id = subscription_id_for(checkout_id)
-        now = utc_now()
+        opened_at = datetime.fromtimestamp(request["created_at"], timezone.utc)
         created = cashfree_api.call("POST", "/subscriptions", idempotency_key=f"checkout-{checkout_id}", body={
             "subscription_id": subscription_id,
             "customer_details": {"customer_name": account.get("name") or "Customer",
@@ -142,8 +143,8 @@ class GatewayCashfreeService(HealthMixin):
                                       "authorization_amount_refund": False,
                                       "payment_methods": ["upi", "card", "enach"]},
             "subscription_meta": {"return_url": request["success_url"]},
-            "subscription_first_charge_time": rfc3339(add_interval(now, plan["interval"])),
-            "subscription_expiry_time": rfc3339(add_interval(now, "year", 10)),
+            "subscription_first_charge_time": rfc3339(add_interval(opened_at, plan["interval"])),
+            "subscription_expiry_time": rfc3339(add_interval(opened_at, "year", 10)),
             "subscription_tags": {"account_id": account["id"], "checkout_id": checkout_id, "plan_code": plan["code"]},
         })
         session_id = _answer_field(created, "subscription_session_id")

@@ -112,7 +112,7 @@ def start(config: SandboxConfig, store: SandboxStore, state: Optional[StateFile]
 def run(start_sandbox: Callable[[], SandboxHandle], announce: Callable[[SandboxHandle], None],
         log: logging.Logger) -> None:
     """The body of `python -m <sandbox>`: log to stderr, start, `announce` where it serves, serve
-    until SIGINT/SIGTERM (honcho sends SIGTERM), then stop cleanly (the state file's final save)."""
+    until SIGINT/SIGTERM (supervisord sends SIGTERM), then stop cleanly (the state file's final save)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handle = start_sandbox()
     stop = threading.Event()

@@ -81,14 +81,18 @@ class StripeSandbox(LinkPages):
     def session_id(self, redirect_url):
         return re.search(r"/checkout/([^/?#]+)", redirect_url).group(1)
 
-    def pay(self, redirect_url):
-        """Open the hosted page as a browser would, press Pay, follow the redirect back to us."""
+    def press_pay(self, redirect_url):
+        """Open the hosted page as a browser would and press Pay; the gateway's 303 back to us."""
         page = self.http.get(redirect_url, timeout=10)
         assert page.status_code == 200 and "Pay" in page.text, page.text
         answer = self.http.post(f"{self.base}/checkout/{self.session_id(redirect_url)}/pay", timeout=10,
                                 allow_redirects=False)
         assert answer.status_code == 303, answer.text
-        return self.http.get(answer.headers["Location"], timeout=10)
+        return answer
+
+    def pay(self, redirect_url):
+        """Press Pay and follow the redirect back to us."""
+        return self.http.get(self.press_pay(redirect_url).headers["Location"], timeout=10)
 
     def decline(self, redirect_url):
         answer = self.http.post(f"{self.base}/checkout/{self.session_id(redirect_url)}/decline", timeout=10,
@@ -171,8 +175,11 @@ class CashfreeSandbox(LinkPages):
         assert answer.status_code == 303, answer.text
         return answer
 
+    def press_pay(self, redirect_url):
+        return self._press(redirect_url, "pay")
+
     def pay(self, redirect_url):
-        return self.http.get(self._press(redirect_url, "pay").headers["Location"], timeout=10)
+        return self.http.get(self.press_pay(redirect_url).headers["Location"], timeout=10)
 
     def decline(self, redirect_url):
         return self._press(redirect_url, "decline")

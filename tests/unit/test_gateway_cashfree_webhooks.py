@@ -221,3 +221,28 @@ def test_a_status_change_without_plan_details_keeps_the_known_price(adapter):
     deliver(adapter, webhook("SUBSCRIPTION_STATUS_CHANGED", bare))
     snapshot = facts(adapter, "gateway.subscription_updated")[0][1]
     assert (snapshot["plan_code"], snapshot["amount"]) == ("starter_monthly", 149900)
+
+
+def test_a_retried_checkout_sends_cashfree_the_same_request(adapter, monkeypatch):
+    """Billing retries a checkout (it died before recording Cashfree's answer) under the same
+    idempotency key; a different body under that key is refused by Cashfree, so the retry, an
+    hour later, must send the very same one."""
+    sent = []
+
+    def cashfree(method, path, idempotency_key=None, body=None):
+        sent.append((path, idempotency_key, body))
+        return {"subscription_session_id": "session_1"}
+
+    monkeypatch.setattr("services.gateway_cashfree.cashfree_api.call", cashfree)
+    moments = iter([datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc), datetime(2026, 11, 1, 11, 0, tzinfo=timezone.utc)])
+    monkeypatch.setattr("services.gateway_cashfree.service.utc_now", lambda: next(moments))
+    request = {"checkout_id": CHECKOUT, "account": {"id": ACCOUNT, "email": "ann@example.com", "name": "Ann"},
+               "plan": {"code": "growth_monthly", "name": "Growth", "interval": "month", "amount": 399900,
+                        "currency": "inr"},
+               "success_url": "http://portal/return", "cancel_url": "http://portal/cancelled",
+               "expires_at": 1793530800, "created_at": 1793527200}
+    adapter.create_checkout(request)
+    adapter.create_checkout(request)
+    first, retry = [call for call in sent if call[0] == "/subscriptions"]
+    assert first == retry
+    assert first[2]["subscription_first_charge_time"].startswith("2026-12-")

@@ -1,4 +1,4 @@
-"""`python -m services.gateway_cashfree.sandbox`: serve until SIGINT/SIGTERM (honcho sends SIGTERM)."""
+"""`python -m services.gateway_cashfree.sandbox`: serve until SIGINT/SIGTERM (supervisord sends SIGTERM)."""
 import logging
 
 from services.sandbox_kit.server import run
