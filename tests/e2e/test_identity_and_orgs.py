@@ -12,8 +12,8 @@ pytestmark = pytest.mark.e2e
 def test_the_stack_is_healthy_and_describes_itself(anonymous):
     health = anonymous.get("/healthz")
     assert health.status_code == 200
-    assert set(health.json()["services"]) == {"identity", "orgs", "billing", "usage", "gateway_stripe",
-                                              "gateway_cashfree"}
+    assert set(health.json()["services"]) == {"identity", "orgs", "billing", "usage", "usage_ingest",
+                                              "gateway_stripe", "gateway_cashfree"}
     validate(anonymous.get("/api/v1/openapi.json").json())
 
 
