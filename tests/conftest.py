@@ -70,12 +70,11 @@ def service_config(rabbit_config):
     return settings().nameko_config(**rabbit_config)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    """The whole stack, started the way `make up` starts it (deploy/Procfile under supervisord), on its own
-    port, RabbitMQ vhost and databases: one for the session, shared by tests/e2e and tests/security."""
-    started = IsolatedStack(os.environ["DATABASE_PREFIX"] + "e2e_",  # test_e2e_, or per TEST_DATABASE_PREFIX
-                            tmp_path_factory.mktemp("stack") / "stack.log")
+def running_stack(tmp_path_factory, name, **options):
+    """Start an IsolatedStack for a fixture to yield (databases <prefix>name_), stopped afterwards;
+    a stack that does not come up fails the test with its log's tail."""
+    started = IsolatedStack(os.environ["DATABASE_PREFIX"] + f"{name}_",  # e.g. test_e2e_, or per TEST_DATABASE_PREFIX
+                            tmp_path_factory.mktemp(name) / "stack.log", **options)
     try:
         started.start()
     except RuntimeError as error:
@@ -84,3 +83,10 @@ def stack(tmp_path_factory):
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """The whole stack, started the way `make up` starts it (deploy/Procfile under supervisord), on its own
+    port, RabbitMQ vhost and databases: one for the session, shared by tests/e2e and tests/security."""
+    yield from running_stack(tmp_path_factory, "e2e")

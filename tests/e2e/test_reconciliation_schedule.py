@@ -3,12 +3,11 @@
 The shared e2e stack reconciles only on demand (its tests need a quiet gateway); this one starts a
 stack of its own that reconciles every 2 seconds.
 """
-import os
 import time
 
 import pytest
 
-from deploy.stack import IsolatedStack
+from tests.conftest import running_stack
 from tests.e2e.conftest import PASSWORD, Client, eventually
 from tests.e2e.gateways import DRIVERS
 from tests.e2e.test_reconciliation import active_with_period, pay_while_webhooks_fail
@@ -19,17 +18,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def scheduled_stack(tmp_path_factory):
     """A stack of its own whose reconciliation runs every 2 seconds."""
-    started = IsolatedStack(os.environ["DATABASE_PREFIX"] + "e2e_sched_",
-                            tmp_path_factory.mktemp("scheduled") / "stack.log",
-                            extra_env={"RECONCILE_INTERVAL_SECONDS": "2"})
-    try:
-        started.start()
-    except RuntimeError as error:
-        pytest.fail(str(error))
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from running_stack(tmp_path_factory, "e2e_sched", extra_env={"RECONCILE_INTERVAL_SECONDS": "2"})
 
 
 @pytest.mark.parametrize("country", sorted(DRIVERS))
