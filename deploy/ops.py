@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
 from shared import db  # noqa: E402
-from shared.config import SERVICE_NAMES, settings  # noqa: E402
+from shared.config import DATABASE_OWNERS, settings  # noqa: E402
 from shared.errors import AppError  # noqa: E402
 
 GATEWAYS = {"stripe": "gateway_stripe", "cashfree": "gateway_cashfree"}
@@ -173,10 +173,10 @@ def describe(account):
 
 def outbox_backlog():
     backlog = {}
-    for service in SERVICE_NAMES:
+    for service in DATABASE_OWNERS:
         try:
             backlog[service] = query(service, "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")[0]["n"]
-        except Exception as error:  # noqa: BLE001  (a service without a database, or one that is down)
+        except Exception as error:  # noqa: BLE001  (its database is down or not made yet)
             backlog[service] = f"unknown ({type(error).__name__})"
     return backlog
 

@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
-SERVICE_NAMES = ("identity", "orgs", "billing", "gateway_stripe", "gateway_cashfree", "usage", "usage_ingest")
+# The services that own a database (each its own; usage_ingest writes into usage's).
+DATABASE_OWNERS = ("identity", "orgs", "billing", "gateway_stripe", "gateway_cashfree", "usage")
+# Every nameko service of the portal (gateway_http pings them all for /healthz).
+SERVICE_NAMES = DATABASE_OWNERS + ("usage_ingest",)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 
 from shared import db
-from shared.config import SERVICE_NAMES, settings
+from shared.config import DATABASE_OWNERS, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ def migrations_dir(service_name):
 
 
 def services_with_migrations():
-    return [name for name in SERVICE_NAMES if (migrations_dir(name) / "env.py").exists()]
+    return [name for name in DATABASE_OWNERS if (migrations_dir(name) / "env.py").exists()]
 
 
 def alembic_config(service_name):

@@ -19,7 +19,7 @@ import psycopg
 import requests
 from kombu import Connection, Exchange, Queue
 
-from shared.config import SERVICE_NAMES
+from shared.config import DATABASE_OWNERS
 from tests.e2e.gateways import DRIVERS
 
 PASSWORD = "correct horse battery"
@@ -169,7 +169,7 @@ def read_books(stack, database_url, purchases, tap):
                      "SELECT count(*) FROM checkouts c JOIN accounts a ON a.id = c.account_id "
                      "WHERE a.owner_ref = ANY(%s) AND c.status = ANY(%s)", users, list(ORPHAN_STATUSES))[0][0]
     backlog = {}
-    for service in SERVICE_NAMES:
+    for service in DATABASE_OWNERS:
         tables = _query(f"{database_url}{prefix}{service}", "SELECT to_regclass('outbox') IS NOT NULL")
         if tables[0][0]:
             unsent = _query(f"{database_url}{prefix}{service}", "SELECT count(*) FROM outbox WHERE sent_at IS NULL")[0][0]
