@@ -57,7 +57,7 @@ test-e2e: $(STAMP)
 test-security: $(STAMP)
 	$(BIN)/python -m pytest tests/security
 
-# Fault injection (2 to 3 minutes a scenario): a private PostgreSQL and RabbitMQ, never the machine's.
+# Fault injection (1 to 3 minutes a scenario): a private PostgreSQL and RabbitMQ, never the machine's.
 test-faults: $(STAMP)
 	$(BIN)/python -m pytest tests/faults -m faults -p no:cacheprovider $(if $(SCENARIO),-k $(SCENARIO))
 
