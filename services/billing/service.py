@@ -315,12 +315,15 @@ class BillingService(PaymentLinks, Reconciliation, HealthMixin):
         account = self._locked_account(event["account_id"])
         if account is None:
             return
-        self._record_payment(account, event, "paid")
+        new = self._record_payment(account, event, "paid")
         subscription = self._subscription_by_gateway_id(event["gateway_subscription_id"], account)
         if subscription is None or subscription.status == "cancelled":
             return
         period_end, old_end = from_unix(event["period_end"]), subscription.current_period_end
-        if period_end and (old_end is None or period_end >= old_end):
+        # A payment we already had (the same invoice again under another event id: a replay, a
+        # reconciliation) was applied then; for the current period it must not make a plan whose
+        # renewal has since failed active again. A later period's payment is never a stale one.
+        if period_end and (old_end is None or period_end > old_end or (new and period_end == old_end)):
             # A paid invoice for this period or a later one: the plan is paid up to its end.
             subscription.current_period_start = from_unix(event["period_start"])
             subscription.current_period_end = period_end

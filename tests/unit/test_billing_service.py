@@ -717,6 +717,20 @@ def test_a_failed_renewal_makes_the_plan_past_due_once(billing, team, account_id
     assert (failed[0]["gateway_invoice_id"], failed[0]["amount"], failed[0]["currency"]) == ("in_2", 1900, "usd")
 
 
+def test_an_old_payment_reported_again_under_a_new_id_does_not_undo_a_failed_renewal(
+        billing, team, account_id, session, deliver, bought):
+    deliver(gateway_event("payment_failed", account_id=account_id, gateway_event_at=NOW + 60))
+    assert subscription_of(billing, team.owner)["status"] == "past_due"
+
+    # The first period's payment (in_1) again, as a replay or a reconciliation would report it:
+    # the same invoice under a new event id. It was applied once; it must not make the plan active.
+    deliver(gateway_event("payment_succeeded", account_id=account_id, gateway_event_at=NOW))
+
+    assert subscription_of(billing, team.owner)["status"] == "past_due"
+    assert [line["status"] for line in billing.list_history(team.owner, ORG)] == ["failed", "paid"]
+    assert len(outbox_events(session, "plan.purchased")) == 1
+
+
 def test_a_paid_retry_of_a_failed_renewal_makes_the_plan_active_again(billing, team, account_id, deliver, bought):
     renewal = {"period_start": PERIOD_END, "period_end": NEXT_PERIOD_END}
     deliver(
