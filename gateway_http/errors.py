@@ -42,7 +42,5 @@ def error_response(status, code, message, details=None, headers=None):
 def app_error_response(error: AppError):
     headers, details = {}, error.details
     if isinstance(error, RateLimited) and "retry_after" in details:
-        # nameko's RPC turns numbers in an error's args into text: seconds are a number again here.
-        details = {**details, "retry_after": int(details["retry_after"])}
         headers["Retry-After"] = str(details["retry_after"])
     return error_response(status_for(error), error.error_code, error.message, details, headers)

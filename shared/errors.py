@@ -3,10 +3,14 @@
 nameko serialises an exception as its import path plus `args`; a caller that has the same path
 in `nameko.exceptions.registry` gets the real class back instead of `RemoteError`. Every subclass
 registers itself, so `gateway_http` can catch `NotFound` raised three services away, and the
-error's code, message and details survive the trip (they are its `args`).
+error's code, message and details survive the trip (they are its `args`). nameko turns every
+argument that is not a string into text on the way (a number of seconds would arrive as "42"), so
+the details travel as one JSON string and are read back with their types.
 
 The HTTP status of each class lives in gateway_http's table, not here.
 """
+import json
+
 from nameko.exceptions import get_module_path, registry
 
 
@@ -17,7 +21,9 @@ class AppError(Exception):
     default_message = "Something went wrong."
 
     def __init__(self, message=None, details=None, code=None):
-        super().__init__(message or self.default_message, details or {}, code or self.code)
+        # A str is details already encoded: the error being rebuilt from its args after an RPC.
+        encoded = details if isinstance(details, str) else json.dumps(details or {}, default=str)
+        super().__init__(message or self.default_message, encoded, code or self.code)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -29,7 +35,7 @@ class AppError(Exception):
 
     @property
     def details(self):
-        return self.args[1]
+        return json.loads(self.args[1])
 
     @property
     def error_code(self):

@@ -62,7 +62,13 @@ def test_rate_limited_answers_carry_retry_after():
     assert response.headers["Retry-After"] == "30"
 
 
-def test_retry_after_is_a_number_in_the_body_even_after_an_rpc_made_it_text():
-    response = app_error_response(RateLimited(details={"retry_after": "30"}))  # as nameko delivers it
-    assert response.headers["Retry-After"] == "30"
-    assert response.get_json()["error"]["details"] == {"retry_after": 30}
+def test_details_keep_their_types_across_rpc():
+    """nameko stringifies exception args it does not know; details must come back as they were sent."""
+    details = {"retry_after": 42, "fields": {"amount": [1, 2]}, "ok": True, "none": None}
+    rebuilt = deserialize(serialize(RateLimited("Slow down.", details=details)))
+    assert type(rebuilt) is RateLimited
+    assert rebuilt.details == details
+    assert rebuilt.message == "Slow down."
+    response = app_error_response(rebuilt)
+    assert response.headers["Retry-After"] == "42"
+    assert response.get_json()["error"]["details"]["retry_after"] == 42
