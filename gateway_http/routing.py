@@ -25,7 +25,7 @@ from nameko.web.handlers import http
 from gateway_http.errors import app_error_response, error_response, json_response
 from shared.config import settings
 from shared.errors import AppError, BadRequest, PayloadTooLarge, Unauthorized
-from shared.schemas import load_or_raise
+from shared.schemas import load_or_raise, parse_json
 
 log = logging.getLogger("gateway_http")
 
@@ -163,16 +163,6 @@ def _read_body(request, limit):
             raise PayloadTooLarge(details={"limit_bytes": limit})
         return raw
     return b""
-
-
-def parse_json(raw):
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest("The body is not valid JSON.", details={"position": getattr(exc, "pos", None)},
-                         code="MALFORMED_JSON") from None
 
 
 def _validate(schema_cls, data):

@@ -11,7 +11,7 @@ from gateway_http import pages
 from gateway_http.dependencies import RequestContext
 from gateway_http.errors import error_response, json_response
 from gateway_http.openapi import openapi_document
-from gateway_http.routing import WEBHOOK_BODY_LIMIT, bearer_token, parse_json, route
+from gateway_http.routing import WEBHOOK_BODY_LIMIT, bearer_token, route
 from gateway_http.schemas import Health, MeOut
 from services.billing.schemas import (
     CancelInput, CheckoutInput, CheckoutOut, HistoryList, PaymentLinkInput, PaymentLinkList, PaymentLinkOut,
@@ -257,10 +257,11 @@ class HttpGateway:
         expected = settings().usage_ingest_key
         if not expected or not hmac.compare_digest(supplied.encode(), expected.encode()):
             raise Unauthorized("Send 'Authorization: Bearer <USAGE_INGEST_KEY>'.", code="BAD_INGEST_KEY")
-        batch = parse_json(call.body)
-        # The usage service checks the batch (a list, at most 1000) and each event, fast, and says
-        # which ones it refused and why: a batch with some bad events still records the good ones.
-        return 202, self.usage_ingest.record_events(batch.get("events") if isinstance(batch, dict) else None)
+        # The body goes on as text: usage_ingest parses it, checks the batch (a list, at most 1000) and
+        # each event, and says which ones it refused and why (a batch with some bad events still
+        # records the good ones). Parsing 1000 events here and encoding them again for RPC took 3 ms
+        # of this process per batch, a wait for every request behind it; ingestion runs at nice 10.
+        return 202, self.usage_ingest.record_batch(_json_text(call.body))
 
     # -- gateways ------------------------------------------------------------------------------
 
@@ -296,6 +297,13 @@ class HttpGateway:
     @http("GET", "/billing/checkout/<checkout_id>/cancelled")
     def checkout_cancelled(self, request, checkout_id):
         return pages.checkout_cancelled()
+
+
+def _json_text(body):
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("The body is not valid JSON.", details={"position": None}, code="MALFORMED_JSON") from None
 
 
 def _text(body):

@@ -6,9 +6,8 @@ consumer's inbox key: a redelivery has the same id) and `occurred_at`.
 """
 from marshmallow import Schema, fields, validate
 
-from shared.permissions import ACCOUNT_KINDS
+from shared.permissions import ACCOUNT_KINDS, ROLES
 
-ROLES = ("owner", "super_admin", "admin", "standard")
 COUNTRIES = ("US", "IN")
 
 

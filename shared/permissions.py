@@ -1,8 +1,13 @@
-"""Names of the actions the permission check (orgs.can / orgs.authorize) knows.
+"""Who may do what: the permission table of API.md, in one place, and the account an {acct} names.
 
-The table that says which role may do what lives in services/orgs/permissions.py.
+orgs answers the check for everyone (orgs.can / orgs.authorize) from its memberships; usage answers
+its own reads from a projection of the same memberships (services/usage/members.py). Both read this
+table, so a change to it is a change for every service.
+
+An organization's members act by role. A personal account (a user's own licence) has one person
+who may do every billing action on it, and nobody else may see that it exists.
 """
-from shared.errors import NotFound
+from shared.errors import Forbidden, NotFound
 
 VIEW_ORG = "org.view"
 VIEW_BILLING = "billing.view"
@@ -12,6 +17,37 @@ TRANSFER_OWNERSHIP = "org.transfer"
 
 ACTIONS = (VIEW_ORG, VIEW_BILLING, MANAGE_BILLING, MANAGE_MEMBERS, TRANSFER_OWNERSHIP)
 BILLING_ACTIONS = (VIEW_BILLING, MANAGE_BILLING)
+
+OWNER, SUPER_ADMIN, ADMIN, STANDARD = "owner", "super_admin", "admin", "standard"
+ROLES = (OWNER, SUPER_ADMIN, ADMIN, STANDARD)
+
+ROLES_ALLOWED = {
+    VIEW_ORG: {OWNER, SUPER_ADMIN, ADMIN, STANDARD},
+    VIEW_BILLING: {OWNER, SUPER_ADMIN, ADMIN},
+    MANAGE_BILLING: {OWNER, SUPER_ADMIN},
+    MANAGE_MEMBERS: {OWNER, SUPER_ADMIN},
+    TRANSFER_OWNERSHIP: {OWNER},
+}
+
+# What a refused caller is told. A non-member learns nothing, not even that the organization exists.
+NO_SUCH_ORG = "No such organization."
+ROLE_REFUSED = "Your role in this organization does not allow this."
+
+
+def role_may(role, action):
+    return role in ROLES_ALLOWED[action]
+
+
+def personal_owner_may(action):
+    return action in BILLING_ACTIONS
+
+
+def check_role(role, action):
+    """Nothing when `role` (None: not a member) may do `action`; NotFound or Forbidden otherwise."""
+    if role is None:
+        raise NotFound(NO_SUCH_ORG)
+    if not role_may(role, action):
+        raise Forbidden(ROLE_REFUSED)
 
 
 def personal_account(user_id):

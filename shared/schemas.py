@@ -1,7 +1,9 @@
 """Schema pieces reused across services' boundary schemas."""
+import json
+
 from marshmallow import Schema, ValidationError, fields, validate
 
-from shared.errors import ValidationFailed
+from shared.errors import BadRequest, ValidationFailed
 from shared.events import COUNTRIES
 
 
@@ -61,3 +63,14 @@ def load_or_raise(schema, data):
     except ValidationError as err:
         details = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
         raise ValidationFailed(details=details) from None
+
+
+def parse_json(raw):
+    """A JSON body (bytes or text) -> its value; {} for an empty body; BadRequest MALFORMED_JSON."""
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest("The body is not valid JSON.", details={"position": getattr(exc, "pos", None)},
+                         code="MALFORMED_JSON") from None

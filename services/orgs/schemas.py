@@ -1,7 +1,7 @@
 """orgs' boundary: what its RPCs accept and return (gateway_http validates with these too)."""
 from marshmallow import Schema, fields, validate
 
-from services.orgs.permissions import ROLES
+from shared.permissions import ROLES
 from shared.events import COUNTRIES
 from shared.schemas import TrimmedEmail, TrimmedString
 

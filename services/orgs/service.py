@@ -5,15 +5,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.orgs.models import Invitation, Membership, Organization, Outbox
-from services.orgs.permissions import (
-    ADMIN, OWNER, STANDARD, SUPER_ADMIN, personal_owner_may, role_may,
-)
 from services.orgs.schemas import ChangeRoleInput, CreateOrgInput, InviteInput, TransferInput
 from shared.config import settings
 from shared.db import Database, parse_uuid
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
-from shared.permissions import ACTIONS, MANAGE_MEMBERS, TRANSFER_OWNERSHIP, VIEW_ORG
+from shared.permissions import (
+    ACTIONS, ADMIN, MANAGE_MEMBERS, OWNER, STANDARD, SUPER_ADMIN, TRANSFER_OWNERSHIP, VIEW_ORG, check_role,
+    personal_owner_may, role_may,
+)
 from shared.schemas import Principal, load_or_raise
 from shared.service import HealthMixin, api_rpc
 from shared.tokens import hash_token, new_token
@@ -279,10 +279,7 @@ class OrgsService(HealthMixin):
         query = select(Organization).where(Organization.id == org_uuid)
         org = self.db.scalar(query.with_for_update() if lock else query) if org_uuid else None
         member = self._membership(org.id, actor["id"]) if org else None
-        if member is None:
-            raise NotFound("No such organization.")
-        if not role_may(member.role, action):
-            raise Forbidden("Your role in this organization does not allow this.")
+        check_role(member.role if member else None, action)
         return org, member
 
     def _membership(self, org_id, user_id):

@@ -1,6 +1,7 @@
 """usage_ingest: the write side of usage, in a process of its own.
 
-Reports come in batches (`record_events`, from gateway_http's ingestion endpoint). Each report's id
+Reports come in batches: `record_batch` takes the ingestion endpoint's JSON body as text (parsed
+here, at this process's low priority, not in gateway_http); `record_events` a list, for internal callers. Each report's id
 is the sender's idempotency key: the raw row's primary key. A batch inserts its raw rows with one
 INSERT ... ON CONFLICT DO NOTHING RETURNING, folds only the rows actually inserted into the period
 and daily aggregates (metrics.py says how), checks the quota thresholds, and commits all of it in
@@ -24,6 +25,7 @@ from services.usage.schemas import MAX_EVENTS_PER_REQUEST, TOO_MANY_EVENTS
 from shared.db import Database
 from shared.errors import ValidationFailed
 from shared.outbox import add_event, OutboxRelay, rfc3339, utc_now
+from shared.schemas import parse_json
 from shared.service import HealthMixin, api_rpc
 
 THRESHOLDS = (80, 100)  # percent of the quota; each announced once per account, metric and period
@@ -50,6 +52,13 @@ class UsageIngestService(HealthMixin):
 
     db = Database(owner="usage")
     outbox = OutboxRelay(Outbox, owner="usage")
+
+    @api_rpc
+    def record_batch(self, body):
+        """POST /api/v1/usage/events's body, `{"events": [...]}` as JSON text -> as record_events.
+        Raises BadRequest MALFORMED_JSON when it is not JSON."""
+        batch = parse_json(body) if isinstance(body, str) else None
+        return self.record_events(batch.get("events") if isinstance(batch, dict) else None)
 
     @api_rpc
     def record_events(self, events):

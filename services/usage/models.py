@@ -39,6 +39,24 @@ class UsageAccount(Base):
     created_at: Mapped[datetime] = utc_now_column()
 
 
+class UsageMember(Base):
+    """Who is a member of an organization, with what role: a projection of orgs' member.* events,
+    so that a usage read is authorized without a call to orgs.
+
+    A removed member keeps a row with `role` None, and `changed_at` is the occurred_at of the newest
+    event applied: an older event delivered late (a join after the removal that followed it) changes
+    nothing. A pair with no row was never announced here (it predates the projection, or its event
+    is still in flight): reads ask orgs for those.
+    """
+
+    __tablename__ = "usage_members"
+
+    org_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    role: Mapped[str | None] = mapped_column(String(20))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class UsageEvent(Base):
     """One accepted report. The primary key on the sender's id makes a resend a no-op."""
 

@@ -1,8 +1,8 @@
 """usage: the read side and the plan projection (services/usage/ingest.py records reports).
 
 Reads (`get_usage`, `summary_for`) touch only aggregates and the plan projection, never the raw
-reports. Accounts and plans are learned from events (user.signed_up, org.created, plan.*); usage
-never reads another service's tables. Raw reports older than the retention window are purged here.
+reports. Accounts, plans and memberships are learned from events (user.signed_up, org.created,
+plan.*, member.*); usage never reads another service's tables. Raw reports older than the retention window are purged here.
 """
 import logging
 from datetime import timedelta, timezone
@@ -13,6 +13,7 @@ from nameko.timer import timer
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
+from services.usage.members import apply_membership, authorize_locally
 from services.usage.metrics import METRICS, QUOTA_METRIC
 from services.usage.models import DailyUsage, Inbox, UsageAccount, UsageEvent
 from services.usage.periods import current_value, find_account, period_of
@@ -75,9 +76,12 @@ class UsageService(HealthMixin):
         return quota_figures(used, projection.quota_bytes if projection else None)
 
     def _authorized(self, actor, account_ref):
-        """(kind, account id) after orgs.authorize, as billing's _account asks it."""
+        """(kind, account id) the caller may view: from the membership projection when it knows the
+        caller (services/usage/members.py), else from orgs.authorize, as billing's _account asks it."""
         actor = load_or_raise(Principal(), actor)
         ref = requested_account(actor, account_ref)
+        if authorize_locally(self.db, actor["id"], ref, VIEW_BILLING):
+            return ref["kind"], ref["id"]
         granted = self.orgs.authorize(actor["id"], ref, VIEW_BILLING)
         return ref["kind"], str(granted["account"]["id"])
 
@@ -90,6 +94,18 @@ class UsageService(HealthMixin):
     @consumes("org.created", sources=("orgs",), inbox=Inbox)
     def on_org_created(self, event):
         self._learn_account("org", event["org_id"])
+
+    @consumes("member.joined", sources=("orgs",), inbox=Inbox)
+    def on_member_joined(self, event):
+        apply_membership(self.db, event, event["role"])
+
+    @consumes("member.role_changed", sources=("orgs",), inbox=Inbox)
+    def on_member_role_changed(self, event):
+        apply_membership(self.db, event, event["new_role"])
+
+    @consumes("member.removed", sources=("orgs",), inbox=Inbox)
+    def on_member_removed(self, event):
+        apply_membership(self.db, event, None)
 
     @consumes("plan.purchased", sources=("billing",), inbox=Inbox)
     def on_plan_purchased(self, event):

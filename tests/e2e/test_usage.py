@@ -63,3 +63,24 @@ def test_a_batch_with_bad_events_keeps_the_good_ones(org_owner, anonymous):
                             json={"events": [good, *bad]}).json()
     assert answer["accepted"] == 1
     assert sorted(rejected["id"] for rejected in answer["rejected"]) == ["future", "negative", "stranger"]
+
+
+def test_usage_reads_follow_role_changes_and_removals(team):
+    """usage authorizes reads from its projection of orgs' member events: a demotion and a removal
+    reach it through RabbitMQ, a moment after orgs made them."""
+    org, members = team
+    usage_page = f"/api/v1/orgs/{org['id']}/billing/usage"
+    admin = members["admin"]
+    assert admin.get(usage_page).status_code == 200
+    assert members["standard"].get(usage_page).status_code == 403
+    assert members["outsider"].get(usage_page).status_code == 404
+
+    owner = members["owner"]
+    assert owner.patch(f"/api/v1/orgs/{org['id']}/members/{admin.user['id']}",
+                       json={"role": "standard"}).status_code == 200
+    assert eventually(lambda: admin.get(usage_page).status_code == 403)
+    assert owner.patch(f"/api/v1/orgs/{org['id']}/members/{admin.user['id']}",
+                       json={"role": "super_admin"}).status_code == 200
+    assert eventually(lambda: admin.get(usage_page).status_code == 200)
+    assert owner.delete(f"/api/v1/orgs/{org['id']}/members/{admin.user['id']}").status_code == 204
+    assert eventually(lambda: admin.get(usage_page).status_code == 404)

@@ -208,17 +208,21 @@ def test_usage_reports_go_to_the_ingestion_process_and_its_answer_comes_back(gat
     settings.cache_clear()
     try:
         answer = {"accepted": 1, "duplicates": 0, "rejected": [{"id": "b", "reason": "negative_value"}]}
-        gateway.services["usage_ingest"].record_events.return_value = answer
+        gateway.services["usage_ingest"].record_batch.return_value = answer
         events = [{"id": "a", "account": {"kind": "org", "id": "o"}, "metric": "storage_bytes", "value": 1,
                    "timestamp": "2026-01-01T00:00:00Z"}]
-        response = gateway.post("/api/v1/usage/events", json={"events": events},
-                                headers={"Authorization": "Bearer ingest-key"})
+        body = json.dumps({"events": events})
+        response = gateway.post("/api/v1/usage/events", data=body,
+                                headers={"Authorization": "Bearer ingest-key", "Content-Type": "application/json"})
         assert (response.status_code, response.json()) == (202, answer)
-        gateway.services["usage_ingest"].record_events.assert_called_once_with(events)
-        gateway.services["usage"].record_events.assert_not_called()
+        # the body goes on untouched, as text: usage_ingest parses it, not gateway_http
+        gateway.services["usage_ingest"].record_batch.assert_called_once_with(body)
+        gateway.services["usage"].record_batch.assert_not_called()
 
-        assert_error(gateway.post("/api/v1/usage/events", json={"events": events},
+        assert_error(gateway.post("/api/v1/usage/events", data=body,
                                   headers={"Authorization": "Bearer another-key"}), 401)
-        assert gateway.services["usage_ingest"].record_events.call_count == 1
+        assert_error(gateway.post("/api/v1/usage/events", data=b'{"events": "\xff\xfe"}',
+                                  headers={"Authorization": "Bearer ingest-key"}), 400)  # not UTF-8
+        assert gateway.services["usage_ingest"].record_batch.call_count == 1
     finally:
         settings.cache_clear()

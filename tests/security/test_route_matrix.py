@@ -2,7 +2,7 @@
 of an organization, a member of another organization, and a user with only a personal licence.
 
 What each route needs is one entry of ROUTE_NEEDS; the answer each caller must get follows from the
-permission table (services/orgs/permissions.py), never from a per-role list here. A route the
+permission table (shared/permissions.py), never from a per-role list here. A route the
 document serves without an entry fails the test, so a new route cannot slip past.
 """
 import hashlib
@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 
 from services.gateway_cashfree.service import signature_of as cashfree_signature_of
-from services.orgs.permissions import ROLES, personal_owner_may, role_may
+from shared.permissions import ROLES, personal_owner_may, role_may
 from shared.permissions import MANAGE_BILLING, MANAGE_MEMBERS, TRANSFER_OWNERSHIP, VIEW_BILLING, VIEW_ORG
 from tests.e2e.conftest import PASSWORD, Client
 

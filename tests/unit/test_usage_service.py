@@ -5,6 +5,7 @@ outbox relay. Events from identity, orgs and billing are delivered by calling th
 directly, as nameko would (the consumer commits itself and dedupes on `event_id`). After every call
 the session is rolled back, as a worker's session is closed: only what the service committed survives.
 """
+import json
 from datetime import timedelta, timezone
 from uuid import uuid4
 
@@ -16,15 +17,16 @@ from services.usage.models import DailyUsage, Outbox, PeriodUsage, UsageEvent
 from services.usage.ingest import UsageIngestService
 from services.usage.periods import calendar_month
 from services.usage.service import UsageService
-from shared.errors import Forbidden, NotFound, ValidationFailed
+from shared.errors import BadRequest, Forbidden, NotFound, ValidationFailed
 from shared.events import validate_event
 from shared.outbox import rfc3339, utc_now
 from shared.permissions import VIEW_BILLING
 from tests.unit.workers import end_like_workers
 
 GIB = 1024 ** 3
-ENTRYPOINTS = ("get_usage", "summary_for", "purge_raw_events", "on_user_signed_up",
-               "on_org_created", "on_plan_purchased", "on_plan_changed", "on_plan_renewed", "on_plan_cancelled")
+ENTRYPOINTS = ("get_usage", "summary_for", "purge_raw_events", "on_user_signed_up", "on_org_created",
+               "on_member_joined", "on_member_role_changed", "on_member_removed",
+               "on_plan_purchased", "on_plan_changed", "on_plan_renewed", "on_plan_cancelled")
 
 
 def iso(moment):
@@ -52,7 +54,7 @@ def usage(session):
 @pytest.fixture
 def ingest(session):
     service = worker_factory(UsageIngestService, db=session)
-    end_like_workers(service, session, ("record_events",))
+    end_like_workers(service, session, ("record_events", "record_batch"))
     return service
 
 
@@ -121,6 +123,19 @@ def test_a_good_batch_is_accepted(usage, account, session, ingest):
     assert ingest.record_events(events) == {"accepted": 5, "duplicates": 0, "rejected": []}
     assert session.scalar(select(func.count()).select_from(UsageEvent)) == 5
     assert usage.summary_for(account)["used_bytes"] == 400
+
+
+def test_the_ingestion_endpoints_body_is_parsed_by_usage_ingest(account, ingest):
+    body = json.dumps({"events": [report(account, 7), report(account, -1, id="negative")]})
+    assert ingest.record_batch(body) == {"accepted": 1, "duplicates": 0,
+                                         "rejected": [{"id": "negative", "reason": "negative_value"}]}
+
+
+@pytest.mark.parametrize("body", ['{"events": [', "not json", '{"events": "a"}', "[]", ""])
+def test_a_body_that_is_not_a_batch_is_refused_whole(account, ingest, session, body):
+    with pytest.raises((BadRequest, ValidationFailed)):
+        ingest.record_batch(body)
+    assert session.scalar(select(func.count()).select_from(UsageEvent)) == 0
 
 
 def test_the_same_batch_twice_is_all_duplicates_and_applied_once(usage, account, session, ingest):
@@ -327,14 +342,80 @@ def test_get_usage_passes_not_found_and_forbidden_through(usage, person, error):
     usage.orgs.authorize.assert_called_once_with(person["id"], {"kind": "org", "id": org_id}, VIEW_BILLING)
 
 
-def test_get_usage_asks_for_the_callers_own_personal_account(usage, person, account):
-    usage.orgs.authorize.return_value = {"account": {"kind": "personal", "id": person["id"]}, "role": "owner"}
-    page = usage.get_usage(person, {"kind": "personal", "id": str(uuid4())})
-    usage.orgs.authorize.assert_called_once_with(
-        person["id"], {"kind": "personal", "id": person["id"]}, VIEW_BILLING)
+def test_get_usage_of_personal_is_the_callers_own_account_without_asking_orgs(usage, person, account, ingest):
+    ingest.record_events([report(account, 321)])
+    page = usage.get_usage(person, {"kind": "personal", "id": str(uuid4())})  # another id is ignored
+    usage.orgs.authorize.assert_not_called()
+    assert page["used_bytes"] == 321
+
+
+def test_get_usage_of_a_personal_account_without_reports(usage, person, account):
+    page = usage.get_usage(person, {"kind": "personal", "id": person["id"]})
     start, end = calendar_month(utc_now())
     assert page == {"period_start": iso(start), "period_end": iso(end), "used_bytes": 0, "quota_bytes": None,
                     "percent": None, "daily": [], "over_quota": False}
+
+
+# -- the membership projection (services/usage/members.py) ----------------------------------------
+
+def member_event(usage, type, org, person, role, at):
+    payload = {"event_id": str(uuid4()), "occurred_at": iso(at), "org_id": org["id"], "user_id": person["id"]}
+    if type == "joined":
+        payload["role"] = role
+    elif type == "role_changed":
+        payload.update({"old_role": "standard", "new_role": role, "changed_by": str(uuid4())})
+    else:
+        payload.update({"role": role, "removed_by": str(uuid4())})
+    validate_event(f"member.{type}", payload)
+    getattr(usage, f"on_member_{type}")(payload)
+
+
+@pytest.mark.parametrize("role", ["owner", "super_admin", "admin"])
+def test_a_projected_member_who_may_view_billing_reads_without_asking_orgs(usage, person, role, ingest):
+    org = org_created(usage)
+    member_event(usage, "joined", org, person, role, utc_now())
+    ingest.record_events([report(org, 4096)])
+    assert usage.get_usage(person, org)["used_bytes"] == 4096
+    usage.orgs.authorize.assert_not_called()
+
+
+def test_a_projected_standard_member_is_refused_without_asking_orgs(usage, person):
+    org = org_created(usage)
+    member_event(usage, "joined", org, person, "admin", utc_now() - timedelta(seconds=5))
+    member_event(usage, "role_changed", org, person, "standard", utc_now())
+    with pytest.raises(Forbidden):
+        usage.get_usage(person, org)
+    usage.orgs.authorize.assert_not_called()
+
+
+def test_a_removed_member_gets_not_found_without_asking_orgs(usage, person):
+    org = org_created(usage)
+    member_event(usage, "joined", org, person, "admin", utc_now() - timedelta(seconds=5))
+    member_event(usage, "removed", org, person, "admin", utc_now())
+    with pytest.raises(NotFound):
+        usage.get_usage(person, org)
+    usage.orgs.authorize.assert_not_called()
+
+
+def test_member_events_out_of_order_converge_on_the_newest(usage, person):
+    """A removal delivered before the join (and a role change) that preceded it stays a removal."""
+    org, now = org_created(usage), utc_now()
+    member_event(usage, "removed", org, person, "admin", now)
+    member_event(usage, "role_changed", org, person, "super_admin", now - timedelta(seconds=1))
+    member_event(usage, "joined", org, person, "admin", now - timedelta(seconds=2))
+    with pytest.raises(NotFound):
+        usage.get_usage(person, org)
+    member_event(usage, "joined", org, person, "admin", now + timedelta(seconds=1))  # invited back later
+    usage.get_usage(person, org)
+    usage.orgs.authorize.assert_not_called()
+
+
+def test_a_membership_the_projection_never_heard_of_is_asked_of_orgs(usage, person):
+    org, other = org_created(usage), make_person()
+    member_event(usage, "joined", org, other, "owner", utc_now())  # someone else's membership
+    usage.orgs.authorize.return_value = {"account": {"kind": "org", "id": org["id"]}, "role": "admin"}
+    usage.get_usage(person, org)
+    usage.orgs.authorize.assert_called_once_with(person["id"], org, VIEW_BILLING)
 
 
 def test_summary_without_a_plan_has_no_quota_and_no_percent(usage, account, ingest):
