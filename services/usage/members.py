@@ -10,7 +10,6 @@ A role change or a removal reaches the projection when its event does (milliseco
 usage is down); until then reads follow the previous role. Reads only: every change of state is
 authorized by orgs itself.
 """
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.usage.models import UsageMember
@@ -32,23 +31,16 @@ def apply_membership(session, event, role):
         where=UsageMember.changed_at < statement.excluded.changed_at))
 
 
-def known_role(session, org_id, user_id):
-    """(known, role): known False when the projection has never heard of the pair."""
-    row = session.execute(select(UsageMember.role).where(
-        UsageMember.org_id == org_id, UsageMember.user_id == user_id)).first()
-    return (False, None) if row is None else (True, row.role)
-
-
-def authorize_locally(session, actor_id, account, action):
-    """True when the projection answers for `account` ({kind, id}, as requested_account makes it):
-    nothing raised means allowed; NotFound / Forbidden as orgs.authorize would raise them. False
-    when only orgs can say."""
-    if account["kind"] == "personal":  # requested_account made it the caller's own licence
+def authorize_locally(kind, projection, action):
+    """True when usage can answer: nothing raised means allowed, NotFound / Forbidden as
+    orgs.authorize would raise them. False when only orgs can say. `projection` is the row of
+    services/usage/reads.ACCOUNT_AND_ROLE (member_known, role); a personal account is the caller's
+    own (shared.permissions.requested_account made it so)."""
+    if kind == "personal":
         if not personal_owner_may(action):
             raise NotFound("No such account.")
         return True
-    known, role = known_role(session, account["id"], actor_id)
-    if not known:
+    if not projection.member_known:
         return False
-    check_role(role, action)
+    check_role(projection.role, action)
     return True

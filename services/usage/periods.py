@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
-from services.usage.models import DailyUsage, PeriodUsage, UsageAccount
+from services.usage.models import DailyUsage, PeriodUsage
 from shared.periods import add_interval
 
 
@@ -34,12 +34,6 @@ def period_of(account, moment):
     while add_interval(anchor, interval, step + 1) <= moment:
         step += 1
     return add_interval(anchor, interval, step), add_interval(anchor, interval, step + 1)
-
-
-def find_account(session, kind, account_id):
-    return session.scalar(select(UsageAccount).where(
-        UsageAccount.kind == kind, UsageAccount.account_id == account_id)
-        .execution_options(populate_existing=True))
 
 
 def current_value(session, key, metric, start, end):

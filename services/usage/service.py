@@ -5,7 +5,7 @@ reports. Accounts, plans and memberships are learned from events (user.signed_up
 plan.*, member.*); usage never reads another service's tables. Raw reports older than the retention window are purged here.
 """
 import logging
-from datetime import timedelta, timezone
+from datetime import timedelta
 
 import eventlet
 from nameko.rpc import RpcProxy
@@ -14,9 +14,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.usage.members import apply_membership, authorize_locally
+from services.usage.reads import account_and_role, usage_in_period
 from services.usage.metrics import METRICS, QUOTA_METRIC
-from services.usage.models import DailyUsage, Inbox, UsageAccount, UsageEvent
-from services.usage.periods import current_value, find_account, period_of
+from services.usage.models import Inbox, UsageAccount, UsageEvent
 from services.usage.reports import parse_rfc3339, raw_retention_days
 from shared.consumers import consumes
 from shared.db import Database
@@ -29,6 +29,7 @@ from shared.service import HealthMixin, api_rpc
 
 log = logging.getLogger(__name__)
 
+PRINCIPAL = Principal()  # one instance: making a schema copies its fields, load keeps nothing on it
 PURGE_BATCH_SIZE = 5000  # rows per DELETE: short transactions, short locks, bounded WAL bursts
 PURGE_INTERVAL_SECONDS = 3600
 
@@ -44,21 +45,22 @@ class UsageService(HealthMixin):
     @api_rpc
     def get_usage(self, actor, account_ref):
         """The usage page: storage used in the current period, the quota, and the daily series.
-        Authorized like billing's pages (billing.view); NotFound / Forbidden from orgs pass through."""
-        kind, account_id = self._authorized(actor, account_ref)
-        account = find_account(self.db, kind, account_id)
-        start, end = period_of(account, utc_now())
-        metric = METRICS[QUOTA_METRIC]
-        used = current_value(self.db, (kind, account_id), metric, start, end)
-        last_day = (end - timedelta(microseconds=1)).astimezone(timezone.utc).date()
-        daily = self.db.execute(
-            select(DailyUsage.day, DailyUsage.value).where(
-                DailyUsage.kind == kind, DailyUsage.account_id == account_id, DailyUsage.metric == metric.name,
-                DailyUsage.day >= start.astimezone(timezone.utc).date(), DailyUsage.day <= last_day)
-            .order_by(DailyUsage.day)).all()
+        Authorized like billing's pages (billing.view): from usage's projection of memberships when
+        it knows the caller (services/usage/members.py), else by orgs.authorize; NotFound / Forbidden
+        pass through. Two statements in all (services/usage/reads.py)."""
+        actor = load_or_raise(PRINCIPAL, actor)
+        ref = requested_account(actor, account_ref)
+        kind, account_id = ref["kind"], ref["id"]
+        projection = account_and_role(self.db, kind, account_id, actor["id"])
+        if not authorize_locally(kind, projection, VIEW_BILLING):
+            granted = self.orgs.authorize(actor["id"], ref, VIEW_BILLING)
+            account_id = str(granted["account"]["id"])
+            projection = account_and_role(self.db, kind, account_id, actor["id"])
+        start, end, used, daily = usage_in_period(self.db, kind, account_id, METRICS[QUOTA_METRIC], projection,
+                                                  utc_now())
         return {
             "period_start": rfc3339(start), "period_end": rfc3339(end),
-            **quota_figures(used, account.quota_bytes if account else None),
+            **quota_figures(used, projection.quota_bytes),
             "daily": [{"date": day.isoformat(), "used_bytes": value} for day, value in daily],
         }
 
@@ -70,20 +72,9 @@ class UsageService(HealthMixin):
                 or not isinstance(account.get("id"), str) or not account["id"]):
             raise ValidationFailed(details={"account": ["Must be {kind: personal|org, id}."]})
         kind, account_id = account["kind"], account["id"]
-        projection = find_account(self.db, kind, account_id)
-        start, end = period_of(projection, utc_now())
-        used = current_value(self.db, (kind, account_id), METRICS[QUOTA_METRIC], start, end)
-        return quota_figures(used, projection.quota_bytes if projection else None)
-
-    def _authorized(self, actor, account_ref):
-        """(kind, account id) the caller may view: from the membership projection when it knows the
-        caller (services/usage/members.py), else from orgs.authorize, as billing's _account asks it."""
-        actor = load_or_raise(Principal(), actor)
-        ref = requested_account(actor, account_ref)
-        if authorize_locally(self.db, actor["id"], ref, VIEW_BILLING):
-            return ref["kind"], ref["id"]
-        granted = self.orgs.authorize(actor["id"], ref, VIEW_BILLING)
-        return ref["kind"], str(granted["account"]["id"])
+        projection = account_and_role(self.db, kind, account_id, None)
+        _, _, used, _ = usage_in_period(self.db, kind, account_id, METRICS[QUOTA_METRIC], projection, utc_now())
+        return quota_figures(used, projection.quota_bytes)
 
     # -- what other services tell us -----------------------------------------------------------
 
