@@ -130,7 +130,7 @@ def _run(service, spec, fn, call):
     raw = _read_body(call.request, spec.body_limit) if (spec.body or spec.raw_body) else b""
     if spec.auth:
         call.token = bearer_token(call.request)
-        call.user = service.identity.authenticate(call.token)
+        call.user = signed_in_user(service, call.token)
     if spec.query is not None:
         call.query = _validate(spec.query, call.request.args.to_dict())
     if spec.raw_body:
@@ -142,6 +142,12 @@ def _run(service, spec, fn, call):
     if data is None or schema is None:
         return json_response(status)
     return json_response(status, _schema(schema).dump(data))
+
+
+def signed_in_user(service, token):
+    """The user of a bearer token: from this process's session cache, else from identity (which
+    raises Unauthorized for a token that is unknown, expired or revoked)."""
+    return service.sessions.user_for(token, service.identity.authenticate_session)
 
 
 def bearer_token(request):

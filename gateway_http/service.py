@@ -4,6 +4,7 @@ import hmac
 
 import eventlet
 from marshmallow import Schema, fields, validate
+from nameko.events import BROADCAST, event_handler
 from nameko.rpc import RpcProxy
 from nameko.web.handlers import http
 
@@ -11,8 +12,9 @@ from gateway_http import pages
 from gateway_http.dependencies import RequestContext
 from gateway_http.errors import error_response, json_response
 from gateway_http.openapi import openapi_document
-from gateway_http.routing import WEBHOOK_BODY_LIMIT, bearer_token, route
+from gateway_http.routing import WEBHOOK_BODY_LIMIT, bearer_token, route, signed_in_user
 from gateway_http.schemas import Health, MeOut
+from gateway_http.sessions import Sessions
 from services.billing.schemas import (
     CancelInput, CheckoutInput, CheckoutOut, HistoryList, PaymentLinkInput, PaymentLinkList, PaymentLinkOut,
     PaymentMethodList, PlanList, QuoteInput, QuoteOut, SubscriptionOut, SummaryOut,
@@ -48,6 +50,7 @@ class HttpGateway:
     name = "gateway_http"
 
     request_context = RequestContext()
+    sessions = Sessions()  # tokens checked lately, so most requests need no identity hop
     identity = RpcProxy("identity")
     orgs = RpcProxy("orgs")
     billing = RpcProxy("billing")
@@ -101,7 +104,15 @@ class HttpGateway:
            summary="Revoke this token at once")
     def logout(self, call):
         self.identity.logout(call.token)
+        # At once for this process; the others hear identity's session.revoked (below).
+        self.sessions.forget(call.token)
         return 204, None
+
+    @event_handler("identity", "session.revoked", handler_type=BROADCAST, reliable_delivery=False)
+    def on_session_revoked(self, payload):
+        """Every gateway_http process drops a revoked token from its cache. A broadcast queue lives
+        and dies with its process: nothing to catch up on after a restart, since the cache starts empty."""
+        self.sessions.evict(payload["token_hash"])
 
     @route("GET", "/api/v1/me", tag="identity", responses={200: MeOut},
            summary="The signed-in user, the plan picked before signup, and their organizations")
@@ -183,7 +194,7 @@ class HttpGateway:
     def list_plans(self, call):
         country = call.query.get("country")
         if country is None and call.request.headers.get("Authorization"):
-            country = self.identity.authenticate(bearer_token(call.request))["country"]
+            country = signed_in_user(self, bearer_token(call.request))["country"]
         if country is None:
             raise ValidationFailed(details={"country": ["Required when not signed in."]})
         return 200, {"items": self.billing.list_plans(country)}

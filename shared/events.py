@@ -25,6 +25,14 @@ class UserSignedUp(EventSchema):
     pending_plan_code = fields.String(allow_none=True, load_default=None)
 
 
+class SessionRevoked(EventSchema):
+    """A session's token was revoked (logout). Every gateway_http process drops the token from its
+    cache on hearing it; the token itself never travels, only the SHA-256 identity stores."""
+
+    token_hash = fields.String(required=True, validate=validate.Length(equal=64))
+    user_id = fields.String(required=True)
+
+
 # orgs
 class OrgCreated(EventSchema):
     org_id = fields.String(required=True)
@@ -181,6 +189,7 @@ class UsageThresholdCrossed(EventSchema):
 
 EVENT_SCHEMAS = {
     "user.signed_up": UserSignedUp(),
+    "session.revoked": SessionRevoked(),
     "org.created": OrgCreated(),
     "member.joined": MemberJoined(),
     "member.role_changed": MemberRoleChanged(),

@@ -24,7 +24,7 @@ class TrimmedString(fields.String):
 
 
 class Principal(Schema):
-    """The signed-in user as gateway_http hands it to services (from identity.authenticate)."""
+    """The signed-in user as gateway_http hands it to services (identity.authenticate_session's, maybe cached)."""
 
     id = fields.String(required=True)
     email = fields.Email(required=True)

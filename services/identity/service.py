@@ -125,29 +125,31 @@ class IdentityService(HealthMixin):
 
     @api_rpc
     def logout(self, token):
-        """Revoke the session of `token` at once. Idempotent."""
-        self.db.execute(
+        """Revoke the session of `token` at once. Idempotent. The first revocation announces
+        session.revoked, so gateways that cached the token drop it."""
+        token_hash = hash_token(token)
+        revoked = self.db.execute(
             update(AuthSession)
-            .where(AuthSession.token_hash == hash_token(token), AuthSession.revoked_at.is_(None))
+            .where(AuthSession.token_hash == token_hash, AuthSession.revoked_at.is_(None))
             .values(revoked_at=utc_now())
-        )
+            .returning(AuthSession.user_id)
+        ).first()
+        if revoked is not None:
+            add_event(self.db, Outbox, "session.revoked",
+                      {"token_hash": token_hash, "user_id": str(revoked.user_id)})
         self.db.commit()
 
     @api_rpc
     def authenticate(self, token):
         """The user a live token belongs to. Raises Unauthorized for unknown, expired or revoked tokens."""
-        row = self.db.execute(
-            select(User)
-            .join(AuthSession, AuthSession.user_id == User.id)
-            .where(
-                AuthSession.token_hash == hash_token(token or ""),
-                AuthSession.revoked_at.is_(None),
-                AuthSession.expires_at > func.now(),
-            )
-        ).scalar_one_or_none()
-        if row is None:
-            raise Unauthorized("Your session is invalid or has expired; sign in again.", code="INVALID_TOKEN")
-        return user_dict(row)
+        return user_dict(self._live_session(token)[0])
+
+    @api_rpc
+    def authenticate_session(self, token):
+        """`{user, expires_at}` for a live token: as authenticate, plus when the session ends (RFC 3339),
+        so a caller that caches the answer keeps it no longer than that. Raises Unauthorized likewise."""
+        user, expires_at = self._live_session(token)
+        return {"user": user_dict(user), "expires_at": rfc3339(expires_at)}
 
     @api_rpc
     def get_profile(self, user_id):
@@ -173,6 +175,20 @@ class IdentityService(HealthMixin):
         self.db.execute(delete(LoginAttempt).where(
             LoginAttempt.attempted_at < func.now() - timedelta(seconds=settings().login_failure_window_seconds)))
         self.db.commit()
+
+    def _live_session(self, token):
+        row = self.db.execute(
+            select(User, AuthSession.expires_at)
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(
+                AuthSession.token_hash == hash_token(token or ""),
+                AuthSession.revoked_at.is_(None),
+                AuthSession.expires_at > func.now(),
+            )
+        ).one_or_none()
+        if row is None:
+            raise Unauthorized("Your session is invalid or has expired; sign in again.", code="INVALID_TOKEN")
+        return row
 
     def _find_by_email(self, email):
         return self.db.scalars(select(User).where(func.lower(User.email) == email.lower())).first()

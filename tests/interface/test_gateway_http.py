@@ -8,12 +8,15 @@ import json
 import pytest
 import requests
 from nameko.exceptions import RpcTimeout
+from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import replace_dependencies
 from openapi_spec_validator import validate
 
 from gateway_http.service import HttpGateway
 from shared.config import SERVICE_NAMES, settings
 from shared.errors import Forbidden, NotFound, Unauthorized
+from shared.tokens import hash_token
+from tests.interface.test_outbox_relay import wait_until
 from deploy.stack import free_port
 
 ANN = {"id": "u1", "email": "ann@example.com", "name": "Ann", "country": "US", "created_at": "2026-01-01T00:00:00Z"}
@@ -27,12 +30,12 @@ def gateway(container_factory, service_config):
     container = container_factory(HttpGateway, {**service_config, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}"})
     mocks = dict(zip(SERVICE_NAMES, replace_dependencies(container, *SERVICE_NAMES)))
 
-    def authenticate(token):
-        if token != "good-token":
+    def authenticate_session(token):
+        if token not in ("good-token", "other-token"):
             raise Unauthorized("Your session is invalid or has expired; sign in again.", code="INVALID_TOKEN")
-        return ANN
+        return {"user": ANN, "expires_at": "2099-01-01T00:00:00Z"}
 
-    mocks["identity"].authenticate.side_effect = authenticate
+    mocks["identity"].authenticate_session.side_effect = authenticate_session
     container.start()
 
     class Client(requests.Session):
@@ -145,6 +148,49 @@ def test_a_method_the_route_does_not_have_is_a_json_404_not_an_html_405(gateway,
 def test_logout_revokes_the_token_it_was_sent_with(gateway):
     assert gateway.post("/api/v1/auth/logout", headers=AUTH).status_code == 204
     gateway.services["identity"].logout.assert_called_once_with("good-token")
+
+
+def test_a_token_is_checked_with_identity_once_then_served_from_the_cache(gateway):
+    gateway.services["orgs"].list_my_orgs.return_value = []
+    for _ in range(3):
+        assert gateway.get("/api/v1/orgs", headers=AUTH).status_code == 200
+    gateway.services["identity"].authenticate_session.assert_called_once_with("good-token")
+    gateway.services["identity"].authenticate.assert_not_called()
+
+
+def test_a_refused_token_asks_identity_every_time(gateway):
+    for _ in range(2):
+        assert_error(gateway.get("/api/v1/orgs", headers={"Authorization": "Bearer forged"}), 401)
+    assert gateway.services["identity"].authenticate_session.call_count == 2
+
+
+def test_after_logout_this_process_refuses_the_token_at_once(gateway):
+    gateway.services["orgs"].list_my_orgs.return_value = []
+    assert gateway.get("/api/v1/orgs", headers=AUTH).status_code == 200  # cached now
+    gateway.services["identity"].authenticate_session.side_effect = Unauthorized(code="INVALID_TOKEN")
+    assert gateway.post("/api/v1/auth/logout", headers=AUTH).status_code == 204
+    assert_error(gateway.get("/api/v1/orgs", headers=AUTH), 401)
+
+
+def test_session_revoked_from_identity_evicts_the_token(gateway, service_config):
+    gateway.services["orgs"].list_my_orgs.return_value = []
+    other = {"Authorization": "Bearer other-token"}
+    for headers in (AUTH, other):
+        assert gateway.get("/api/v1/orgs", headers=headers).status_code == 200
+    authenticate_session = gateway.services["identity"].authenticate_session
+    assert authenticate_session.call_count == 2
+    dispatch = event_dispatcher(service_config)
+    dispatch("identity", "session.revoked", {"event_id": "e1", "occurred_at": "2026-01-01T00:00:00Z",
+                                             "token_hash": hash_token("good-token"), "user_id": "u1"})
+
+    def asked_identity_again():
+        gateway.get("/api/v1/orgs", headers=AUTH)
+        return authenticate_session.call_count > 2
+
+    wait_until(asked_identity_again)
+    calls = authenticate_session.call_count
+    gateway.get("/api/v1/orgs", headers=other)
+    assert authenticate_session.call_count == calls  # the other token is still cached
 
 
 def test_plans_need_a_country_when_anonymous(gateway):

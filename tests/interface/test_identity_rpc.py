@@ -6,6 +6,7 @@ from nameko.testing.services import replace_dependencies
 
 from services.identity.service import IdentityService
 from shared.errors import Conflict, Unauthorized
+from shared.tokens import hash_token
 from tests.interface.test_outbox_relay import wait_until
 
 SIGNUP = {"email": "ann@example.com", "password": "correct horse battery", "name": "Ann", "country": "US"}
@@ -41,3 +42,17 @@ def test_signup_publishes_user_signed_up_once(identity, event_listener):
 
 def test_health_checks_the_database(identity):
     assert identity.health() == "ok"
+
+
+def test_logout_publishes_session_revoked_with_the_tokens_hash(identity, event_listener):
+    received = event_listener(("identity", "session.revoked"))
+    signed_up = identity.signup(SIGNUP)
+    session = identity.authenticate_session(signed_up["token"])
+    assert session["user"] == signed_up["user"] and session["expires_at"].endswith("Z")
+    identity.logout(signed_up["token"])
+    wait_until(lambda: received)
+    [(_, payload)] = received
+    assert payload["token_hash"] == hash_token(signed_up["token"])
+    assert payload["user_id"] == signed_up["user"]["id"]
+    with pytest.raises(Unauthorized):
+        identity.authenticate_session(signed_up["token"])

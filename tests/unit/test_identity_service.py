@@ -1,5 +1,5 @@
 """identity through worker_factory, on a real PostgreSQL session (no other service involved)."""
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from nameko.testing.services import worker_factory
@@ -121,6 +121,41 @@ def test_logout_revokes_that_token_at_once_but_not_other_sessions(identity, sign
         identity.authenticate(token)
     assert identity.authenticate(other)["email"] == "ann@example.com"
     identity.logout(token)  # twice is harmless
+
+
+def test_authenticate_session_tells_when_the_session_ends(identity, signup):
+    result = signup()
+    session = identity.authenticate_session(result["token"])
+    assert session["user"] == result["user"] == identity.authenticate(result["token"])
+    stored = identity.db.scalar(select(AuthSession.expires_at))
+    assert datetime.fromisoformat(session["expires_at"]) == stored
+    assert session["expires_at"].endswith("Z")
+
+
+@pytest.mark.parametrize("dead", ["revoked", "expired", "forged"])
+def test_authenticate_session_refuses_what_authenticate_refuses(identity, signup, dead):
+    token = signup()["token"]
+    if dead == "revoked":
+        identity.logout(token)
+    elif dead == "expired":
+        identity.db.execute(update(AuthSession).values(expires_at=utc_now() - timedelta(seconds=1)))
+        identity.db.commit()
+    else:
+        token = "forged"
+    with pytest.raises(Unauthorized):
+        identity.authenticate_session(token)
+
+
+def test_logout_announces_session_revoked_with_the_hash_only_once(identity, signup):
+    result = signup()
+    identity.logout(result["token"])
+    identity.logout(result["token"])  # already revoked: nothing new to announce
+    identity.logout("never-issued")
+    events = identity.db.scalars(select(Outbox).where(Outbox.event_type == "session.revoked")).all()
+    [event] = events
+    assert event.payload["token_hash"] == hash_token(result["token"])
+    assert event.payload["user_id"] == result["user"]["id"]
+    assert result["token"] not in str(event.payload)
 
 
 def test_expired_tokens_are_refused(identity, signup):
