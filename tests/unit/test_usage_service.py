@@ -192,9 +192,12 @@ def test_timestamps_older_than_the_raw_retention_are_rejected(usage, account, in
     assert ingest.record_events([old])["rejected"] == [{"id": old["id"], "reason": "too_old"}]
 
 
-def test_offset_timestamps_are_accepted(usage, account, ingest):
-    at = (utc_now() - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat()
-    assert ingest.record_events([{**report(account, 1), "timestamp": at}])["accepted"] == 1
+def test_offset_timestamps_are_accepted_and_kept_as_the_same_instant(usage, account, ingest, session):
+    moment = (utc_now() - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5, minutes=30)))
+    for at in (moment.isoformat(), rfc3339(moment).replace("T", " ").lower()):
+        event = {**report(account, 1), "timestamp": at}
+        assert ingest.record_events([event])["accepted"] == 1
+        assert session.get(UsageEvent, event["id"]).occurred_at == moment
 
 
 def test_unknown_accounts_are_rejected(usage, account, ingest):
