@@ -1,11 +1,11 @@
 """usage_ingest: the write side of usage, in a process of its own.
 
 Reports come in batches: `record_batch` takes the ingestion endpoint's JSON body as text (parsed
-here, at this process's low priority, not in gateway_http); `record_events` a list, for internal callers. Each report's id
-is the sender's idempotency key: the raw row's primary key. A batch inserts its raw rows with one
-INSERT ... ON CONFLICT DO NOTHING RETURNING, folds only the rows actually inserted into the period
-and daily aggregates (metrics.py says how), checks the quota thresholds, and commits all of it in
-one transaction.
+here, at this process's low priority, not in gateway_http); `record_events` takes a list, for
+internal callers. Each report's id is the sender's idempotency key: the raw row's primary key.
+A batch inserts its raw rows with one INSERT ... ON CONFLICT DO NOTHING RETURNING, folds only the
+rows actually inserted into the period and daily aggregates (metrics.py says how), checks the quota
+thresholds, and commits all of it in one transaction.
 
 Why a service apart from `usage` (services/usage/service.py): a batch is CPU work in bursts of
 milliseconds, and eventlet runs one greenthread at a time; in the same process, every read of the

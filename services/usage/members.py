@@ -14,8 +14,8 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.usage.models import UsageMember
 from services.usage.reports import parse_rfc3339
-from shared.outbox import utc_now
 from shared.errors import NotFound
+from shared.outbox import utc_now
 from shared.permissions import check_role, personal_owner_may
 
 

@@ -2,7 +2,8 @@
 
 Reads (`get_usage`, `summary_for`) touch only aggregates and the plan projection, never the raw
 reports. Accounts, plans and memberships are learned from events (user.signed_up, org.created,
-plan.*, member.*); usage never reads another service's tables. Raw reports older than the retention window are purged here.
+plan.*, member.*); usage never reads another service's tables. Raw reports older than the
+retention window are purged here.
 """
 import logging
 from datetime import timedelta
@@ -14,9 +15,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
 from services.usage.members import apply_membership, authorize_locally
-from services.usage.reads import account_and_role, usage_in_period
 from services.usage.metrics import METRICS, QUOTA_METRIC
 from services.usage.models import Inbox, UsageAccount, UsageEvent
+from services.usage.reads import account_and_role, usage_in_period
 from services.usage.reports import parse_rfc3339, raw_retention_days
 from shared.consumers import consumes
 from shared.db import Database
