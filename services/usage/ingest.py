@@ -20,7 +20,8 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.usage.metrics import METRICS, QUOTA_METRIC
 from services.usage.models import DailyUsage, Outbox, PeriodUsage, ThresholdCrossing, UsageAccount
-from services.usage.periods import current_value, period_of
+from services.usage.periods import period_of
+from services.usage.reads import current_value
 from services.usage.reports import check_report, given_id, raw_retention_days
 from services.usage.schemas import MAX_EVENTS_PER_REQUEST, TOO_MANY_EVENTS
 from shared.db import Database
@@ -171,7 +172,7 @@ class UsageIngestService(HealthMixin):
             if not account.quota_bytes:
                 continue
             start, end = period_of(account, now)
-            used = current_value(self.db, key, METRICS[QUOTA_METRIC], start, end)
+            used = current_value(self.db, *key, METRICS[QUOTA_METRIC], start, end)
             for threshold in THRESHOLDS:
                 if used * 100 < threshold * account.quota_bytes:
                     break

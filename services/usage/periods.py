@@ -1,9 +1,6 @@
-"""An account's usage periods, and a metric's value in one: shared by ingestion and reads."""
-from datetime import datetime, timedelta, timezone
+"""An account's usage periods: shared by ingestion and reads."""
+from datetime import datetime, timezone
 
-from sqlalchemy import select
-
-from services.usage.models import DailyUsage, PeriodUsage
 from shared.periods import add_interval
 
 
@@ -34,19 +31,3 @@ def period_of(account, moment):
     while add_interval(anchor, interval, step + 1) <= moment:
         step += 1
     return add_interval(anchor, interval, step), add_interval(anchor, interval, step + 1)
-
-
-def current_value(session, key, metric, start, end):
-    """The metric's value in the period starting at `start`: its period row (primary-key lookup).
-    A gauge with no report in this period yet carries the last known level over (storage does
-    not empty itself at a renewal): the latest day before the period's end, one index probe."""
-    kind, account_id = key
-    value = session.scalar(select(PeriodUsage.value).where(
-        PeriodUsage.kind == kind, PeriodUsage.account_id == account_id,
-        PeriodUsage.metric == metric.name, PeriodUsage.period_start == start))
-    if value is None and metric.carries_over:
-        value = session.scalar(select(DailyUsage.value).where(
-            DailyUsage.kind == kind, DailyUsage.account_id == account_id, DailyUsage.metric == metric.name,
-            DailyUsage.day <= (end - timedelta(microseconds=1)).astimezone(timezone.utc).date())
-            .order_by(DailyUsage.day.desc()).limit(1))
-    return value or 0
