@@ -11,10 +11,15 @@ PROCFILE = Path(__file__).resolve().parent / "Procfile"
 SANDBOXES = {"stripe_sandbox": stripe_is_sandbox, "cashfree_sandbox": cashfree_is_sandbox}
 
 
+def procfile_commands():
+    """{name: command} of the Procfile, in its order."""
+    entries = (line.split(":", 1) for line in PROCFILE.read_text().splitlines()
+               if line.strip() and not line.startswith("#"))
+    return {name.strip(): command.strip() for name, command in entries}
+
+
 def processes():
-    names = [line.split(":", 1)[0].strip() for line in PROCFILE.read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    return [name for name in names if name not in SANDBOXES or SANDBOXES[name]()]
+    return [name for name in procfile_commands() if name not in SANDBOXES or SANDBOXES[name]()]
 
 
 if __name__ == "__main__":

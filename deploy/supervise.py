@@ -14,17 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deploy.processes import PROCFILE
+from deploy.processes import PROCFILE, procfile_commands
 
 ROOT = PROCFILE.parent.parent
 STOP_WAIT_SECONDS = 30  # in-flight workers finish on SIGTERM (shared.runner)
 START_RETRIES = 20  # a program that dies at start-up (its database still down) is retried this often
-
-
-def procfile_commands():
-    entries = (line.split(":", 1) for line in PROCFILE.read_text().splitlines()
-               if line.strip() and not line.startswith("#"))
-    return {name.strip(): command.strip() for name, command in entries}
 
 
 def _escape(value):

@@ -33,11 +33,17 @@ def rfc3339(moment):
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _payload(event_type, event_id, data):
+    """The event as it goes out: its id and time, then `data`, checked against its schema."""
+    payload = {"event_id": str(event_id), "occurred_at": rfc3339(utc_now()), **data}
+    validate_event(event_type, payload)
+    return payload
+
+
 def add_event(session, outbox_model, event_type, data):
     """Stage `event_type` with `data` in the session's transaction; returns the event id."""
     event_id = uuid.uuid4()
-    payload = {"event_id": str(event_id), "occurred_at": rfc3339(utc_now()), **data}
-    validate_event(event_type, payload)
+    payload = _payload(event_type, event_id, data)
     session.add(outbox_model(id=event_id, event_type=event_type, payload=payload))
     session.info["outbox"] = True  # wakes the relay after commit (shared.db.make_session_factory)
     return str(event_id)
@@ -53,8 +59,7 @@ def add_event_once(session, outbox_model, event_type, data, key):
     payment, a replay) is not staged twice, and had it been, consumers' inboxes would see one id.
     Returns the event id, or None when it was staged before."""
     event_id = uuid.uuid5(ONCE_NAMESPACE, f"{event_type}:{key}")
-    payload = {"event_id": str(event_id), "occurred_at": rfc3339(utc_now()), **data}
-    validate_event(event_type, payload)
+    payload = _payload(event_type, event_id, data)
     staged = session.execute(insert(outbox_model).values(id=event_id, event_type=event_type, payload=payload)
                              .on_conflict_do_nothing().returning(outbox_model.id)).first()
     if staged is None:

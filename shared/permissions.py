@@ -50,6 +50,13 @@ def check_role(role, action):
         raise Forbidden(ROLE_REFUSED)
 
 
+def check_personal(action):
+    """Nothing when the owner of a personal account may do `action` on it; NotFound otherwise (the
+    caller's own licence is the only personal account anyone can name)."""
+    if not personal_owner_may(action):
+        raise NotFound("No such account.")
+
+
 def personal_account(user_id):
     return {"kind": "personal", "id": str(user_id)}
 

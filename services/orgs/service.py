@@ -11,7 +11,7 @@ from shared.db import Database, parse_uuid
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
 from shared.permissions import (
-    ACTIONS, ADMIN, MANAGE_MEMBERS, OWNER, STANDARD, SUPER_ADMIN, TRANSFER_OWNERSHIP, VIEW_ORG, check_role,
+    ACTIONS, ADMIN, MANAGE_MEMBERS, OWNER, STANDARD, SUPER_ADMIN, TRANSFER_OWNERSHIP, VIEW_ORG, check_personal, check_role,
     personal_owner_may, role_may,
 )
 from shared.schemas import Principal, load_or_raise
@@ -120,8 +120,9 @@ class OrgsService(HealthMixin):
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
         if account.get("kind") == "personal":
-            if str(account.get("id")) != str(user_id) or not personal_owner_may(action):
+            if str(account.get("id")) != str(user_id):
                 raise NotFound("No such account.")
+            check_personal(action)
             return {"account": {"kind": "personal", "id": str(user_id), "owner_id": str(user_id)},
                     "role": OWNER, "actions": [a for a in ACTIONS if personal_owner_may(a)]}
         org, member = self._authorized({"id": user_id}, account.get("id"), action)

@@ -14,9 +14,8 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.usage.models import UsageMember
 from services.usage.reports import parse_rfc3339
-from shared.errors import NotFound
 from shared.outbox import utc_now
-from shared.permissions import check_role, personal_owner_may
+from shared.permissions import check_personal, check_role
 
 
 def apply_membership(session, event, role):
@@ -37,8 +36,7 @@ def authorize_locally(kind, projection, action):
     services/usage/reads.ACCOUNT_AND_ROLE (member_known, role); a personal account is the caller's
     own (shared.permissions.requested_account made it so)."""
     if kind == "personal":
-        if not personal_owner_may(action):
-            raise NotFound("No such account.")
+        check_personal(action)
         return True
     if not projection.member_known:
         return False
