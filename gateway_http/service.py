@@ -28,6 +28,7 @@ from services.usage.schemas import UsageBatchInput, UsageBatchOut, UsageOut
 from shared.config import SERVICE_NAMES, settings
 from shared.errors import BadRequest, Unauthorized, ValidationFailed
 from shared.events import COUNTRIES
+from shared.schemas import malformed_json
 
 HEALTH_TIMEOUT_SECONDS = 2
 
@@ -279,7 +280,7 @@ class HttpGateway:
         # each event, and says which ones it refused and why (a batch with some bad events still
         # records the good ones). Parsing 1000 events here and encoding them again for RPC took 3 ms
         # of this process per batch, a wait for every request behind it; ingestion runs at nice 10.
-        return 202, self.usage_ingest.record_batch(_json_text(call.body))
+        return 202, self.usage_ingest.record_batch(_text(call.body, malformed_json()))
 
     # -- gateways ------------------------------------------------------------------------------
 
@@ -287,14 +288,14 @@ class HttpGateway:
            signature_headers=("Stripe-Signature",), responses={200: None},
            summary="Stripe's webhooks (Stripe-Signature checked by gateway_stripe)")
     def stripe_webhook(self, call):
-        self.gateway_stripe.handle_webhook(dict(call.request.headers), _text(call.body))
+        self.gateway_stripe.handle_webhook(dict(call.request.headers), _webhook_text(call.body))
         return 200, None
 
     @route("POST", "/webhooks/cashfree", tag="webhooks", auth=False, raw_body=True, body_limit=WEBHOOK_BODY_LIMIT,
            signature_headers=("x-webhook-signature", "x-webhook-timestamp"), responses={200: None},
            summary="Cashfree's webhooks (x-webhook-signature checked by gateway_cashfree)")
     def cashfree_webhook(self, call):
-        self.gateway_cashfree.handle_webhook(dict(call.request.headers), _text(call.body))
+        self.gateway_cashfree.handle_webhook(dict(call.request.headers), _webhook_text(call.body))
         return 200, None
 
     @http("GET", "/pay/cashfree/subscription/<session_id>")
@@ -317,15 +318,13 @@ class HttpGateway:
         return pages.checkout_cancelled()
 
 
-def _json_text(body):
+def _text(body, error):
+    """The body as text for a service that parses it itself; `error` when it is not UTF-8."""
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest("The body is not valid JSON.", details={"position": None}, code="MALFORMED_JSON") from None
+        raise error from None
 
 
-def _text(body):
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("A webhook body must be UTF-8 JSON.", code="MALFORMED_EVENT") from None
+def _webhook_text(body):
+    return _text(body, BadRequest("A webhook body must be UTF-8 JSON.", code="MALFORMED_EVENT"))

@@ -65,6 +65,11 @@ def load_or_raise(schema, data):
         raise ValidationFailed(details=details) from None
 
 
+def malformed_json(position=None):
+    """The error for a body that is not JSON (or not UTF-8), with where parsing stopped if known."""
+    return BadRequest("The body is not valid JSON.", details={"position": position}, code="MALFORMED_JSON")
+
+
 def parse_json(raw):
     """A JSON body (bytes or text) -> its value; {} for an empty body; BadRequest MALFORMED_JSON."""
     if not raw.strip():
@@ -72,5 +77,4 @@ def parse_json(raw):
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest("The body is not valid JSON.", details={"position": getattr(exc, "pos", None)},
-                         code="MALFORMED_JSON") from None
+        raise malformed_json(getattr(exc, "pos", None)) from None
