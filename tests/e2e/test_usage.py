@@ -23,6 +23,15 @@ def test_ingestion_needs_the_ingest_key(anonymous, headers):
     assert answer.status_code == 401
 
 
+@pytest.mark.parametrize("body", [b'{"events": [', b"[1, 2]", b'{"events": "all of them"}'])
+def test_a_body_that_is_not_a_batch_is_refused_in_the_api_format(anonymous, body):
+    """usage_ingest parses the body (gateway_http passes it on as text): its refusal crosses RPC."""
+    answer = anonymous.post("/api/v1/usage/events", data=body, headers={
+        "Authorization": "Bearer e2e-usage-key", "Content-Type": "application/json"})
+    expected = (400, "MALFORMED_JSON") if body == b'{"events": [' else (422, "VALIDATION_FAILED")
+    assert (answer.status_code, answer.json()["error"]["code"]) == expected, answer.text
+
+
 def test_more_than_1000_events_are_refused(anonymous):
     events = [{"id": str(i), "account": {"kind": "org", "id": "x"}, "metric": "storage_bytes", "value": 1,
                "timestamp": "2026-01-01T00:00:00Z"} for i in range(1001)]

@@ -13,7 +13,7 @@ import pytest
 from nameko.testing.services import worker_factory
 from sqlalchemy import func, select, update
 
-from services.usage.models import DailyUsage, Outbox, PeriodUsage, UsageEvent
+from services.usage.models import DailyUsage, Outbox, PeriodUsage, UsageEvent, UsageMember
 from services.usage.ingest import UsageIngestService
 from services.usage.periods import calendar_month
 from services.usage.service import UsageService
@@ -131,10 +131,17 @@ def test_the_ingestion_endpoints_body_is_parsed_by_usage_ingest(account, ingest)
                                          "rejected": [{"id": "negative", "reason": "negative_value"}]}
 
 
-@pytest.mark.parametrize("body", ['{"events": [', "not json", '{"events": "a"}', "[]", ""])
-def test_a_body_that_is_not_a_batch_is_refused_whole(account, ingest, session, body):
-    with pytest.raises((BadRequest, ValidationFailed)):
+@pytest.mark.parametrize("body, refusal, code", [
+    ('{"events": [', BadRequest, "MALFORMED_JSON"),
+    ("not json", BadRequest, "MALFORMED_JSON"),
+    ('{"events": "a"}', ValidationFailed, "VALIDATION_FAILED"),
+    ("[]", ValidationFailed, "VALIDATION_FAILED"),
+    ("", ValidationFailed, "VALIDATION_FAILED"),
+])
+def test_a_body_that_is_not_a_batch_is_refused_whole(account, ingest, session, body, refusal, code):
+    with pytest.raises(refusal) as raised:
         ingest.record_batch(body)
+    assert raised.value.error_code == code
     assert session.scalar(select(func.count()).select_from(UsageEvent)) == 0
 
 
@@ -371,6 +378,7 @@ def member_event(usage, type, org, person, role, at):
         payload.update({"role": role, "removed_by": str(uuid4())})
     validate_event(f"member.{type}", payload)
     getattr(usage, f"on_member_{type}")(payload)
+    return payload
 
 
 @pytest.mark.parametrize("role", ["owner", "super_admin", "admin"])
@@ -382,22 +390,26 @@ def test_a_projected_member_who_may_view_billing_reads_without_asking_orgs(usage
     usage.orgs.authorize.assert_not_called()
 
 
-def test_a_projected_standard_member_is_refused_without_asking_orgs(usage, person):
+@pytest.mark.parametrize("change, role, refusal", [
+    ("role_changed", "standard", Forbidden),  # a member whose role may not view billing
+    ("removed", "admin", NotFound),  # no longer a member: the organization is not even shown to exist
+])
+def test_a_projected_member_is_refused_without_asking_orgs(usage, person, change, role, refusal):
     org = org_created(usage)
     member_event(usage, "joined", org, person, "admin", utc_now() - timedelta(seconds=5))
-    member_event(usage, "role_changed", org, person, "standard", utc_now())
-    with pytest.raises(Forbidden):
+    member_event(usage, change, org, person, role, utc_now())
+    with pytest.raises(refusal):
         usage.get_usage(person, org)
     usage.orgs.authorize.assert_not_called()
 
 
-def test_a_removed_member_gets_not_found_without_asking_orgs(usage, person):
-    org = org_created(usage)
-    member_event(usage, "joined", org, person, "admin", utc_now() - timedelta(seconds=5))
-    member_event(usage, "removed", org, person, "admin", utc_now())
+def test_a_member_of_another_org_is_asked_of_orgs_and_refused(usage, person):
+    mine, theirs = org_created(usage), org_created(usage)
+    member_event(usage, "joined", mine, person, "owner", utc_now())
+    usage.orgs.authorize.side_effect = NotFound("No such organization.")
     with pytest.raises(NotFound):
-        usage.get_usage(person, org)
-    usage.orgs.authorize.assert_not_called()
+        usage.get_usage(person, theirs)
+    usage.orgs.authorize.assert_called_once_with(person["id"], theirs, VIEW_BILLING)
 
 
 def test_member_events_out_of_order_converge_on_the_newest(usage, person):
@@ -411,6 +423,17 @@ def test_member_events_out_of_order_converge_on_the_newest(usage, person):
     member_event(usage, "joined", org, person, "admin", now + timedelta(seconds=1))  # invited back later
     usage.get_usage(person, org)
     usage.orgs.authorize.assert_not_called()
+
+
+def test_a_member_event_delivered_again_after_a_later_one_changes_nothing(usage, person, session):
+    org = org_created(usage)
+    joined = member_event(usage, "joined", org, person, "admin", utc_now() - timedelta(seconds=5))
+    member_event(usage, "removed", org, person, "admin", utc_now())
+    usage.on_member_joined(joined)  # the broker redelivers the join (same event id)
+    usage.on_member_joined({**joined, "event_id": str(uuid4())})  # or it comes again as a new event
+    with pytest.raises(NotFound):
+        usage.get_usage(person, org)
+    assert session.get(UsageMember, (org["id"], person["id"])).role is None
 
 
 def test_a_membership_the_projection_never_heard_of_is_asked_of_orgs(usage, person):
