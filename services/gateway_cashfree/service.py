@@ -351,19 +351,10 @@ class GatewayCashfreeService(HealthMixin):
         subscription_ids = [item["gateway_checkout_id"] for item in request.get("checkouts") or []]
         subscription_ids += [item["gateway_subscription_id"] for item in request.get("subscriptions") or []]
         for subscription_id in dict.fromkeys(subscription_ids):
-            try:
-                state = self._reconcile_subscription(subscription_id)
-            except GatewayError:
-                self.db.rollback()
-                failed.append(subscription_id)
-                state = "unknown"
-            checkouts[subscription_id] = state
+            checkouts[subscription_id] = self._reconcile_one(
+                subscription_id, self._reconcile_subscription, failed, otherwise="unknown")
         for item in request.get("links") or []:
-            try:
-                self._reconcile_link(item["gateway_link_id"])
-            except GatewayError:
-                self.db.rollback()
-                failed.append(item["gateway_link_id"])
+            self._reconcile_one(item["gateway_link_id"], self._reconcile_link, failed)
         if self.staged:
             log.warning("reconciliation recovered cashfree facts webhooks did not bring: %s", self.staged)
         wanted = {item["gateway_checkout_id"] for item in request.get("checkouts") or []}
@@ -384,6 +375,21 @@ class GatewayCashfreeService(HealthMixin):
         self.db.commit()
         return {"event_id": event_id, "type": stored.type, "status": "republished" if self.staged else "unchanged",
                 "facts": [fact["type"] for fact in self.staged]}
+
+    def _reconcile_one(self, gateway_id, reconcile, failed, otherwise=None):
+        """reconcile(gateway_id), or `otherwise` with gateway_id in `failed` when it raises: Cashfree
+        did not answer, or answered something we cannot take in (logged). One object must not hold
+        up the others, pass after pass; what it staged is rolled back and not reported."""
+        staged_before = len(self.staged)
+        try:
+            return reconcile(gateway_id)
+        except Exception as error:
+            self.db.rollback()
+            del self.staged[staged_before:]
+            if not isinstance(error, GatewayError):
+                log.exception("reconciliation could not take in cashfree object %s", gateway_id)
+            failed.append(gateway_id)
+            return otherwise
 
     def _reconcile_subscription(self, subscription_id):
         """One subscription's payments (oldest first) and status through the webhook handlers; the

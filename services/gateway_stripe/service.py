@@ -223,7 +223,10 @@ class GatewayStripeService(HealthMixin):
             if taken["status"] == "accepted":
                 recovered.append({"gateway_event_id": event["id"], "type": event["type"], "facts": taken["facts"]})
         if events:
-            newest = max(event["created"] for event in events)
+            # Not past an event that failed: the next pass reads it again (after a fix, or once what
+            # it needs has arrived) instead of leaving it to the log.
+            newest = min([max(event["created"] for event in events),
+                          *(event["created"] for event in events if event.get("id") in failed)])
             self.db.execute(insert(SyncCursor).values(name="events", value=newest).on_conflict_do_update(
                 index_elements=["name"], set_={"value": func.greatest(SyncCursor.value, newest),
                                                "updated_at": func.now()}))

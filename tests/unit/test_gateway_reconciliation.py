@@ -70,6 +70,10 @@ def test_a_stripe_event_that_cannot_be_taken_in_does_not_hold_up_the_others(stri
     assert answer["failed"] == ["evt_broken"]
     assert [r["gateway_event_id"] for r in answer["recovered"]] == ["evt_sub", "evt_inv"]
     assert stripe_adapter.db.get(WebhookEvent, "evt_broken") is None  # nothing half-stored
+    # The cursor stays at the broken event, so the next pass reads it again rather than losing it.
+    assert stripe_adapter.db.get(SyncCursor, "events").value == 1_700_000_005
+    stripe_adapter.reconcile({})
+    assert stripe_api.events_since.call_args.args[0] == 1_700_000_005 - EVENTS_OVERLAP_SECONDS
 
 
 def test_a_stripe_checkout_the_gateway_cannot_find_is_unknown_and_a_silent_event_list_raises(
@@ -175,6 +179,26 @@ def test_a_paid_cashfree_link_is_recovered_from_its_order(cashfree, cashfree_api
     assert sorted(r["type"] for r in cashfree.reconcile(request)["recovered"]) == [
         "gateway.link_paid", "gateway.payment_succeeded"]
     assert cashfree.reconcile(request)["recovered"] == []
+
+
+def test_a_cashfree_object_that_cannot_be_taken_in_does_not_hold_up_the_others(cashfree, cashfree_api):
+    cashfree.db.add(CashfreeLink(cashfree_link_id="lnk_1", link_id="link-1", account_id=cf.ACCOUNT))
+    cashfree.db.commit()
+    order = {"order_id": "lnk_1_order", "order_amount": "999.50", "order_currency": "INR", "order_status": "PAID",
+             "order_tags": {"account_id": cf.ACCOUNT, "link_id": "link-1"}}
+    paid = {"cf_payment_id": "pay_9", "payment_status": "SUCCESS", "payment_amount": "999.50",
+            "payment_time": "2026-11-01T10:00:00+05:30", "payment_method": {"upi": {"upi_id": "ann@okaxis"}}}
+    # The subscription's payments come back as something no handler can read.
+    cashfree_answers(cashfree_api, cf.status_changed()["subscription_details"], ["not a payment"], links={
+        "/links/lnk_1": {"link_status": "PAID"}, "/links/lnk_1/orders": [order], "/orders/lnk_1_order": order,
+        "/orders/lnk_1_order/payments": [paid]})
+
+    answer = cashfree.reconcile({**checkout_request(), "links": [
+        {"link_id": "link-1", "gateway_link_id": "lnk_1", "account_id": cf.ACCOUNT}]})
+
+    assert answer["failed"] == [cf.SUBSCRIPTION] and answer["checkouts"] == {cf.SUBSCRIPTION: "unknown"}
+    assert sorted(r["type"] for r in answer["recovered"]) == ["gateway.link_paid", "gateway.payment_succeeded"]
+    assert sorted(kind for kind, _ in cf.facts(cashfree)) == ["gateway.link_paid", "gateway.payment_succeeded"]
 
 
 def test_replaying_a_cashfree_webhook_changes_nothing_once_processed(cashfree):
