@@ -214,7 +214,15 @@ class GatewayCashfreeService(HealthMixin):
 
     @api_rpc
     def expire_checkout(self, gateway_checkout_id):
-        """Cancel a subscription nobody authorised yet, so its checkout can no longer be paid."""
+        """Cancel a subscription nobody authorised yet, so its checkout can no longer be paid. Raises
+        GatewayError, cancelling nothing, when Cashfree says it is past INITIALIZED: the payer has
+        authorised it, or submitted a mandate the bank is still approving (BANK_APPROVAL_PENDING),
+        and its facts are on their way; cancelling would cancel a plan being paid for."""
+        current = cashfree_api.call("GET", f"/subscriptions/{gateway_checkout_id}")
+        status = current.get("subscription_status")
+        if status != "INITIALIZED":
+            raise GatewayError(f"Cashfree subscription {gateway_checkout_id} is {status}; not cancelled.",
+                               {"subscription_status": status})
         answer = self._manage(gateway_checkout_id, "CANCEL", f"expire-{gateway_checkout_id}")
         return {"status": answer.get("subscription_status")}
 

@@ -201,6 +201,20 @@ def test_a_cashfree_object_that_cannot_be_taken_in_does_not_hold_up_the_others(c
     assert sorted(kind for kind, _ in cf.facts(cashfree)) == ["gateway.link_paid", "gateway.payment_succeeded"]
 
 
+@pytest.mark.parametrize("status", ["BANK_APPROVAL_PENDING", "ACTIVE"])
+def test_a_cashfree_checkout_the_payer_went_on_with_is_not_cancelled_when_it_expires(cashfree, cashfree_api, status):
+    cashfree_api.call.return_value = {"subscription_id": cf.SUBSCRIPTION, "subscription_status": status}
+    with pytest.raises(GatewayError):
+        cashfree.expire_checkout(cf.SUBSCRIPTION)
+    assert [c.args[:2] for c in cashfree_api.call.call_args_list] == [("GET", f"/subscriptions/{cf.SUBSCRIPTION}")]
+
+
+def test_a_cashfree_checkout_nobody_authorised_is_cancelled_when_it_expires(cashfree, cashfree_api):
+    cashfree_api.call.side_effect = [{"subscription_status": "INITIALIZED"}, {"subscription_status": "CANCELLED"}]
+    assert cashfree.expire_checkout(cf.SUBSCRIPTION) == {"status": "CANCELLED"}
+    assert cashfree_api.call.call_args_list[1].args[:2] == ("POST", f"/subscriptions/{cf.SUBSCRIPTION}/manage")
+
+
 def test_replaying_a_cashfree_webhook_changes_nothing_once_processed(cashfree):
     cf.deliver(cashfree, cf.webhook("SUBSCRIPTION_PAYMENT_SUCCESS", cf.payment()), key="wh_1")
     assert cashfree.replay_webhook("wh_1") == {"event_id": "wh_1", "type": "SUBSCRIPTION_PAYMENT_SUCCESS",
