@@ -140,14 +140,10 @@ class IdentityService(HealthMixin):
         self.db.commit()
 
     @api_rpc
-    def authenticate(self, token):
-        """The user a live token belongs to. Raises Unauthorized for unknown, expired or revoked tokens."""
-        return user_dict(self._live_session(token)[0])
-
-    @api_rpc
     def authenticate_session(self, token):
-        """`{user, expires_at}` for a live token: as authenticate, plus when the session ends (RFC 3339),
-        so a caller that caches the answer keeps it no longer than that. Raises Unauthorized likewise."""
+        """`{user, expires_at}` for a live token: the user it belongs to, and when the session ends
+        (RFC 3339), so a caller that caches the answer keeps it no longer than that. Raises
+        Unauthorized for unknown, expired or revoked tokens."""
         user, expires_at = self._live_session(token)
         return {"user": user_dict(user), "expires_at": rfc3339(expires_at)}
 

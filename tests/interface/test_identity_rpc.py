@@ -28,7 +28,7 @@ def test_typed_errors_arrive_as_their_own_types_over_rpc(identity):
         identity.signup({**SIGNUP, "email": "ANN@example.com"})
     assert raised.value.error_code == "EMAIL_TAKEN"
     with pytest.raises(Unauthorized):
-        identity.authenticate("forged")
+        identity.authenticate_session("forged")
 
 
 def test_signup_publishes_user_signed_up_once(identity, event_listener):

@@ -34,7 +34,7 @@ def test_signup_returns_a_token_that_authenticates_the_new_user(identity, signup
     assert result["user"]["email"] == "ann@example.com"
     assert result["user"]["country"] == "IN"
     assert result["pending_plan"] is None
-    assert identity.authenticate(result["token"])["id"] == result["user"]["id"]
+    assert identity.authenticate_session(result["token"])["user"]["id"] == result["user"]["id"]
 
 
 def test_passwords_are_stored_as_argon2id_hashes_only(identity, signup):
@@ -99,7 +99,7 @@ def test_login_is_case_insensitive_on_email_and_issues_a_fresh_token(identity, s
     first = signup(email="Ann@example.com")["token"]
     second = identity.login({"email": "ann@EXAMPLE.com", "password": PASSWORD})["token"]
     assert second != first
-    assert identity.authenticate(second)["email"] == "Ann@example.com"
+    assert identity.authenticate_session(second)["user"]["email"] == "Ann@example.com"
 
 
 def test_unknown_email_and_wrong_password_get_the_same_answer(identity, signup):
@@ -118,22 +118,22 @@ def test_logout_revokes_that_token_at_once_but_not_other_sessions(identity, sign
     other = identity.login({"email": "ann@example.com", "password": PASSWORD})["token"]
     identity.logout(token)
     with pytest.raises(Unauthorized):
-        identity.authenticate(token)
-    assert identity.authenticate(other)["email"] == "ann@example.com"
+        identity.authenticate_session(token)
+    assert identity.authenticate_session(other)["user"]["email"] == "ann@example.com"
     identity.logout(token)  # twice is harmless
 
 
 def test_authenticate_session_tells_when_the_session_ends(identity, signup):
     result = signup()
     session = identity.authenticate_session(result["token"])
-    assert session["user"] == result["user"] == identity.authenticate(result["token"])
+    assert session["user"] == result["user"]
     stored = identity.db.scalar(select(AuthSession.expires_at))
     assert datetime.fromisoformat(session["expires_at"]) == stored
     assert session["expires_at"].endswith("Z")
 
 
 @pytest.mark.parametrize("dead", ["revoked", "expired", "forged"])
-def test_authenticate_session_refuses_what_authenticate_refuses(identity, signup, dead):
+def test_authenticate_session_refuses_revoked_expired_and_forged_tokens(identity, signup, dead):
     token = signup()["token"]
     if dead == "revoked":
         identity.logout(token)
@@ -163,14 +163,14 @@ def test_expired_tokens_are_refused(identity, signup):
     identity.db.execute(update(AuthSession).values(expires_at=utc_now() - timedelta(seconds=1)))
     identity.db.commit()
     with pytest.raises(Unauthorized):
-        identity.authenticate(token)
+        identity.authenticate_session(token)
 
 
 @pytest.mark.parametrize("forged", ["", "x", "a" * 43, "Bearer abc", None])
 def test_forged_tokens_are_refused(identity, signup, forged):
     signup()
     with pytest.raises(Unauthorized):
-        identity.authenticate(forged)
+        identity.authenticate_session(forged)
 
 
 def test_sessions_dead_for_over_a_day_are_purged(identity, signup):
