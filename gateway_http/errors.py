@@ -4,13 +4,14 @@ import json
 from werkzeug.wrappers import Response
 
 from shared.errors import (
-    AppError, BadRequest, Conflict, Forbidden, GatewayError, NotFound, PayloadTooLarge, RateLimited,
-    Unauthorized, ValidationFailed,
+    AppError, BadRequest, Conflict, Forbidden, GatewayError, NotFound, PayloadTooLarge, PaymentDeclined,
+    RateLimited, Unauthorized, ValidationFailed,
 )
 
 STATUS_BY_ERROR = {
     BadRequest: 400,
     Unauthorized: 401,
+    PaymentDeclined: 402,
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,

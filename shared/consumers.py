@@ -4,7 +4,9 @@
     def on_payment(self, payload): ...   # change state in self.db; do not commit
 
 The handler's changes, the inbox row and any events it stages commit in one transaction. A
-redelivered event finds its id in the inbox and does nothing. A database or broker hiccup
+redelivered event finds its id in the inbox and does nothing. A service may define
+`after_commit(self)`: it runs once the handler's transaction is committed (work that must not hold
+the transaction open, such as calling a gateway; its failures are the service's to log and retry). A database or broker hiccup
 re-queues the message (after a pause, so a dead dependency is not hammered); a payload that can
 never be applied is logged with its id and acknowledged, so it cannot block the queue.
 """
@@ -33,6 +35,7 @@ def consumes(event_type, sources, inbox):
                     self.db.commit()
                 else:
                     self.db.rollback()
+                    return
             except TRANSIENT_ERRORS:
                 self.db.rollback()
                 log.warning("%s %s: transient failure, re-queued", event_type, payload.get("event_id"),
@@ -43,6 +46,10 @@ def consumes(event_type, sources, inbox):
                 self.db.rollback()
                 log.exception("%s %s could not be applied and was dropped: %r", event_type,
                               payload.get("event_id"), payload)
+                return
+            after_commit = getattr(self, "after_commit", None)
+            if after_commit is not None:
+                after_commit()
 
         for source in sources:
             handler = event_handler(source, event_type, requeue_on_error=True)(handler)

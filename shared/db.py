@@ -5,11 +5,12 @@ opens another's. The database is created on first use, the schema by Alembic (sh
 """
 import logging
 import uuid
+from contextlib import contextmanager
 from weakref import WeakKeyDictionary
 
 import psycopg
 from nameko.extensions import DependencyProvider
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
@@ -96,6 +97,30 @@ def make_session_factory(service_name):
                 callback()
 
     return factory
+
+
+@contextmanager
+def advisory_lock(session, key):
+    """Hold PostgreSQL's session-level advisory lock named `key` while the block runs, across any
+    number of the session's own commits (a row lock ends with its transaction; this does not).
+
+    The lock lives on a connection of its own, taken from the pool for the duration: it is released
+    when the block ends, and by PostgreSQL itself if this process dies. A connection whose unlock
+    failed is discarded rather than returned to the pool still holding the lock.
+    """
+    connection = session.get_bind().connect()
+    try:
+        connection.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), {"key": key})
+        connection.commit()  # no transaction left open while the caller works
+        yield
+    finally:
+        try:
+            connection.execute(text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), {"key": key})
+            connection.commit()
+        except Exception:  # noqa: BLE001  (the connection is unusable: PostgreSQL drops its locks with it)
+            connection.invalidate()
+            log.warning("advisory lock %s: unlock failed; connection discarded", key, exc_info=True)
+        connection.close()
 
 
 class Database(DependencyProvider):

@@ -97,5 +97,13 @@ class GatewayError(AppError):
     default_message = "The payment gateway did not answer; nothing was charged. Try again."
 
 
+class PaymentDeclined(AppError):
+    """The gateway tried the payer's saved payment method and it was declined (e.g. the proration of a
+    plan change): nothing changed, and the payer may try again with another card."""
+
+    code = "PAYMENT_DECLINED"
+    default_message = "The payment was declined; nothing changed."
+
+
 # Every expected error: entrypoints list these so nameko does not log them as crashes.
 EXPECTED_ERRORS = (AppError,)

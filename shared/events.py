@@ -65,7 +65,16 @@ class MemberRemoved(EventSchema):
 # gateway adapters (gateway_stripe, gateway_cashfree): the same normalized facts from either gateway.
 # Gateway times are unix seconds as the gateway stamped them; they order snapshots of one object.
 GATEWAYS = ("stripe", "cashfree")
-SUBSCRIPTION_STATUSES = ("incomplete", "active", "past_due", "cancelled")
+# unpaid: the gateway stopped trying to collect (Stripe's `unpaid`): not the account's plan any more.
+SUBSCRIPTION_STATUSES = ("incomplete", "active", "past_due", "unpaid", "cancelled")
+
+
+class Collected(Schema):
+    """What the gateway collected for a purchase's first period: billing grants the plan only when
+    it is the quoted amount in the quoted currency."""
+
+    amount = fields.Integer(required=True, strict=True)
+    currency = fields.String(required=True)
 
 
 class GatewayEvent(EventSchema):
@@ -80,6 +89,7 @@ class GatewayCheckoutCompleted(GatewayEvent):
     gateway_checkout_id = fields.String(required=True)
     gateway_subscription_id = fields.String(allow_none=True, load_default=None)
     gateway_customer_id = fields.String(allow_none=True, load_default=None)
+    collected = fields.Nested(Collected, required=True)
 
 
 class GatewayCheckoutFailed(GatewayEvent):
@@ -93,7 +103,10 @@ class GatewaySubscriptionUpdated(GatewayEvent):
 
     gateway_subscription_id = fields.String(required=True)
     checkout_id = fields.String(allow_none=True, load_default=None)
-    plan_code = fields.String(required=True)
+    link_id = fields.String(allow_none=True, load_default=None)  # a subscription a payment link started
+    plan_code = fields.String(required=True)  # the plan paid for now
+    # A change the gateway charges from the next cycle: it becomes plan_code once that charge succeeds.
+    pending_plan_code = fields.String(allow_none=True, load_default=None)
     status = fields.String(required=True, validate=validate.OneOf(SUBSCRIPTION_STATUSES))
     amount = fields.Integer(required=True)
     currency = fields.String(required=True)
@@ -147,6 +160,17 @@ class PlanCancelled(BillingEvent):
     plan_code = fields.String(required=True)
 
 
+class PaymentRefunded(BillingEvent):
+    """A payment was refunded at the gateway, e.g. a second purchase for an account that already had
+    a plan (reason duplicate_purchase); the account keeps its one plan."""
+
+    gateway_invoice_id = fields.String(required=True)
+    gateway_refund_id = fields.String(required=True)
+    amount = fields.Integer(required=True)
+    currency = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
 class PaymentFailed(BillingEvent):
     subscription_id = fields.String(allow_none=True, load_default=None)  # a charge we cannot place
     gateway_invoice_id = fields.String(required=True)
@@ -162,6 +186,7 @@ class GatewayLinkPaid(GatewayEvent):
     gateway_link_id = fields.String(required=True)
     gateway_subscription_id = fields.String(allow_none=True, load_default=None)
     paid_at = fields.Integer(required=True)
+    collected = fields.Nested(Collected, required=True)
 
 
 class PaymentLinkEvent(EventSchema):
@@ -204,6 +229,7 @@ EVENT_SCHEMAS = {
     "plan.renewed": PlanPurchased(),
     "plan.cancelled": PlanCancelled(),
     "payment.failed": PaymentFailed(),
+    "payment.refunded": PaymentRefunded(),
     "gateway.link_paid": GatewayLinkPaid(),
     "payment_link.created": PaymentLinkEvent(),
     "payment_link.paid": PaymentLinkEvent(),

@@ -49,8 +49,12 @@ class PaymentLinks:
         """A link at the account's gateway for a plan (a new purchase). Raises ValidationFailed,
         Conflict HAS_PLAN when the account already has a plan, GatewayError (502: no active link is
         left, here or at the gateway)."""
-        account, _ = self._account(actor, account_ref, MANAGE_BILLING, lock=True)
+        account, _ = self._account(actor, account_ref, MANAGE_BILLING)
         data = load_or_raise(PaymentLinkInput(), data)
+        with self._purchases_of(account):
+            return self._create_payment_link(self._locked_account(str(account.id)), actor, data)
+
+    def _create_payment_link(self, account, actor, data):
         if "quote_id" in data:
             quote = self._quote_of(account, data["quote_id"])
             if quote.expires_at <= utc_now():
@@ -62,6 +66,9 @@ class PaymentLinks:
             plan = self._plan_for(account, data["plan_code"])
         if self._live_subscription(account) is not None:
             raise Conflict("This account already has a plan; change it with checkout.", code="HAS_PLAN")
+        if self._purchase_pending(account):
+            raise Conflict("A payment for this account is still being confirmed; wait a moment and look again.",
+                           code="PURCHASE_PENDING")
         link = PaymentLink(
             id=uuid.uuid4(), account_id=account.id, plan_code=plan["code"], amount=plan["amount"],
             currency=plan["currency"], status="creating", gateway=account.gateway, created_by=actor["id"],
@@ -114,17 +121,12 @@ class PaymentLinks:
     @timer(interval=EXPIRY_POLL_SECONDS)
     def expire_due_links(self):
         """Links past their expiry are deactivated at the gateway (Stripe's have no expiry of their
-        own); so are the links of an account that has a plan now (a second payment would buy a
-        second one), and failed creations, in case the gateway made them after all."""
+        own), and failed creations too, in case the gateway made them after all. (The links of an
+        account that has a plan now are the settle pass's: services/billing/settlement.py.)"""
         due = self.db.scalars(select(PaymentLink.id).where(
             PaymentLink.status == "active", PaymentLink.expires_at <= utc_now())).all()
         for link_id in due:
             self._close_at_gateway(link_id, "expired")
-        superseded = self.db.scalars(select(PaymentLink.id).join(
-            Subscription, Subscription.account_id == PaymentLink.account_id).where(
-            PaymentLink.status == "active", Subscription.status.in_(("active", "past_due")))).all()
-        for link_id in set(superseded):
-            self._close_at_gateway(link_id, "cancelled")
         self._end_one_off_periods()
         stuck_since = utc_now() - timedelta(seconds=2 * self.adapter_timeout_seconds)
         abandoned = self.db.scalars(select(PaymentLink).where(PaymentLink.abandoned_at.is_(None), or_(
@@ -150,29 +152,39 @@ class PaymentLinks:
         if link.status != "paid":
             # Money was taken: paid wins over a cancel or an expiry that raced it.
             self._close_link(account, link, "paid")
-        gateway_subscription_id = event["gateway_subscription_id"]
-        if gateway_subscription_id is None:
-            self._grant_one_period(account, link, event)
-        elif self._subscription_by_gateway_id(gateway_subscription_id, account) is None:
-            self._new_subscription(account, gateway_subscription_id, None,
-                                   self._plan_for(account, link.plan_code), "active")
+        gateway_subscription_id = event["gateway_subscription_id"] or f"link:{link.id}"
+        subscription = self._subscription_by_gateway_id(gateway_subscription_id, account)
+        if subscription is None and event["gateway_subscription_id"] is None:
+            subscription = self._grant_one_period(account, link, event)
+        elif subscription is None:
+            subscription = self._new_subscription(account, gateway_subscription_id,
+                                                  self._plan_for(account, link.plan_code), "active", link_id=link.id)
+        self._verify_first_payment(account, subscription, event["collected"], link=link)
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _close_at_gateway(self, link_id, closed_status):
-        """Deactivate one active link at the gateway, then here (paid, if a payment beat us)."""
+        """Deactivate one active link at the gateway, then here (paid, if a payment beat us).
+        True when it was closed now."""
         account = self._locked_account(str(self._link_by_id(link_id, lock=False).account_id))
         link = self._link_by_id(link_id)  # account, then link: the one lock order
         if link.status != "active":
             self.db.rollback()
-            return
+            return False
+        request = {"link_id": str(link.id), "gateway_link_id": link.gateway_link_id}
+        self.db.commit()  # no lock held while the gateway is asked
         try:
-            outcome = self._deactivate(account, link)
+            outcome = self._call_adapter(account, "cancel_payment_link", request)["outcome"]
         except GatewayError:
+            return False  # the next pass tries again
+        account = self._locked_account(str(account.id))
+        link = self._link_by_id(link_id)
+        if link.status != "active":  # a payment (or another pass) closed it meanwhile
             self.db.rollback()
-            return  # the next pass tries again
+            return False
         self._close_link(account, link, "paid" if outcome == "paid" else closed_status)
         self.db.commit()
+        return True
 
     def _link_request(self, account, link, plan):
         base = settings().public_base_url
@@ -232,15 +244,13 @@ class PaymentLinks:
             self.db.commit()
 
     def _grant_one_period(self, account, link, event):
-        """A one-off payment buys one period of the plan, with no renewal behind it."""
-        gateway_subscription_id = f"link:{link.id}"
-        if self._subscription_by_gateway_id(gateway_subscription_id, account) is not None:
-            return
+        """A one-off payment buys one period of the plan, with no renewal behind it (granted once
+        the payment is verified against the link)."""
         plan = self._plan_for(account, link.plan_code)
-        subscription = self._new_subscription(account, gateway_subscription_id, None, plan, "active")
+        subscription = self._new_subscription(account, f"link:{link.id}", plan, "active", link_id=link.id)
         start = from_unix(event["paid_at"])
         subscription.current_period_start = start
         subscription.current_period_end = add_interval(start, plan["interval"])
         subscription.cancel_at_period_end = True
         subscription.last_event_at = event["gateway_event_at"]
-        self._announce_purchase_once(account, subscription)
+        return subscription

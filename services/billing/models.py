@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -10,6 +10,13 @@ from shared.models import InboxMixin, OutboxMixin, utc_now_column
 
 class Base(DeclarativeBase):
     pass
+
+
+# A subscription in one of these states is the account's plan, or is becoming it. An account has at
+# most one (a partial unique index): a second purchase that lands anyway is refunded. `unpaid` (the
+# gateway gave up collecting) is not live: the account may buy again.
+LIVE_STATUSES = ("incomplete", "active", "past_due")
+IS_LIVE_SQL = "status IN ({})".format(", ".join(f"'{status}'" for status in LIVE_STATUSES))
 
 
 def uuid_pk():
@@ -68,6 +75,7 @@ class Checkout(Base):
     currency: Mapped[str] = mapped_column(String(3))
     # creating -> open -> completed | expired | failed; creating/failed(gateway_error) may be retried
     status: Mapped[str] = mapped_column(String(12))
+    # expired | superseded | declined | gateway_error | payment_declined | duplicate_purchase | amount_mismatch
     failure_reason: Mapped[str | None] = mapped_column(String(40))
     gateway: Mapped[str] = mapped_column(String(20))
     gateway_checkout_id: Mapped[str | None] = mapped_column(String(255), index=True)
@@ -76,6 +84,9 @@ class Checkout(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = utc_now_column()
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the gateway confirmed that this hosted checkout can no longer be paid. A checkout closed
+    # here (superseded, expired) stays payable at the gateway until then: the settle pass closes it.
+    gateway_closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PaymentLink(Base):
@@ -102,19 +113,29 @@ class PaymentLink(Base):
 
 
 class Subscription(Base):
-    """Our view of one gateway subscription, moved only by newer gateway snapshots."""
+    """Our view of one gateway subscription, moved only by newer gateway snapshots, and our verdict
+    on it: a plan is granted only once the gateway says the quoted amount was collected
+    (`verified_at`), and a subscription put on hold (`hold_reason`) never becomes live again."""
 
     __tablename__ = "subscriptions"
+    __table_args__ = (
+        Index("uq_subscriptions_one_live_per_account", "account_id", unique=True,
+              postgresql_where=text(IS_LIVE_SQL)),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
     gateway: Mapped[str] = mapped_column(String(20))
     gateway_subscription_id: Mapped[str] = mapped_column(String(255), unique=True)
     checkout_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    link_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))  # the payment link that bought it
     plan_code: Mapped[str] = mapped_column(String(64))
+    # A plan change the gateway charges from the next cycle (Cashfree): the quota stays the paid-for
+    # plan's until the new plan's first charge succeeds.
+    pending_plan_code: Mapped[str | None] = mapped_column(String(64))
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(12))  # incomplete | active | past_due | cancelled
+    status: Mapped[str] = mapped_column(String(12))  # incomplete | active | past_due | unpaid | cancelled
     current_period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -122,6 +143,16 @@ class Subscription(Base):
     last_event_at: Mapped[int] = mapped_column(BigInteger, default=0)
     purchased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # plan.purchased sent
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The gateway collected the quoted amount and currency for the first period (checkout or link).
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # duplicate_purchase: bought while the account had a plan (cancelled and refunded at the gateway);
+    # second_live_plan: came back to life beside another plan (cancelled at the gateway; an operator
+    # decides on a refund); amount_mismatch: collected something other than the quote (no plan; an
+    # operator decides).
+    hold_reason: Mapped[str | None] = mapped_column(String(30))
+    duplicate_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))  # the plan it would have doubled
+    # When the gateway was made to match the hold (cancelled, and refunded where due).
+    gateway_settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = utc_now_column()
 
 
@@ -145,6 +176,21 @@ class Payment(Base):
     period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     recorded_at: Mapped[datetime] = utc_now_column()  # orders lines the gateway stamped in the same second
+
+
+class Alert(Base):
+    """Something an operator must look at (`make ops ARGS="show-account ..."` and `... alerts`):
+    money taken that did not match what was quoted, a plan that came back beside another."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = utc_now_column()
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PaymentMethodSnapshot(Base):

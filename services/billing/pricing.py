@@ -38,7 +38,9 @@ def quote_lines(plan, now, current=None, policy=PRORATE_NOW):
         return (*_finish([{"description": f"{plan_label(plan)} from today", "amount": price.amount}],
                          price.currency), now)
     if policy == NEXT_CYCLE:
-        line = {"description": f"{plan_label(plan)} from today, first charged on {_day(end)}", "amount": 0}
+        # Nothing is charged now, so nothing changes now: the current plan (and its quota) stays until
+        # the new plan's first charge on `end` succeeds.
+        line = {"description": f"{plan_label(plan)} from {_day(end)}, when it is first charged", "amount": 0}
         return (*_finish([line], price.currency), end)
 
     total, left = (end - start).total_seconds(), (end - now).total_seconds()

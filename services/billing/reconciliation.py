@@ -6,18 +6,20 @@ on demand (`reconcile`, `python -m deploy.ops reconcile`), billing sends each ad
 thinks is open; the adapter asks its gateway for their current state and announces what it finds
 through its webhook intake: the same gateway.* facts, deduplicated by the same keys, applied here by
 the same idempotent consumers. A fact found both ways is applied once; nothing here changes a
-subscription directly. What billing does itself is close checkouts that can never be paid: expired
-at the gateway, or past their expiry here (then closed at the gateway first, so no payer can still
-pay one nobody watches). A mixin of BillingService (same database, same adapters).
+subscription directly. Every hosted checkout not yet confirmed closed at its gateway is asked
+about, those closed here too (superseded, lapsed): one the gateway reports expired is marked so,
+one still open that should not be is closed there (settlement.py), and one paid meanwhile brings
+its facts, which billing applies (a second purchase is refunded). A mixin of BillingService.
 """
 import logging
 import os
 from types import SimpleNamespace
 
 from nameko.timer import timer
-from sqlalchemy import or_, select, union
+from sqlalchemy import select, union
 
-from services.billing.models import BillingAccount, Checkout, PaymentLink, Subscription
+from services.billing.models import LIVE_STATUSES, BillingAccount, Checkout, PaymentLink, Subscription
+from services.billing.settlement import checkout_to_close
 from shared.errors import GatewayError, NotFound
 from shared.outbox import utc_now
 from shared.permissions import ACCOUNT_KINDS
@@ -27,7 +29,6 @@ log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL_SECONDS = float(os.environ.get("RECONCILE_INTERVAL_SECONDS", "300"))
 ACCOUNTS_PER_CALL = 50  # one adapter call carries the open things of at most this many accounts
-LIVE = ("incomplete", "active", "past_due")
 
 
 class Reconciliation:
@@ -82,13 +83,13 @@ class Reconciliation:
 
     @staticmethod
     def _open_checkout():
-        """Open hosted checkouts, and those that lapsed here (get_checkout) but were never closed."""
-        return (Checkout.kind == "new") & Checkout.gateway_checkout_id.is_not(None) & or_(
-            Checkout.status == "open", (Checkout.status == "expired") & Checkout.failure_reason.is_(None))
+        """Hosted checkouts the gateway has not confirmed closed: open ones, and those closed here."""
+        return ((Checkout.kind == "new") & Checkout.gateway_checkout_id.is_not(None)
+                & Checkout.gateway_closed_at.is_(None) & (Checkout.status != "completed"))
 
     @staticmethod
     def _live_at_gateway():
-        return Subscription.status.in_(LIVE) & Subscription.gateway_subscription_id.not_like("link:%")
+        return Subscription.status.in_(LIVE_STATUSES) & Subscription.gateway_subscription_id.not_like("link:%")
 
     @staticmethod
     def _active_link():
@@ -132,25 +133,26 @@ class Reconciliation:
                 summary["closed_checkouts"].append(str(checkout.id))
 
     def _close_if_dead(self, adapter_of, checkout_id, state):
-        """Close a checkout that can no longer be paid; True if it was closed now."""
-        checkout = self.db.scalar(select(Checkout).where(Checkout.id == checkout_id))
-        account = self._locked_account(str(checkout.account_id))  # account, then checkout: the one lock order
-        checkout = self.db.scalar(select(Checkout).where(Checkout.id == checkout_id).with_for_update()
-                                  .execution_options(populate_existing=True))
-        lapsed_here = checkout.status == "expired" and checkout.failure_reason is None
-        if not (checkout.status == "open" or lapsed_here) or state not in ("open", "expired"):
-            self.db.rollback()  # paid (its facts are on their way), closed meanwhile, or unknown
-            return False
-        if state == "open":
-            if checkout.expires_at > utc_now():
+        """Settle one checkout with what its gateway says of it; True if it was closed now. Expired
+        there: closed here too. Still open there although it should not be: closed there first.
+        Paid there (complete): its facts are on their way; unknown: asked again next pass."""
+        if state == "expired":
+            account = self._locked_account(str(self.db.get(Checkout, checkout_id).account_id))
+            checkout = self.db.scalar(select(Checkout).where(Checkout.id == checkout_id).with_for_update()
+                                      .execution_options(populate_existing=True))
+            if checkout.status == "completed" or checkout.gateway_closed_at is not None:
                 self.db.rollback()
                 return False
-            try:  # still payable at the gateway although it expired here: close it there first
-                self._call_adapter(adapter_of, "expire_checkout", checkout.gateway_checkout_id)
-            except GatewayError:
-                self.db.rollback()
-                return False  # e.g. paid a moment ago; the next pass sees it complete
-        checkout.status, checkout.failure_reason = "expired", "expired"
-        log.info("reconciliation closed checkout %s of account %s (%s at the gateway)", checkout.id, account.id, state)
-        self.db.commit()
-        return True
+            if checkout.status in ("open", "creating") or checkout.failure_reason is None:
+                checkout.status, checkout.failure_reason = "expired", checkout.failure_reason or "expired"
+            checkout.gateway_closed_at = utc_now()
+            log.info("reconciliation closed checkout %s of account %s (expired at the gateway)", checkout_id, account.id)
+            self.db.commit()
+            return True
+        if state == "open" and self.db.scalar(select(Checkout.id).where(Checkout.id == checkout_id, checkout_to_close())):
+            closed = self._close_checkout_at_gateway(checkout_id, raise_on_failure=False)
+            if closed:
+                log.info("reconciliation closed checkout %s, still payable at the gateway", checkout_id)
+            return closed
+        self.db.rollback()
+        return False

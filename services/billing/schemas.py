@@ -89,13 +89,27 @@ class SubscriptionPlan(Schema):
     currency = fields.String(required=True)
 
 
+class ScheduledChange(Schema):
+    """A plan change charged from the next cycle (Cashfree): the current plan and its quota stay
+    until the new plan's first charge succeeds, on or after `starts_at`."""
+
+    plan_code = fields.String(required=True)
+    plan_name = fields.String(required=True)
+    starts_at = fields.String(required=True, allow_none=True)
+
+
 class SubscriptionOut(Schema):
     plan = fields.Nested(SubscriptionPlan, required=True)
-    status = fields.String(required=True)
+    # incomplete (being paid for; no plan yet) | active | past_due (a renewal failed; the gateway
+    # retries) | unpaid (the gateway stopped retrying: no plan; buy again or pay the open invoice) |
+    # cancelled
+    status = fields.String(required=True, metadata={
+        "enum": ["incomplete", "active", "past_due", "unpaid", "cancelled"]})
     current_period_start = fields.String(required=True, allow_none=True)
     current_period_end = fields.String(required=True, allow_none=True)
     next_payment_date = fields.String(required=True, allow_none=True)
     cancel_at_period_end = fields.Boolean(required=True)
+    scheduled_change = fields.Nested(ScheduledChange, allow_none=True)
 
 
 class UsageBrief(Schema):

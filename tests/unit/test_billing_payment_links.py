@@ -27,7 +27,7 @@ from tests.unit.test_billing_service import (  # noqa: F401  (billing, deliver, 
 )
 
 LINK_ENTRYPOINTS = ("create_payment_link", "list_payment_links", "cancel_payment_link", "expire_due_links",
-                    "on_link_paid")
+                    "on_link_paid", "settle_with_gateways")
 WEEK = timedelta(days=7)
 STARTER_LINK = {"plan_code": "starter_monthly"}
 
@@ -121,6 +121,7 @@ def link_paid(session):
             "gateway_event_id": f"evt_{uuid4().hex[:16]}", "gateway_event_at": paid_at,
             "account_id": str(row.account_id), "link_id": link_id, "gateway_link_id": row.gateway_link_id,
             "gateway_subscription_id": "sub_link_1" if row.gateway == "stripe" else None, "paid_at": paid_at,
+            "collected": {"amount": row.amount, "currency": row.currency},
             **fields,
         }
         validate_event("gateway.link_paid", payload)
@@ -636,6 +637,7 @@ def test_a_one_off_cashfree_payment_buys_one_period_that_does_not_renew(
         "current_period_end": rfc3339(period_end),
         "next_payment_date": None,
         "cancel_at_period_end": True,
+        "scheduled_change": None,
     }
     [purchased] = outbox_events(session, "plan.purchased")
     assert (purchased["plan_code"], purchased["gateway"], purchased["currency"]) == (plan_code, "cashfree", "inr")
@@ -772,14 +774,16 @@ def test_an_expired_quote_cannot_make_a_link(billing, team, session):
 
 def test_once_the_account_has_a_plan_its_other_links_are_deactivated(billing, team, session, make_link, account_id,
                                                                       deliver):
-    """A second payment through another link would buy a second plan: the expiry pass closes them."""
+    """A second payment through another link would buy a second plan: the purchase's own consumer
+    closes them right after it commits (and the settle pass would, had that failed)."""
     other = make_link()
-    checkout = billing.create_checkout(team.owner, ORG, {"plan_code": "growth_monthly"})
+    checkout = billing.create_checkout(team.owner, ORG, {"plan_code": "starter_monthly"})
     deliver(*purchase_events(account_id, checkout["id"]))
 
-    billing.expire_due_links()
+    billing.settle_with_gateways()  # nothing left to do
 
     (request,), _ = billing.gateway_stripe.cancel_payment_link.call_args
+    assert billing.gateway_stripe.cancel_payment_link.call_count == 1
     assert request["link_id"] == other["id"]
     assert stored(session, other["id"]).status == "cancelled"
     [cancelled] = outbox_events(session, "payment_link.cancelled")

@@ -97,7 +97,8 @@ def hosted_checkouts():
 
 EVENT_DEFAULTS = {
     "checkout_completed": lambda: {
-        "gateway_checkout_id": "cs_test_1", "gateway_subscription_id": "sub_1", "gateway_customer_id": "cus_1"},
+        "gateway_checkout_id": "cs_test_1", "gateway_subscription_id": "sub_1", "gateway_customer_id": "cus_1",
+        "collected": {"amount": 1900, "currency": "usd"}},
     "checkout_failed": lambda: {"gateway_checkout_id": "cs_test_1", "reason": "declined"},
     "subscription_updated": lambda: {
         "gateway_subscription_id": "sub_1", "checkout_id": None, "plan_code": "starter_monthly", "status": "active",
@@ -248,6 +249,7 @@ def subscription_of(billing, actor, ref=ORG):
 EXPECTED_STARTER_SUBSCRIPTION = {
     "plan": STARTER, "status": "active", "current_period_start": iso(PERIOD_START),
     "current_period_end": iso(PERIOD_END), "next_payment_date": iso(PERIOD_END), "cancel_at_period_end": False,
+    "scheduled_change": None,
 }
 
 
@@ -532,15 +534,24 @@ def test_a_completed_checkout_shows_the_plan_before_the_subscriptions_own_events
     assert len(outbox_events(session, "plan.purchased")) == 1
 
 
-def test_the_gateways_snapshot_completes_the_checkout_when_the_checkouts_own_event_is_lost(
-        billing, team, account_id, deliver):
+def test_the_subscriptions_own_events_grant_nothing_until_the_gateway_says_what_it_collected(
+        billing, team, account_id, session, deliver):
     checkout = billing.create_checkout(team.owner, ORG, {"plan_code": "starter_monthly"})
-    _, updated, paid = purchase_events(account_id, checkout["id"])
+    completed, updated, paid = purchase_events(account_id, checkout["id"])
 
-    deliver(updated, paid)
+    deliver(updated, paid)  # checkout.session.completed late (or lost, until reconciliation reads it)
+
+    assert billing.get_checkout(team.owner, ORG, checkout["id"])["status"] == "open"
+    subscription = subscription_of(billing, team.owner)
+    assert (subscription["status"], subscription["next_payment_date"]) == ("incomplete", None)
+    assert billing.summary(team.owner, ORG)["usage"]["quota_bytes"] is None
+    assert outbox_events(session, "plan.purchased") == []
+
+    deliver(completed)
 
     assert billing.get_checkout(team.owner, ORG, checkout["id"])["status"] == "completed"
     assert subscription_of(billing, team.owner) == EXPECTED_STARTER_SUBSCRIPTION
+    assert len(outbox_events(session, "plan.purchased")) == 1
 
 
 def test_a_snapshot_older_than_the_one_applied_is_ignored(billing, team, account_id, deliver, bought):
