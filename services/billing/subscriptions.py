@@ -7,7 +7,7 @@ not revive one, so a stale "active" arriving after the cancellation is ignored.
 """
 from datetime import datetime, timezone
 
-STATUS_RANK = {"incomplete": 0, "active": 1, "past_due": 1, "cancelled": 2}
+STATUS_RANK = {"incomplete": 0, "active": 1, "past_due": 1, "unpaid": 1, "cancelled": 2}
 
 
 def from_unix(seconds):
