@@ -134,6 +134,7 @@ def test_every_object_has_the_fixture_top_level_keys(client, sandbox, clock):
         "line_item": invoices.data[0].lines.data[0],
         "payment_method": client.v1.payment_methods.list(params={"customer": customer_id, "type": "card"}).data[0],
         "event": client.v1.events.list(params={"limit": 1}).data[0],
+        "account": client.v1.accounts.retrieve_current(),
     }
     for name, obj in ours.items():
         assert set(obj.to_dict()) == set(fixtures[name]), name
@@ -1027,3 +1028,27 @@ def test_a_link_survives_a_restart_with_the_same_state_file(receiver, clock, tmp
         assert client.v1.payment_links.retrieve(multi.id).active is False  # the second of two uses
     finally:
         second.stop()
+
+
+# the account (GET /v1/account)
+
+def test_the_account_is_the_sandboxes_own_and_each_sandbox_can_be_another(client, sandbox, receiver, clock):
+    from services.gateway_stripe.sandbox import SandboxConfig
+    from services.gateway_stripe.sandbox.config import DEFAULT_ACCOUNT_ID
+
+    account = client.v1.accounts.retrieve_current()
+    assert (account.id, account.object, account.country, account.default_currency) == (
+        DEFAULT_ACCOUNT_ID, "account", "US", "usd")
+    assert account.charges_enabled and account.settings.dashboard.display_name == "Billing portal sandbox"
+    assert client.v1.accounts.retrieve_current().to_dict() == account.to_dict()
+
+    other = start_sandbox(port=0, webhook_url=receiver.url, clock=clock, account_id="acct_1OtherAccount0000")
+    try:
+        assert _client_of(other).v1.accounts.retrieve_current().id == "acct_1OtherAccount0000"
+    finally:
+        other.stop()
+    assert SandboxConfig.from_env({}).account_id == DEFAULT_ACCOUNT_ID
+    assert SandboxConfig.from_env({"STRIPE_SANDBOX_ACCOUNT_ID": "acct_1Live"}).account_id == "acct_1Live"
+    stranger = stripe.StripeClient("sk_test_wrong", base_addresses={"api": sandbox.url}, max_network_retries=0)
+    with pytest.raises(stripe.AuthenticationError):
+        stranger.v1.accounts.retrieve_current()

@@ -3,15 +3,16 @@
 The adapter's official SDK talks to it exactly as to api.stripe.com (only the base URL and keys
 differ): customers, prices, Checkout Sessions in subscription mode, Payment Links (subscription
 mode, with restrictions[completed_sessions]), subscriptions with proration, invoices, payment
-methods and events, in the shapes of the SDK's pinned API version. It serves a hosted checkout
-page and a payment link page (/b/{link id}), each with Pay and Decline, delivers signed webhooks
-with retries, and has a control API under /_sandbox for tests and demos.
+methods, events and the account, in the shapes of the SDK's pinned API version. It serves a
+hosted checkout page and a payment link page (/b/{link id}), each with Pay and Decline, delivers
+signed webhooks with retries, and has a control API under /_sandbox for tests and demos.
 
     python -m services.gateway_stripe.sandbox          # configured by the environment, below
     handle = start_sandbox(port=0, webhook_url=...)     # in-process, for tests; handle.stop()
 
 Environment: STRIPE_SANDBOX_PORT (12111, on 127.0.0.1), STRIPE_SANDBOX_PUBLIC_URL (hosted page
 links), STRIPE_SECRET_KEY (sk_test_sandbox), STRIPE_WEBHOOK_SECRET (whsec_sandbox),
+STRIPE_SANDBOX_ACCOUNT_ID (acct_1PortalSandbox00: the account GET /v1/account names),
 STRIPE_SANDBOX_WEBHOOK_URL (PUBLIC_BASE_URL/webhooks/stripe), STRIPE_SANDBOX_RETRY_SCALE (1.0),
 STRIPE_SANDBOX_WEBHOOK_EVENTS (comma-separated types, wildcards allowed; default all),
 STRIPE_SANDBOX_STATE_FILE (unset: state in memory only; a path, relative to the working directory:

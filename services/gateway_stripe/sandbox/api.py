@@ -25,6 +25,7 @@ class Call:
     raw: dict  # decoded, not yet validated
     args: dict  # from the URL rule
     request: dict  # {"id": "req_...", "idempotency_key": ...}: what events' `request` shows
+    account_id: str  # the Stripe account this sandbox is (GET /v1/account)
 
 
 PAGE = {"limit": Int(), "starting_after": Str(), "ending_before": Str(), "created": Range()}
@@ -296,7 +297,7 @@ def list_subscriptions(call: Call) -> dict:
     return paginate(call.store, call.store.find("subscription", wanted), params, "/v1/subscriptions")
 
 
-# invoices, payment methods, events
+# invoices, the account, payment methods, events
 
 def get_invoice(call: Call) -> dict:
     parse(call.raw, {})
@@ -313,6 +314,11 @@ def list_invoices(call: Call) -> dict:
                 and params.get("status") in (None, invoice["status"]))
 
     return paginate(call.store, call.store.find("invoice", wanted), params, "/v1/invoices")
+
+
+def get_account(call: Call) -> dict:
+    parse(call.raw, {})
+    return shapes.account(id=call.account_id)
 
 
 def get_payment_method(call: Call) -> dict:
@@ -370,6 +376,7 @@ ROUTES = [
     ("DELETE", "/v1/subscriptions/<id>", cancel_subscription),
     ("GET", "/v1/invoices", list_invoices),
     ("GET", "/v1/invoices/<id>", get_invoice),
+    ("GET", "/v1/account", get_account),
     ("GET", "/v1/payment_methods", list_payment_methods),
     ("GET", "/v1/payment_methods/<id>", get_payment_method),
     ("GET", "/v1/events", list_events),

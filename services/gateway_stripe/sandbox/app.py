@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class SandboxApp:
-    def __init__(self, store: Store, public_url: str, secret_key: str):
+    def __init__(self, store: Store, public_url: str, secret_key: str, account_id: str):
         self.store = store
         self.public_url = public_url
         self.secret_key = secret_key
+        self.account_id = account_id  # which Stripe account this sandbox is (GET /v1/account)
         self.stopping = threading.Event()  # cuts injected delays short when the server stops
         self.control = control.Control(store, public_url)
         rules = [Rule(path, methods=[method], endpoint=("api", handler)) for method, path, handler in api.ROUTES]
@@ -104,7 +105,7 @@ class SandboxApp:
 
     def _run(self, handler, request: Request, raw: dict, args: dict, request_id: str, key):
         call = api.Call(store=self.store, public_url=self.public_url, raw=raw, args=args,
-                        request={"id": request_id, "idempotency_key": key})
+                        request={"id": request_id, "idempotency_key": key}, account_id=self.account_id)
         try:
             obj = handler(call)
             expansions = raw.get("expand") or []

@@ -15,6 +15,9 @@ from .ids import random_token
 
 API_VERSION = stripe.api_version  # what the SDK pins; every event says so
 
+ACCOUNT_NAME = "Billing portal sandbox"  # what invoices and the account call the merchant
+ACCOUNT_CREATED = 1704067200  # fixed, so the account reads the same from every sandbox run
+
 _EMPTY_ADDRESS = {"city": None, "country": None, "line1": None, "line2": None, "postal_code": None, "state": None}
 
 
@@ -206,7 +209,7 @@ def invoice(*, id, created, customer_obj, currency, lines, billing_reason, subsc
     """A finalized invoice, still unpaid (amounts are settled by invoices.settle)."""
     subtotal = sum(line["amount"] for line in lines)
     return {
-        "id": id, "object": "invoice", "account_country": "US", "account_name": "Billing portal sandbox",
+        "id": id, "object": "invoice", "account_country": "US", "account_name": ACCOUNT_NAME,
         "account_tax_ids": None, "amount_due": subtotal, "amount_overpaid": 0, "amount_paid": 0,
         "amount_remaining": subtotal, "amount_shipping": 0, "application": None, "attempt_count": 0,
         "attempted": False, "auto_advance": True,
@@ -271,4 +274,41 @@ def event(*, id, created, type_, obj, previous_attributes, request, pending_webh
     return {
         "id": id, "object": "event", "api_version": API_VERSION, "created": created, "data": data,
         "livemode": False, "pending_webhooks": pending_webhooks, "request": request, "type": type_,
+    }
+
+
+def account(*, id) -> dict:
+    """The sandbox's own Stripe account (GET /v1/account): a US standard account, fully set up."""
+    no_requirements = {"alternatives": [], "current_deadline": None, "currently_due": [], "disabled_reason": None,
+                       "errors": [], "eventually_due": [], "past_due": [], "pending_verification": []}
+    return {
+        "id": id, "object": "account",
+        "business_profile": {
+            "annual_revenue": None, "estimated_worker_count": None, "mcc": "5734",
+            "minority_owned_business_designation": None, "name": ACCOUNT_NAME, "product_description": None,
+            "support_address": None, "support_email": None, "support_phone": None, "support_url": None, "url": None},
+        "business_type": "company", "capabilities": {"card_payments": "active", "transfers": "active"},
+        "charges_enabled": True, "controller": {"type": "account"}, "country": "US", "created": ACCOUNT_CREATED,
+        "default_currency": "usd", "details_submitted": True, "email": "billing@example.com",
+        "external_accounts": list_object([], f"/v1/accounts/{id}/external_accounts"),
+        "future_requirements": copy.deepcopy(no_requirements), "metadata": {}, "payouts_enabled": True,
+        "requirements": copy.deepcopy(no_requirements),
+        "settings": {
+            "bacs_debit_payments": {"display_name": None, "service_user_number": None},
+            "branding": {"icon": None, "logo": None, "primary_color": None, "secondary_color": None},
+            "card_issuing": {"tos_acceptance": {"date": None, "ip": None}},
+            "card_payments": {"decline_on": {"avs_failure": False, "cvc_failure": False},
+                              "statement_descriptor_prefix": None, "statement_descriptor_prefix_kana": None,
+                              "statement_descriptor_prefix_kanji": None},
+            "dashboard": {"display_name": ACCOUNT_NAME, "timezone": "Etc/UTC"},
+            "invoices": {"default_account_tax_ids": None, "hosted_payment_method_save": "offer"},
+            "payments": {"statement_descriptor": "BILLING PORTAL", "statement_descriptor_kana": None,
+                         "statement_descriptor_kanji": None, "statement_descriptor_prefix_kana": None,
+                         "statement_descriptor_prefix_kanji": None},
+            "payouts": {"debit_negative_balances": True, "schedule": {"delay_days": 2, "interval": "daily"},
+                        "statement_descriptor": None},
+            "sepa_debit_payments": {},
+        },
+        "tos_acceptance": {"date": ACCOUNT_CREATED, "ip": "127.0.0.1", "user_agent": None},
+        "type": "standard",
     }
