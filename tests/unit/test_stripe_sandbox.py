@@ -123,6 +123,9 @@ def test_every_object_has_the_fixture_top_level_keys(client, sandbox, clock):
     customer_id = subscription.customer
     session = client.v1.checkout.sessions.list(params={"subscription": subscription.id}).data[0]
     invoices = client.v1.invoices.list(params={"customer": customer_id})
+    (invoice_payment,) = paid_payments_of(client, invoices.data[0].id)
+    payment_intent = client.v1.payment_intents.retrieve(invoice_payment.payment.payment_intent)
+    refund = client.v1.refunds.create(params={"payment_intent": payment_intent.id, "amount": 100})
     ours = {
         "customer": client.v1.customers.retrieve(customer_id),
         "price": price,
@@ -134,6 +137,10 @@ def test_every_object_has_the_fixture_top_level_keys(client, sandbox, clock):
         "line_item": invoices.data[0].lines.data[0],
         "payment_method": client.v1.payment_methods.list(params={"customer": customer_id, "type": "card"}).data[0],
         "event": client.v1.events.list(params={"limit": 1}).data[0],
+        "invoice_payment": invoice_payment,
+        "payment_intent": payment_intent,
+        "charge": client.v1.charges.retrieve(payment_intent.latest_charge),
+        "refund": refund,
         "account": client.v1.accounts.retrieve_current(),
     }
     for name, obj in ours.items():
@@ -1028,6 +1035,192 @@ def test_a_link_survives_a_restart_with_the_same_state_file(receiver, clock, tmp
         assert client.v1.payment_links.retrieve(multi.id).active is False  # the second of two uses
     finally:
         second.stop()
+
+
+# the payments behind paid invoices (what the adapter reads to refund a payment)
+
+def paid_payments_of(client, invoice_id):
+    """What the adapter asks: the invoice's paid InvoicePayments."""
+    return client.v1.invoice_payments.list(params={"invoice": invoice_id, "status": "paid"}).data
+
+
+def payment_intent_of(client, invoice_id):
+    (payment,) = paid_payments_of(client, invoice_id)
+    return client.v1.payment_intents.retrieve(payment.payment.payment_intent)
+
+
+def decline_card(sandbox, customer_id, declines=True):
+    status, body = control(sandbox, "POST", f"/_sandbox/customers/{customer_id}/card", {"declines": declines})
+    assert status == 200 and body == {"customer": customer_id, "declines": declines}, body
+
+
+def test_every_paid_invoice_has_a_succeeded_payment_intent_and_charge(client, sandbox, clock):
+    subscription = paid_subscription(client, sandbox)
+    control(sandbox, "POST", f"/_sandbox/links/{make_link(client, make_price(client, 'link', 3000)).id}/pay")
+    clock.advance(DAY)
+    client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": subscription["items"].data[0].id, "price": make_price(client, "max", 5000).id}],
+        "proration_behavior": "always_invoice"})
+    control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew", {"outcome": "paid"})
+    failed = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew", {"outcome": "failed"})[1]
+    assert control(sandbox, "POST", f"/_sandbox/invoices/{failed['invoice']['id']}/pay")[0] == 200
+
+    invoices = client.v1.invoices.list(params={"status": "paid", "limit": 100}).data
+    assert sorted(invoice.billing_reason for invoice in invoices) == [
+        "subscription_create", "subscription_create", "subscription_cycle", "subscription_cycle",
+        "subscription_update"]
+    for invoice in invoices:
+        (payment,) = paid_payments_of(client, invoice.id)
+        assert (payment.invoice, payment.amount_paid, payment.currency) == (invoice.id, invoice.amount_paid, "usd")
+        assert payment.payment.type == "payment_intent"
+        assert payment.status_transitions.paid_at == invoice.status_transitions.paid_at
+        intent = client.v1.payment_intents.retrieve(payment.payment.payment_intent)
+        assert (intent.status, intent.amount_received, intent.customer) == (
+            "succeeded", invoice.amount_paid, invoice.customer)
+        charge = client.v1.charges.retrieve(intent.latest_charge)
+        assert (charge.status, charge.paid, charge.amount, charge.payment_intent) == (
+            "succeeded", True, invoice.amount_paid, intent.id)
+        assert (charge.amount_refunded, charge.refunded, charge.payment_method_details.card.last4) == (0, False, "4242")
+
+
+def test_an_open_invoice_paid_later_succeeds_on_the_same_payment_intent(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    invoice_id = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew",
+                         {"outcome": "failed"})[1]["invoice"]["id"]
+    (attempt,) = client.v1.invoice_payments.list(params={"invoice": invoice_id}).data
+    assert (attempt.status, attempt.amount_paid, attempt.amount_requested) == ("open", None, 2000)
+    assert paid_payments_of(client, invoice_id) == []
+    declined = client.v1.payment_intents.retrieve(attempt.payment.payment_intent)
+    assert declined.status == "requires_payment_method" and declined.last_payment_error.code == "card_declined"
+    assert client.v1.charges.retrieve(declined.latest_charge).status == "failed"
+
+    control(sandbox, "POST", f"/_sandbox/invoices/{invoice_id}/pay")
+    intent = payment_intent_of(client, invoice_id)
+    assert intent.id == declined.id and intent.status == "succeeded"
+    charges = client.v1.charges.list(params={"payment_intent": intent.id}).data
+    assert [(charge.id, charge.status) for charge in charges] == [
+        (intent.latest_charge, "succeeded"), (declined.latest_charge, "failed")]
+
+
+def test_an_invoice_that_asks_for_nothing_has_no_payment(client, sandbox, clock):
+    subscription = paid_subscription(client, sandbox)
+    clock.advance(DAY)
+    downgraded = client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": subscription["items"].data[0].id, "price": make_price(client, "mini", 500).id}],
+        "proration_behavior": "always_invoice"})
+    invoice = client.v1.invoices.retrieve(downgraded.latest_invoice)
+    assert (invoice.status, invoice.amount_paid) == ("paid", 0) and invoice.total < 0  # a credit, nobody refunded
+    assert client.v1.invoice_payments.list(params={"invoice": invoice.id}).data == []
+
+
+# refunds
+
+def test_a_refund_returns_the_rest_of_the_charge_once_per_idempotency_key(client, sandbox, receiver):
+    subscription = paid_subscription(client, sandbox)
+    intent = payment_intent_of(client, subscription.latest_invoice)
+    params = {"payment_intent": intent.id, "reason": "duplicate", "metadata": {"purchase_id": "p-1"}}
+
+    refund = client.v1.refunds.create(params=params, options={"idempotency_key": "refund-p-1"})
+
+    assert (refund.status, refund.amount, refund.currency, refund.reason) == ("succeeded", 2000, "usd", "duplicate")
+    assert (refund.payment_intent, refund.charge) == (intent.id, intent.latest_charge)
+    assert refund.metadata.to_dict() == {"purchase_id": "p-1"}
+    charge = client.v1.charges.retrieve(intent.latest_charge)
+    assert (charge.amount_refunded, charge.refunded) == (2000, True)
+    assert client.v1.refunds.retrieve(refund.id).to_dict() == refund.to_dict()
+    assert [r.id for r in client.v1.refunds.list(params={"payment_intent": intent.id}).data] == [refund.id]
+    assert client.v1.invoices.retrieve(subscription.latest_invoice).status == "paid"  # as at Stripe
+    events = receiver.accepted_events("refund.created", "charge.refunded")
+    created = events["refund.created"]
+    assert created.data.object.id == refund.id and created.request.idempotency_key == "refund-p-1"
+    refunded = events["charge.refunded"].data
+    assert (refunded.object.id, refunded.object.amount_refunded, refunded.object.refunded) == (charge.id, 2000, True)
+    assert (refunded.previous_attributes.amount_refunded, refunded.previous_attributes.refunded) == (0, False)
+
+    replayed = client.v1.refunds.create(params=params, options={"idempotency_key": "refund-p-1"})
+    assert replayed.id == refund.id and replayed.last_response.headers.get("Idempotent-Replayed") == "true"
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.refunds.create(params=params, options={"idempotency_key": "refund-p-2"})
+    assert (refused.value.http_status, refused.value.code) == (400, "charge_already_refunded")
+    assert len(sandbox.store.find("refund")) == 1
+
+
+def test_partial_refunds_by_charge_or_payment_intent_until_nothing_is_left(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    intent = payment_intent_of(client, subscription.latest_invoice)
+    first = client.v1.refunds.create(params={"charge": intent.latest_charge, "amount": 500})
+    with pytest.raises(stripe.InvalidRequestError) as too_large:
+        client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 1600})
+    assert (too_large.value.http_status, too_large.value.code, too_large.value.param) == (400, "amount_too_large",
+                                                                                            "amount")
+    assert "$15.00" in str(too_large.value)
+    rest = client.v1.refunds.create(params={"payment_intent": intent.id})
+
+    assert (first.amount, rest.amount) == (500, 1500)
+    charge = client.v1.charges.retrieve(intent.latest_charge)
+    assert (charge.amount_refunded, charge.refunded) == (2000, True)
+    assert [r.id for r in client.v1.refunds.list(params={"charge": charge.id}).data] == [rest.id, first.id]
+
+
+def test_a_refund_needs_a_succeeded_payment(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    paid_intent = payment_intent_of(client, subscription.latest_invoice)
+    open_invoice = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew",
+                           {"outcome": "failed"})[1]["invoice"]["id"]
+    (attempt,) = client.v1.invoice_payments.list(params={"invoice": open_invoice}).data
+    declined = client.v1.payment_intents.retrieve(attempt.payment.payment_intent)
+    refusals = [
+        ({"payment_intent": declined.id}, 400, "payment_intent"),
+        ({"charge": declined.latest_charge}, 400, "charge"),
+        ({"payment_intent": paid_intent.id, "charge": declined.latest_charge}, 400, "charge"),
+        ({"payment_intent": paid_intent.id, "amount": 0}, 400, "amount"),
+        ({"reason": "duplicate"}, 400, None),
+        ({"payment_intent": "pi_doesnotexist"}, 404, "payment_intent"),
+    ]
+    for params, status, param in refusals:
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            client.v1.refunds.create(params=params)
+        assert (refused.value.http_status, refused.value.param) == (status, param), params
+    assert sandbox.store.find("refund") == []
+    assert client.v1.charges.retrieve(paid_intent.latest_charge).amount_refunded == 0
+
+
+# the saved card (POST /_sandbox/customers/{id}/card)
+
+def test_a_declining_card_fails_renewals_without_an_outcome_until_it_pays_again(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    renew = f"/_sandbox/subscriptions/{subscription.id}/renew"
+    decline_card(sandbox, subscription.customer)
+    assert control(sandbox, "POST", renew)[1]["invoice"]["status"] == "open"
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "past_due"
+    assert control(sandbox, "POST", renew)[1]["invoice"]["status"] == "open"  # sticky
+    assert control(sandbox, "POST", renew, {"outcome": "paid"})[1]["invoice"]["status"] == "paid"  # told: paid
+
+    decline_card(sandbox, subscription.customer, False)
+    assert control(sandbox, "POST", renew)[1]["invoice"]["status"] == "paid"
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "active"
+
+
+def test_the_card_control_is_checked(sandbox, client):
+    customer = client.v1.customers.create(params={"email": "ann@example.com"})
+    for body in ({"declines": "yes"}, {}):
+        status, answer = control(sandbox, "POST", f"/_sandbox/customers/{customer.id}/card", body)
+        assert status == 400 and answer["error"]["param"] == "declines"
+    status, answer = control(sandbox, "POST", "/_sandbox/customers/cus_nosuch/card", {"declines": True})
+    assert status == 404 and answer["error"]["code"] == "resource_missing"
+
+
+def test_a_declined_upgrade_applies_at_once_and_goes_past_due_by_default(client, sandbox, clock, receiver):
+    subscription = paid_subscription(client, sandbox)
+    clock.advance(DAY)
+    decline_card(sandbox, subscription.customer)
+    bigger = make_price(client, "max", 5000)
+    changed = client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": subscription["items"].data[0].id, "price": bigger.id}],
+        "proration_behavior": "always_invoice"})
+    assert (changed["items"].data[0].price.id, changed.status, changed.pending_update) == (bigger.id, "past_due", None)
+    assert client.v1.invoices.retrieve(changed.latest_invoice).status == "open"
+    receiver.accepted_events("invoice.payment_failed")
 
 
 # the account (GET /v1/account)

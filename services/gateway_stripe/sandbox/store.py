@@ -18,7 +18,8 @@ from .ids import new_id
 # What "No such <kind>" says for each id prefix (Stripe's wording).
 KINDS = {"cus": "customer", "price": "price", "prod": "product", "cs": "checkout.session",
          "sub": "subscription", "in": "invoice", "pm": "PaymentMethod", "evt": "event",
-         "plink": "payment_link"}
+         "plink": "payment_link", "pi": "payment_intent", "ch": "charge", "re": "refund",
+         "inpay": "invoice_payment"}
 
 
 class Store(store.SandboxStore):

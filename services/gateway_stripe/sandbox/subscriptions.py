@@ -1,6 +1,9 @@
 """Subscription life: start (from a paid checkout), plan change with proration, cancel at period
 end or now, and the renewals that the control API triggers in place of Stripe's clock.
 
+A plan change's invoice is paid with the saved card (payments.card_declines); if it is declined,
+the change stays and the subscription goes past_due (allow_incomplete, Stripe's default).
+
 Callers hold the store's transaction; these functions validate first and mutate after, so a
 refused request leaves nothing half done.
 """
@@ -68,6 +71,8 @@ def update(store: Store, public_url: str, subscription_id: str, params: dict, re
         subscription["canceled_at"] = store.now() if scheduled else None
         subscription["cancellation_details"]["reason"] = "cancellation_requested" if scheduled else None
     subscription["cancel_at"] = item["current_period_end"] if subscription["cancel_at_period_end"] else None
+    if invoice is not None and invoice["status"] == "open":
+        subscription["status"] = "past_due"
 
     _announce_update(store, subscription, before, request)
     if invoice is not None:
@@ -86,8 +91,10 @@ def cancel(store: Store, subscription_id: str, params: dict, request: dict) -> d
     return subscription
 
 
-def renew(store: Store, public_url: str, subscription_id: str, paid: bool) -> Tuple[dict, Optional[dict]]:
-    """The period ended: bill the next one (paid or failed), or end a subscription set to cancel.
+def renew(store: Store, public_url: str, subscription_id: str,
+          paid: Optional[bool] = None) -> Tuple[dict, Optional[dict]]:
+    """The period ended: bill the next one (paid or failed; None: as the saved card does), or end a
+    subscription set to cancel.
 
     As at Stripe, the period advances whether or not the payment succeeds; a failed payment
     leaves an open invoice and the subscription `past_due`.
@@ -110,7 +117,7 @@ def renew(store: Store, public_url: str, subscription_id: str, paid: bool) -> Tu
         invoices.cycle_line(store, item, item["current_period_start"], item["current_period_end"])]
     invoice = invoices.create(store, public_url, subscription, lines, billing_reason="subscription_cycle",
                               period_start=old_start, period_end=old_end, paid=paid)
-    subscription["status"] = "active" if paid else "past_due"
+    subscription["status"] = "active" if invoice["status"] == "paid" else "past_due"
     emit_invoice_outcome(store, invoice)
     _announce_update(store, subscription, before)
     return subscription, invoice
@@ -121,8 +128,7 @@ def pay_open_invoice(store: Store, invoice_id: str) -> dict:
     invoice = store.get(invoice_id, "invoice")
     if invoice["status"] != "open":
         raise StripeError(409, "invalid_request_error", f"Invoice {invoice_id} is {invoice['status']}, not open.")
-    invoices.mark_paid(invoice, store.now())
-    store.get(invoice["customer"], "customer")["delinquent"] = False
+    invoices.collect(store, invoice, succeeded=True)
     emit_invoice_outcome(store, invoice)
     subscription = store.objects.get(invoice["parent"]["subscription_details"]["subscription"])
     if subscription and subscription["status"] == "past_due" and subscription["latest_invoice"] == invoice_id:
@@ -237,7 +243,7 @@ def _change_price(store: Store, public_url: str, subscription: dict, item: dict,
     if not lines:
         return None
     return invoices.create(store, public_url, subscription, lines, billing_reason="subscription_update",
-                           period_start=at, period_end=at, paid=True)
+                           period_start=at, period_end=at)
 
 
 def _credited_items(store: Store, subscription: dict, item: dict) -> Optional[dict]:
