@@ -316,6 +316,12 @@ def list_invoices(call: Call) -> dict:
     return paginate(call.store, call.store.find("invoice", wanted), params, "/v1/invoices")
 
 
+def void_invoice(call: Call) -> dict:
+    parse(call.raw, {})
+    with call.store.transaction() as store:
+        return store.render(subscriptions.void_invoice(store, call.args["id"], call.request))
+
+
 # the money behind invoices: invoice payments, payment intents, charges, refunds
 
 def list_invoice_payments(call: Call) -> dict:
@@ -439,6 +445,7 @@ ROUTES = [
     ("DELETE", "/v1/subscriptions/<id>", cancel_subscription),
     ("GET", "/v1/invoices", list_invoices),
     ("GET", "/v1/invoices/<id>", get_invoice),
+    ("POST", "/v1/invoices/<id>/void", void_invoice),
     ("GET", "/v1/invoice_payments", list_invoice_payments),
     ("GET", "/v1/invoice_payments/<id>", get_invoice_payment),
     ("GET", "/v1/payment_intents", list_payment_intents),

@@ -3,6 +3,9 @@
 Everything Stripe does around an API call lives here, in the order Stripe does it: authenticate,
 (injected faults), claim the Idempotency-Key, run the handler, expand, store the idempotent
 response, answer with Stripe's headers, and log the request for GET /_sandbox/requests.
+
+What Stripe does on its own clock and the sandbox does lazily happens before a request is served
+(API or control): pending subscription updates past their expires_at are discarded then.
 """
 import json
 import logging
@@ -15,7 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from services.sandbox_kit import faults
 
-from . import api, control, idempotency, listing, pages
+from . import api, control, idempotency, listing, pages, subscriptions
 from .errors import StripeError, api_error, unauthenticated, unrecognized_url
 from .ids import new_id
 from .params import decode
@@ -107,6 +110,7 @@ class SandboxApp:
         call = api.Call(store=self.store, public_url=self.public_url, raw=raw, args=args,
                         request={"id": request_id, "idempotency_key": key}, account_id=self.account_id)
         try:
+            self._catch_up()
             obj = handler(call)
             expansions = raw.get("expand") or []
             if expansions:
@@ -140,10 +144,17 @@ class SandboxApp:
                 "stripe_version": request.headers.get("Stripe-Version"), "at": time.time(),
             })
 
+    def _catch_up(self) -> None:
+        """What Stripe would have done by now on its own clock (no transaction, so no save, if nothing waits)."""
+        if self.store.pending_update_ids:
+            with self.store.transaction() as store:
+                subscriptions.expire_pending_updates(store)
+
     # the control API and the pages
 
     def _control_call(self, request: Request, target, args: dict) -> Response:
         try:
+            self._catch_up()
             status, body = target(request, **args)
         except StripeError as exc:
             status, body = exc.status, exc.body()

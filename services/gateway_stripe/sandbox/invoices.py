@@ -1,6 +1,6 @@
 """Subscription invoices: built from line specs, balanced against the customer's credit, then
 either paid with the saved card or left open after a failed attempt (payments.py keeps the
-PaymentIntent, Charges and InvoicePayment of each attempt).
+PaymentIntent, Charges and InvoicePayment of each attempt); an open invoice can be voided.
 
 A downgrade can make an invoice's total negative; like Stripe, nobody is refunded: the invoice
 asks for 0 and the difference becomes customer credit (a negative `balance`) that the next
@@ -9,6 +9,7 @@ invoice uses first.
 from typing import List, Optional
 
 from . import payments, shapes
+from .errors import invalid
 from .ids import new_id
 from .money import format_amount
 from .periods import format_date
@@ -89,6 +90,20 @@ def collect(store: Store, invoice: dict, succeeded: bool) -> None:
     else:
         _mark_failed(invoice, now)
     store.get(invoice["customer"], "customer")["delinquent"] = not succeeded
+
+
+def void(store: Store, invoice_id: str) -> dict:
+    """POST /v1/invoices/{id}/void: an open invoice is void for good; the credit it used goes back to
+    the customer. The caller announces it (invoice.voided) and settles what hung on it."""
+    invoice = store.get(invoice_id, "invoice")
+    if invoice["status"] != "open":
+        raise invalid(f"You can only void an invoice that is `open` or `uncollectible`. This invoice is "
+                      f"`{invoice['status']}`.", param="invoice")
+    invoice.update(status="void", auto_advance=False, next_payment_attempt=None)
+    invoice["status_transitions"]["voided_at"] = store.now()
+    payments.cancel(store, invoice)
+    store.get(invoice["customer"], "customer")["balance"] += invoice["starting_balance"] - invoice["ending_balance"]
+    return invoice
 
 
 def _apply_customer_balance(invoice: dict, customer: dict) -> None:

@@ -5,7 +5,8 @@ and the InvoicePayment that ties the two together, as the current API shows an i
 An invoice's first attempt makes its PaymentIntent and its (open) InvoicePayment; every attempt adds
 a Charge, succeeded or declined, which becomes the PaymentIntent's latest_charge. A later attempt
 that succeeds (an open invoice paid after all) reuses the same PaymentIntent, as Stripe's retries do.
-An invoice that asks for nothing (customer credit covered it) has no payment at all.
+Voiding the invoice cancels both. An invoice that asks for nothing (customer credit covered it) has
+no payment at all.
 
 Whether the saved card pays is the customer's: it is declined off-session once a test says so
 (POST /_sandbox/customers/{id}/card {"declines": true}) until it says otherwise.
@@ -49,6 +50,19 @@ def attempt(store: Store, invoice: dict, succeeded: bool) -> dict:
     else:
         payment_intent["last_payment_error"] = shapes.card_decline_error(charge_id=charge["id"], method=method)
     return charge
+
+
+def cancel(store: Store, invoice: dict) -> None:
+    """The invoice was voided: its PaymentIntent and InvoicePayment (if it had any) are canceled."""
+    facts = store.private.get(invoice["id"], {})
+    if "payment_intent" not in facts:
+        return
+    now = store.now()
+    payment_intent = store.objects[facts["payment_intent"]]
+    payment_intent.update(status="canceled", canceled_at=now, cancellation_reason="void_invoice")
+    invoice_payment = store.objects[facts["invoice_payment"]]
+    invoice_payment["status"] = "canceled"
+    invoice_payment["status_transitions"]["canceled_at"] = now
 
 
 def _payment_of(store: Store, invoice: dict):

@@ -376,6 +376,13 @@ def refund(*, id, created, amount, charge_obj, reason, metadata) -> dict:
     }
 
 
+def pending_update(*, expires_at, subscription_items, billing_cycle_anchor, metadata, cancel_at_period_end) -> dict:
+    """What a subscription update waiting for its invoice's payment would change (`pending_update`)."""
+    return {"billing_cycle_anchor": billing_cycle_anchor, "cancel_at_period_end": cancel_at_period_end,
+            "discount": None, "discounts": None, "expires_at": expires_at, "metadata": metadata,
+            "subscription_items": subscription_items, "trial_end": None, "trial_from_plan": None}
+
+
 def account(*, id) -> dict:
     """The sandbox's own Stripe account (GET /v1/account): a US standard account, fully set up."""
     no_requirements = {"alternatives": [], "current_deadline": None, "currently_due": [], "disabled_reason": None,

@@ -32,6 +32,7 @@ class Store(store.SandboxStore):
         self._sequence: dict = {}  # id -> creation order, to break ties between equal `created`
         self._counter = itertools.count()
         self.event_bodies: dict = {}  # event id -> the exact JSON text every delivery sends
+        self.pending_update_ids: set = set()  # subscriptions with a pending_update, checked for expiry
 
     def reset_counter(self, start: int) -> None:
         """Continue the creation order after `start` objects (restored from a state file)."""
