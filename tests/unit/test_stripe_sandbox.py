@@ -123,6 +123,11 @@ def test_every_object_has_the_fixture_top_level_keys(client, sandbox, clock):
     customer_id = subscription.customer
     session = client.v1.checkout.sessions.list(params={"subscription": subscription.id}).data[0]
     invoices = client.v1.invoices.list(params={"customer": customer_id})
+    (invoice_payment,) = paid_payments_of(client, invoices.data[0].id)
+    payment_intent = client.v1.payment_intents.retrieve(invoice_payment.payment.payment_intent)
+    refund = client.v1.refunds.create(params={"payment_intent": payment_intent.id, "amount": 100})
+    decline_card(sandbox, customer_id)
+    pending = change_price(client, subscription, make_price(client, "ultra", 9000)).pending_update
     ours = {
         "customer": client.v1.customers.retrieve(customer_id),
         "price": price,
@@ -134,9 +139,16 @@ def test_every_object_has_the_fixture_top_level_keys(client, sandbox, clock):
         "line_item": invoices.data[0].lines.data[0],
         "payment_method": client.v1.payment_methods.list(params={"customer": customer_id, "type": "card"}).data[0],
         "event": client.v1.events.list(params={"limit": 1}).data[0],
+        "invoice_payment": invoice_payment,
+        "payment_intent": payment_intent,
+        "charge": client.v1.charges.retrieve(payment_intent.latest_charge),
+        "refund": refund,
+        "account": client.v1.accounts.retrieve_current(),
     }
     for name, obj in ours.items():
         assert set(obj.to_dict()) == set(fixtures[name]), name
+    # The SDK's API version adds cancel_at_period_end to pending updates (2026-09-30); the fixtures predate it.
+    assert set(pending.to_dict()) == set(fixtures["subscription"]["pending_update"]) | {"cancel_at_period_end"}
     # The fixtures have no stand-alone list; their embedded lists show its keys.
     assert set(invoices.to_dict()) == set(fixtures["subscription"]["items"]) == set(fixtures["invoice"]["lines"])
 
@@ -1027,3 +1039,430 @@ def test_a_link_survives_a_restart_with_the_same_state_file(receiver, clock, tmp
         assert client.v1.payment_links.retrieve(multi.id).active is False  # the second of two uses
     finally:
         second.stop()
+
+
+# the payments behind paid invoices (what the adapter reads to refund a payment)
+
+def paid_payments_of(client, invoice_id):
+    """What the adapter asks: the invoice's paid InvoicePayments."""
+    return client.v1.invoice_payments.list(params={"invoice": invoice_id, "status": "paid"}).data
+
+
+def payment_intent_of(client, invoice_id):
+    (payment,) = paid_payments_of(client, invoice_id)
+    return client.v1.payment_intents.retrieve(payment.payment.payment_intent)
+
+
+def decline_card(sandbox, customer_id, declines=True):
+    status, body = control(sandbox, "POST", f"/_sandbox/customers/{customer_id}/card", {"declines": declines})
+    assert status == 200 and body == {"customer": customer_id, "declines": declines}, body
+
+
+def test_every_paid_invoice_has_a_succeeded_payment_intent_and_charge(client, sandbox, clock):
+    subscription = paid_subscription(client, sandbox)
+    control(sandbox, "POST", f"/_sandbox/links/{make_link(client, make_price(client, 'link', 3000)).id}/pay")
+    clock.advance(DAY)
+    client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": subscription["items"].data[0].id, "price": make_price(client, "max", 5000).id}],
+        "proration_behavior": "always_invoice"})
+    control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew", {"outcome": "paid"})
+    failed = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew", {"outcome": "failed"})[1]
+    assert control(sandbox, "POST", f"/_sandbox/invoices/{failed['invoice']['id']}/pay")[0] == 200
+
+    invoices = client.v1.invoices.list(params={"status": "paid", "limit": 100}).data
+    assert sorted(invoice.billing_reason for invoice in invoices) == [
+        "subscription_create", "subscription_create", "subscription_cycle", "subscription_cycle",
+        "subscription_update"]
+    for invoice in invoices:
+        (payment,) = paid_payments_of(client, invoice.id)
+        assert (payment.invoice, payment.amount_paid, payment.currency) == (invoice.id, invoice.amount_paid, "usd")
+        assert payment.payment.type == "payment_intent"
+        assert payment.status_transitions.paid_at == invoice.status_transitions.paid_at
+        intent = client.v1.payment_intents.retrieve(payment.payment.payment_intent)
+        assert (intent.status, intent.amount_received, intent.customer) == (
+            "succeeded", invoice.amount_paid, invoice.customer)
+        charge = client.v1.charges.retrieve(intent.latest_charge)
+        assert (charge.status, charge.paid, charge.amount, charge.payment_intent) == (
+            "succeeded", True, invoice.amount_paid, intent.id)
+        assert (charge.amount_refunded, charge.refunded, charge.payment_method_details.card.last4) == (0, False, "4242")
+
+
+def test_an_open_invoice_paid_later_succeeds_on_the_same_payment_intent(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    invoice_id = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew",
+                         {"outcome": "failed"})[1]["invoice"]["id"]
+    (attempt,) = client.v1.invoice_payments.list(params={"invoice": invoice_id}).data
+    assert (attempt.status, attempt.amount_paid, attempt.amount_requested) == ("open", None, 2000)
+    assert paid_payments_of(client, invoice_id) == []
+    declined = client.v1.payment_intents.retrieve(attempt.payment.payment_intent)
+    assert declined.status == "requires_payment_method" and declined.last_payment_error.code == "card_declined"
+    assert client.v1.charges.retrieve(declined.latest_charge).status == "failed"
+
+    control(sandbox, "POST", f"/_sandbox/invoices/{invoice_id}/pay")
+    intent = payment_intent_of(client, invoice_id)
+    assert intent.id == declined.id and intent.status == "succeeded"
+    charges = client.v1.charges.list(params={"payment_intent": intent.id}).data
+    assert [(charge.id, charge.status) for charge in charges] == [
+        (intent.latest_charge, "succeeded"), (declined.latest_charge, "failed")]
+
+
+def test_an_invoice_that_asks_for_nothing_has_no_payment(client, sandbox, clock):
+    subscription = paid_subscription(client, sandbox)
+    clock.advance(DAY)
+    downgraded = client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": subscription["items"].data[0].id, "price": make_price(client, "mini", 500).id}],
+        "proration_behavior": "always_invoice"})
+    invoice = client.v1.invoices.retrieve(downgraded.latest_invoice)
+    assert (invoice.status, invoice.amount_paid) == ("paid", 0) and invoice.total < 0  # a credit, nobody refunded
+    assert client.v1.invoice_payments.list(params={"invoice": invoice.id}).data == []
+
+
+# refunds
+
+def test_a_refund_returns_the_rest_of_the_charge_once_per_idempotency_key(client, sandbox, receiver):
+    subscription = paid_subscription(client, sandbox)
+    intent = payment_intent_of(client, subscription.latest_invoice)
+    params = {"payment_intent": intent.id, "reason": "duplicate", "metadata": {"purchase_id": "p-1"}}
+
+    refund = client.v1.refunds.create(params=params, options={"idempotency_key": "refund-p-1"})
+
+    assert (refund.status, refund.amount, refund.currency, refund.reason) == ("succeeded", 2000, "usd", "duplicate")
+    assert (refund.payment_intent, refund.charge) == (intent.id, intent.latest_charge)
+    assert refund.metadata.to_dict() == {"purchase_id": "p-1"}
+    charge = client.v1.charges.retrieve(intent.latest_charge)
+    assert (charge.amount_refunded, charge.refunded) == (2000, True)
+    assert client.v1.refunds.retrieve(refund.id).to_dict() == refund.to_dict()
+    assert [r.id for r in client.v1.refunds.list(params={"payment_intent": intent.id}).data] == [refund.id]
+    assert client.v1.invoices.retrieve(subscription.latest_invoice).status == "paid"  # as at Stripe
+    events = receiver.accepted_events("refund.created", "charge.refunded")
+    created = events["refund.created"]
+    assert created.data.object.id == refund.id and created.request.idempotency_key == "refund-p-1"
+    refunded = events["charge.refunded"].data
+    assert (refunded.object.id, refunded.object.amount_refunded, refunded.object.refunded) == (charge.id, 2000, True)
+    assert (refunded.previous_attributes.amount_refunded, refunded.previous_attributes.refunded) == (0, False)
+
+    replayed = client.v1.refunds.create(params=params, options={"idempotency_key": "refund-p-1"})
+    assert replayed.id == refund.id and replayed.last_response.headers.get("Idempotent-Replayed") == "true"
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.refunds.create(params=params, options={"idempotency_key": "refund-p-2"})
+    assert (refused.value.http_status, refused.value.code) == (400, "charge_already_refunded")
+    assert len(sandbox.store.find("refund")) == 1
+
+
+def test_partial_refunds_by_charge_or_payment_intent_until_nothing_is_left(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    intent = payment_intent_of(client, subscription.latest_invoice)
+    first = client.v1.refunds.create(params={"charge": intent.latest_charge, "amount": 500})
+    with pytest.raises(stripe.InvalidRequestError) as too_large:
+        client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 1600})
+    assert (too_large.value.http_status, too_large.value.code, too_large.value.param) == (400, "amount_too_large",
+                                                                                            "amount")
+    assert "$15.00" in str(too_large.value)
+    rest = client.v1.refunds.create(params={"payment_intent": intent.id})
+
+    assert (first.amount, rest.amount) == (500, 1500)
+    charge = client.v1.charges.retrieve(intent.latest_charge)
+    assert (charge.amount_refunded, charge.refunded) == (2000, True)
+    assert [r.id for r in client.v1.refunds.list(params={"charge": charge.id}).data] == [rest.id, first.id]
+
+
+def test_a_refund_needs_a_succeeded_payment(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    paid_intent = payment_intent_of(client, subscription.latest_invoice)
+    open_invoice = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew",
+                           {"outcome": "failed"})[1]["invoice"]["id"]
+    (attempt,) = client.v1.invoice_payments.list(params={"invoice": open_invoice}).data
+    declined = client.v1.payment_intents.retrieve(attempt.payment.payment_intent)
+    refusals = [
+        ({"payment_intent": declined.id}, 400, "payment_intent"),
+        ({"charge": declined.latest_charge}, 400, "charge"),
+        ({"payment_intent": paid_intent.id, "charge": declined.latest_charge}, 400, "charge"),
+        ({"payment_intent": paid_intent.id, "amount": 0}, 400, "amount"),
+        ({"reason": "duplicate"}, 400, None),
+        ({"payment_intent": "pi_doesnotexist"}, 404, "payment_intent"),
+    ]
+    for params, status, param in refusals:
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            client.v1.refunds.create(params=params)
+        assert (refused.value.http_status, refused.value.param) == (status, param), params
+    assert sandbox.store.find("refund") == []
+    assert client.v1.charges.retrieve(paid_intent.latest_charge).amount_refunded == 0
+
+
+# voiding invoices
+
+def test_voiding_an_open_invoice_cancels_its_payment_and_only_open_ones_can_be(client, sandbox, receiver):
+    subscription = paid_subscription(client, sandbox)
+    invoice_id = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew",
+                         {"outcome": "failed"})[1]["invoice"]["id"]
+
+    voided = client.v1.invoices.void_invoice(invoice_id)
+
+    assert (voided.status, voided.status_transitions.voided_at) == ("void", sandbox.store.now())
+    assert receiver.accepted_events("invoice.voided")["invoice.voided"].data.object.status == "void"
+    (payment,) = client.v1.invoice_payments.list(params={"invoice": invoice_id}).data
+    assert payment.status == "canceled" and payment.status_transitions.canceled_at == sandbox.store.now()
+    assert client.v1.payment_intents.retrieve(payment.payment.payment_intent).status == "canceled"
+    for not_open in (invoice_id, subscription.latest_invoice):  # void now; paid
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            client.v1.invoices.void_invoice(not_open)
+        assert refused.value.http_status == 400 and "open" in str(refused.value)
+    assert control(sandbox, "POST", f"/_sandbox/invoices/{invoice_id}/pay")[0] == 409
+    assert client.v1.invoices.list(params={"subscription": subscription.id, "status": "void"}).data[0].id == (
+        invoice_id)
+
+
+# the saved card (POST /_sandbox/customers/{id}/card)
+
+def test_a_declining_card_fails_renewals_without_an_outcome_until_it_pays_again(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    renew = f"/_sandbox/subscriptions/{subscription.id}/renew"
+    decline_card(sandbox, subscription.customer)
+    assert control(sandbox, "POST", renew)[1]["invoice"]["status"] == "open"
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "past_due"
+    assert control(sandbox, "POST", renew)[1]["invoice"]["status"] == "open"  # sticky
+    assert control(sandbox, "POST", renew, {"outcome": "paid"})[1]["invoice"]["status"] == "paid"  # told: paid
+
+    decline_card(sandbox, subscription.customer, False)
+    assert control(sandbox, "POST", renew)[1]["invoice"]["status"] == "paid"
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "active"
+
+
+def test_the_card_control_is_checked(sandbox, client):
+    customer = client.v1.customers.create(params={"email": "ann@example.com"})
+    for body in ({"declines": "yes"}, {}):
+        status, answer = control(sandbox, "POST", f"/_sandbox/customers/{customer.id}/card", body)
+        assert status == 400 and answer["error"]["param"] == "declines"
+    status, answer = control(sandbox, "POST", "/_sandbox/customers/cus_nosuch/card", {"declines": True})
+    assert status == 404 and answer["error"]["code"] == "resource_missing"
+
+
+def test_a_declined_upgrade_applies_at_once_and_goes_past_due_by_default(client, sandbox, clock, receiver):
+    subscription = paid_subscription(client, sandbox)
+    clock.advance(DAY)
+    decline_card(sandbox, subscription.customer)
+    bigger = make_price(client, "max", 5000)
+    changed = client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": subscription["items"].data[0].id, "price": bigger.id}],
+        "proration_behavior": "always_invoice"})
+    assert (changed["items"].data[0].price.id, changed.status, changed.pending_update) == (bigger.id, "past_due", None)
+    assert client.v1.invoices.retrieve(changed.latest_invoice).status == "open"
+    receiver.accepted_events("invoice.payment_failed")
+
+
+# pending updates (payment_behavior=pending_if_incomplete)
+
+PENDING_UPDATE_LIFETIME = 23 * 3600
+
+
+def change_price(client, subscription, price, **extra):
+    """What the adapter sends for a plan change that must be paid for before it applies."""
+    return client.v1.subscriptions.update(subscription.id, params={
+        "items": [{"id": subscription["items"].data[0].id, "price": price.id}],
+        "proration_behavior": "always_invoice", "payment_behavior": "pending_if_incomplete", **extra})
+
+
+def declined_upgrade(client, sandbox, clock, **extra):
+    """A Pro subscription a day in, whose upgrade to Max was declined: (subscription, max price, answer)."""
+    subscription = paid_subscription(client, sandbox)
+    clock.advance(DAY)
+    decline_card(sandbox, subscription.customer)
+    bigger = make_price(client, "max_monthly", 5000, name="Max")
+    return subscription, bigger, change_price(client, subscription, bigger, **extra)
+
+
+def subscription_updates(receiver, count):
+    """Once `count` have arrived, the accepted customer.subscription.updated events (in arrival order,
+    which need not be the order they were made in)."""
+    def updates(deliveries):
+        return [delivery for delivery in deliveries
+                if delivery["status"] == 200 and event_type(delivery) == "customer.subscription.updated"]
+
+    receiver.wait_until(lambda deliveries: len(updates(deliveries)) >= count)
+    return [stripe.Webhook.construct_event(d["body"], d["headers"]["Stripe-Signature"], WEBHOOK_SECRET)
+            for d in updates(receiver.deliveries)]
+
+
+def without_pending_update(events):
+    (event,) = [event for event in events if event.data.object.pending_update is None]
+    return event
+
+
+def test_a_declined_upgrade_waits_as_a_pending_update(client, sandbox, clock, receiver):
+    subscription, bigger, changed = declined_upgrade(client, sandbox, clock)
+
+    assert changed.status == "active" and changed.metadata.to_dict() == subscription.metadata.to_dict()
+    assert changed["items"].to_dict() == subscription["items"].to_dict()  # nothing of the change applied
+    pending = changed.pending_update
+    assert pending.expires_at == clock() + PENDING_UPDATE_LIFETIME
+    assert [(item.id, item.price.id) for item in pending.subscription_items] == [
+        (subscription["items"].data[0].id, bigger.id)]
+    assert (pending.billing_cycle_anchor, pending.trial_end, pending.trial_from_plan) == (None, None, None)
+    invoice = client.v1.invoices.retrieve(changed.latest_invoice)
+    assert (invoice.status, invoice.billing_reason, invoice.amount_paid) == ("open", "subscription_update", 0)
+    assert invoice.amount_due > 0 and invoice.id != subscription.latest_invoice
+    assert client.v1.subscriptions.retrieve(subscription.id).to_dict() == changed.to_dict()
+    failed = receiver.accepted_events("invoice.payment_failed")["invoice.payment_failed"]
+    assert failed.data.object.id == invoice.id
+    (updated,) = subscription_updates(receiver, 1)
+    assert updated.data.previous_attributes.to_dict() == {"latest_invoice": subscription.latest_invoice,
+                                                          "pending_update": None}
+    assert updated.data.object.pending_update.expires_at == pending.expires_at
+
+
+def test_paying_the_open_invoice_applies_the_pending_update(client, sandbox, clock, receiver):
+    subscription, bigger, changed = declined_upgrade(client, sandbox, clock)
+    clock.advance(3600)
+    assert control(sandbox, "POST", f"/_sandbox/invoices/{changed.latest_invoice}/pay")[0] == 200
+
+    applied = client.v1.subscriptions.retrieve(subscription.id)
+    assert applied.pending_update is None and applied.status == "active"
+    item = applied["items"].data[0]
+    assert item.price.id == bigger.id and item.current_period_end == subscription["items"].data[0].current_period_end
+    assert payment_intent_of(client, changed.latest_invoice).status == "succeeded"
+    receiver.accepted_events("customer.subscription.pending_update_applied", "invoice.paid")
+    applied_event = without_pending_update(subscription_updates(receiver, 2))
+    assert applied_event.data.object["items"].data[0].price.id == bigger.id
+    assert applied_event.data.previous_attributes.pending_update.expires_at == changed.pending_update.expires_at
+
+
+def test_voiding_the_open_invoice_discards_the_pending_update(client, sandbox, clock, receiver):
+    subscription, bigger, changed = declined_upgrade(client, sandbox, clock)
+    client.v1.invoices.void_invoice(changed.latest_invoice)
+
+    kept = client.v1.subscriptions.retrieve(subscription.id)
+    assert kept.pending_update is None and kept["items"].data[0].price.id == subscription["items"].data[0].price.id
+    discarded = without_pending_update(subscription_updates(receiver, 2))
+    assert discarded.data.previous_attributes.pending_update.expires_at == changed.pending_update.expires_at
+    assert discarded.data.object["items"].data[0].price.id == subscription["items"].data[0].price.id
+
+
+def test_a_pending_update_expires_after_23_hours_and_its_invoice_is_voided(client, sandbox, clock, receiver):
+    subscription, bigger, changed = declined_upgrade(client, sandbox, clock)
+    clock.advance(PENDING_UPDATE_LIFETIME - 1)
+    assert client.v1.subscriptions.retrieve(subscription.id).pending_update is not None
+    clock.advance(1)
+
+    kept = client.v1.subscriptions.retrieve(subscription.id)  # the sandbox catches up before it answers
+    assert kept.pending_update is None and kept["items"].data[0].price.id == subscription["items"].data[0].price.id
+    events = receiver.accepted_events("customer.subscription.pending_update_expired", "invoice.voided")
+    assert events["invoice.voided"].data.object.id == changed.latest_invoice
+    assert client.v1.invoices.retrieve(changed.latest_invoice).status == "void"
+    assert control(sandbox, "POST", f"/_sandbox/invoices/{changed.latest_invoice}/pay")[0] == 409
+
+
+def test_a_pending_update_survives_a_restart_and_still_expires(receiver, clock, tmp_path):
+    options = dict(port=0, webhook_url=receiver.url, clock=clock, retry_scale=0.01,
+                   state_file=str(tmp_path / "stripe_sandbox.json"))
+    first = start_sandbox(**options)
+    try:
+        subscription, bigger, changed = declined_upgrade(_client_of(first), first, clock)
+    finally:
+        first.stop()
+    second = start_sandbox(**options)
+    try:
+        client = _client_of(second)
+        assert client.v1.subscriptions.retrieve(subscription.id).pending_update.to_dict() == (
+            changed.pending_update.to_dict())
+        clock.advance(PENDING_UPDATE_LIFETIME)
+        assert client.v1.subscriptions.retrieve(subscription.id).pending_update is None
+        assert client.v1.invoices.retrieve(changed.latest_invoice).status == "void"
+    finally:
+        second.stop()
+
+
+def test_a_renewal_discards_a_pending_update_before_billing_the_old_price(client, sandbox, clock):
+    subscription, bigger, changed = declined_upgrade(client, sandbox, clock)
+    decline_card(sandbox, subscription.customer, False)
+    renewal = control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription.id}/renew")[1]
+
+    assert renewal["subscription"]["pending_update"] is None
+    assert renewal["invoice"]["amount_paid"] == 2000  # Pro, not Max
+    assert client.v1.invoices.retrieve(changed.latest_invoice).status == "void"
+
+
+def test_a_second_change_replaces_the_pending_one(client, sandbox, clock, receiver):
+    subscription, bigger, changed = declined_upgrade(client, sandbox, clock)
+    other = make_price(client, "team_monthly", 7000, name="Team")
+    again = change_price(client, subscription, other)
+
+    assert [item.price.id for item in again.pending_update.subscription_items] == [other.id]
+    assert client.v1.invoices.retrieve(changed.latest_invoice).status == "void"
+    assert client.v1.invoices.retrieve(again.latest_invoice).status == "open"
+    receiver.accepted_events("customer.subscription.pending_update_expired")
+
+
+def test_a_paid_upgrade_with_pending_if_incomplete_applies_at_once(client, sandbox, clock):
+    subscription = paid_subscription(client, sandbox)
+    clock.advance(DAY)
+    bigger = make_price(client, "max", 5000)
+    changed = change_price(client, subscription, bigger, metadata={"plan_code": "max"}, cancel_at_period_end=False)
+    assert (changed["items"].data[0].price.id, changed.pending_update, changed.status) == (bigger.id, None, "active")
+    assert changed.metadata.plan_code == "max"
+    assert client.v1.invoices.retrieve(changed.latest_invoice).status == "paid"
+
+
+def test_metadata_and_cancel_at_period_end_wait_with_the_pending_update(client, sandbox, clock):
+    subscription, bigger, changed = declined_upgrade(client, sandbox, clock, metadata={"plan_code": "max_monthly"},
+                                                     cancel_at_period_end=True)
+    assert changed.metadata.to_dict() == subscription.metadata.to_dict() and changed.cancel_at_period_end is False
+    assert changed.pending_update.metadata.to_dict() == {"plan_code": "max_monthly"}
+    assert changed.pending_update.cancel_at_period_end is True
+
+    control(sandbox, "POST", f"/_sandbox/invoices/{changed.latest_invoice}/pay")
+    applied = client.v1.subscriptions.retrieve(subscription.id)
+    assert applied.metadata.to_dict() == {**subscription.metadata.to_dict(), "plan_code": "max_monthly"}
+    assert (applied.cancel_at_period_end, applied.cancel_at) == (True, applied["items"].data[0].current_period_end)
+
+
+def test_pending_if_incomplete_refuses_what_pending_updates_cannot_hold(client, sandbox):
+    subscription = paid_subscription(client, sandbox)
+    decline_card(sandbox, subscription.customer)
+    card = client.v1.payment_methods.list(params={"customer": subscription.customer}).data[0]
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        change_price(client, subscription, make_price(client, "max", 5000), default_payment_method=card.id,
+                     cancellation_details={"comment": "upgrade"})
+    assert (refused.value.http_status, refused.value.param) == (400, "default_payment_method")
+    assert "`default_payment_method`, `cancellation_details` are not supported" in str(refused.value)
+    assert client.v1.subscriptions.retrieve(subscription.id).to_dict() == subscription.to_dict()
+    assert len(client.v1.invoices.list(params={"subscription": subscription.id}).data) == 1
+
+
+# what the adapter's cancel and reconciliation ask
+
+def test_cancel_now_without_invoicing_and_the_paid_invoices_of_a_subscription(client, sandbox, receiver):
+    subscription = paid_subscription(client, sandbox)
+    renew = f"/_sandbox/subscriptions/{subscription.id}/renew"
+    cycle = control(sandbox, "POST", renew, {"outcome": "paid"})[1]["invoice"]
+    control(sandbox, "POST", renew, {"outcome": "failed"})
+
+    paid = client.v1.invoices.list(params={"subscription": subscription.id, "status": "paid"}).data
+    assert [invoice.id for invoice in paid] == [cycle["id"], subscription.latest_invoice]
+    canceled = client.v1.subscriptions.cancel(subscription.id, params={"invoice_now": False, "prorate": False})
+    assert (canceled.status, canceled.ended_at) == ("canceled", sandbox.store.now())
+    assert len(client.v1.invoices.list(params={"subscription": subscription.id}).data) == 3  # nothing invoiced
+    receiver.accepted_events("customer.subscription.deleted")
+
+
+# the account (GET /v1/account)
+
+def test_the_account_is_the_sandboxes_own_and_each_sandbox_can_be_another(client, sandbox, receiver, clock):
+    from services.gateway_stripe.sandbox import SandboxConfig
+    from services.gateway_stripe.sandbox.config import DEFAULT_ACCOUNT_ID
+
+    account = client.v1.accounts.retrieve_current()
+    assert (account.id, account.object, account.country, account.default_currency) == (
+        DEFAULT_ACCOUNT_ID, "account", "US", "usd")
+    assert account.charges_enabled and account.settings.dashboard.display_name == "Billing portal sandbox"
+    assert client.v1.accounts.retrieve_current().to_dict() == account.to_dict()
+
+    other = start_sandbox(port=0, webhook_url=receiver.url, clock=clock, account_id="acct_1OtherAccount0000")
+    try:
+        assert _client_of(other).v1.accounts.retrieve_current().id == "acct_1OtherAccount0000"
+    finally:
+        other.stop()
+    assert SandboxConfig.from_env({}).account_id == DEFAULT_ACCOUNT_ID
+    assert SandboxConfig.from_env({"STRIPE_SANDBOX_ACCOUNT_ID": "acct_1Live"}).account_id == "acct_1Live"
+    stranger = stripe.StripeClient("sk_test_wrong", base_addresses={"api": sandbox.url}, max_network_retries=0)
+    with pytest.raises(stripe.AuthenticationError):
+        stranger.v1.accounts.retrieve_current()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Callable, Optional
 
-from . import checkout, links, shapes, subscriptions
+from . import checkout, links, refunds, shapes, subscriptions
 from .errors import invalid
 from .ids import new_id
 from .listing import paginate
@@ -25,6 +25,7 @@ class Call:
     raw: dict  # decoded, not yet validated
     args: dict  # from the URL rule
     request: dict  # {"id": "req_...", "idempotency_key": ...}: what events' `request` shows
+    account_id: str  # the Stripe account this sandbox is (GET /v1/account)
 
 
 PAGE = {"limit": Int(), "starting_after": Str(), "ending_before": Str(), "created": Range()}
@@ -296,7 +297,7 @@ def list_subscriptions(call: Call) -> dict:
     return paginate(call.store, call.store.find("subscription", wanted), params, "/v1/subscriptions")
 
 
-# invoices, payment methods, events
+# invoices
 
 def get_invoice(call: Call) -> dict:
     parse(call.raw, {})
@@ -313,6 +314,80 @@ def list_invoices(call: Call) -> dict:
                 and params.get("status") in (None, invoice["status"]))
 
     return paginate(call.store, call.store.find("invoice", wanted), params, "/v1/invoices")
+
+
+def void_invoice(call: Call) -> dict:
+    parse(call.raw, {})
+    with call.store.transaction() as store:
+        return store.render(subscriptions.void_invoice(store, call.args["id"], call.request))
+
+
+# the money behind invoices: invoice payments, payment intents, charges, refunds
+
+def list_invoice_payments(call: Call) -> dict:
+    params = parse(call.raw, {**PAGE, "invoice": Str(), "status": Enum("canceled", "open", "paid"),
+                              "payment": {"type": Enum("payment_intent", "payment_record"),
+                                          "payment_intent": Str(), "payment_record": Str()}})
+    payment = params.get("payment") or {}
+
+    def wanted(invoice_payment):
+        return (params.get("invoice") in (None, invoice_payment["invoice"])
+                and params.get("status") in (None, invoice_payment["status"])
+                and all(payment[field] == invoice_payment["payment"].get(field) for field in payment))
+
+    return paginate(call.store, call.store.find("invoice_payment", wanted), params, "/v1/invoice_payments")
+
+
+def get_invoice_payment(call: Call) -> dict:
+    parse(call.raw, {})
+    return call.store.render(call.store.get(call.args["id"], "invoice_payment"))
+
+
+def get_payment_intent(call: Call) -> dict:
+    parse(call.raw, {})
+    return call.store.render(call.store.get(call.args["id"], "payment_intent"))
+
+
+def list_payment_intents(call: Call) -> dict:
+    params = parse(call.raw, {**PAGE, "customer": Str()})
+    found = call.store.find("payment_intent", lambda pi: params.get("customer") in (None, pi["customer"]))
+    return paginate(call.store, found, params, "/v1/payment_intents")
+
+
+def get_charge(call: Call) -> dict:
+    parse(call.raw, {})
+    return call.store.render(call.store.get(call.args["id"], "charge"))
+
+
+def list_charges(call: Call) -> dict:
+    params = parse(call.raw, {**PAGE, "customer": Str(), "payment_intent": Str()})
+    found = call.store.find("charge", lambda charge: all(
+        params.get(field) in (None, charge[field]) for field in ("customer", "payment_intent")))
+    return paginate(call.store, found, params, "/v1/charges")
+
+
+def create_refund(call: Call) -> dict:
+    params = parse(call.raw, refunds.CREATE)
+    with call.store.transaction() as store:
+        return store.render(refunds.create(store, params, call.request))
+
+
+def get_refund(call: Call) -> dict:
+    parse(call.raw, {})
+    return call.store.render(call.store.get(call.args["id"], "refund"))
+
+
+def list_refunds(call: Call) -> dict:
+    params = parse(call.raw, {**PAGE, "payment_intent": Str(), "charge": Str()})
+    found = call.store.find("refund", lambda refund: refunds.matches(refund, params))
+    return paginate(call.store, found, params, "/v1/refunds")
+
+
+# the account, payment methods, events
+
+def get_account(call: Call) -> dict:
+    parse(call.raw, {})
+    return shapes.account(id=call.account_id)
 
 
 def get_payment_method(call: Call) -> dict:
@@ -370,6 +445,17 @@ ROUTES = [
     ("DELETE", "/v1/subscriptions/<id>", cancel_subscription),
     ("GET", "/v1/invoices", list_invoices),
     ("GET", "/v1/invoices/<id>", get_invoice),
+    ("POST", "/v1/invoices/<id>/void", void_invoice),
+    ("GET", "/v1/invoice_payments", list_invoice_payments),
+    ("GET", "/v1/invoice_payments/<id>", get_invoice_payment),
+    ("GET", "/v1/payment_intents", list_payment_intents),
+    ("GET", "/v1/payment_intents/<id>", get_payment_intent),
+    ("GET", "/v1/charges", list_charges),
+    ("GET", "/v1/charges/<id>", get_charge),
+    ("POST", "/v1/refunds", create_refund),
+    ("GET", "/v1/refunds", list_refunds),
+    ("GET", "/v1/refunds/<id>", get_refund),
+    ("GET", "/v1/account", get_account),
     ("GET", "/v1/payment_methods", list_payment_methods),
     ("GET", "/v1/payment_methods/<id>", get_payment_method),
     ("GET", "/v1/events", list_events),

@@ -3,6 +3,9 @@
 Everything Stripe does around an API call lives here, in the order Stripe does it: authenticate,
 (injected faults), claim the Idempotency-Key, run the handler, expand, store the idempotent
 response, answer with Stripe's headers, and log the request for GET /_sandbox/requests.
+
+What Stripe does on its own clock and the sandbox does lazily happens before a request is served
+(API or control): pending subscription updates past their expires_at are discarded then.
 """
 import json
 import logging
@@ -15,7 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from services.sandbox_kit import faults
 
-from . import api, control, idempotency, listing, pages
+from . import api, control, idempotency, listing, pages, subscriptions
 from .errors import StripeError, api_error, unauthenticated, unrecognized_url
 from .ids import new_id
 from .params import decode
@@ -26,10 +29,11 @@ log = logging.getLogger(__name__)
 
 
 class SandboxApp:
-    def __init__(self, store: Store, public_url: str, secret_key: str):
+    def __init__(self, store: Store, public_url: str, secret_key: str, account_id: str):
         self.store = store
         self.public_url = public_url
         self.secret_key = secret_key
+        self.account_id = account_id  # which Stripe account this sandbox is (GET /v1/account)
         self.stopping = threading.Event()  # cuts injected delays short when the server stops
         self.control = control.Control(store, public_url)
         rules = [Rule(path, methods=[method], endpoint=("api", handler)) for method, path, handler in api.ROUTES]
@@ -104,8 +108,9 @@ class SandboxApp:
 
     def _run(self, handler, request: Request, raw: dict, args: dict, request_id: str, key):
         call = api.Call(store=self.store, public_url=self.public_url, raw=raw, args=args,
-                        request={"id": request_id, "idempotency_key": key})
+                        request={"id": request_id, "idempotency_key": key}, account_id=self.account_id)
         try:
+            self._catch_up()
             obj = handler(call)
             expansions = raw.get("expand") or []
             if expansions:
@@ -139,10 +144,17 @@ class SandboxApp:
                 "stripe_version": request.headers.get("Stripe-Version"), "at": time.time(),
             })
 
+    def _catch_up(self) -> None:
+        """What Stripe would have done by now on its own clock (no transaction, so no save, if nothing waits)."""
+        if self.store.pending_update_ids:
+            with self.store.transaction() as store:
+                subscriptions.expire_pending_updates(store)
+
     # the control API and the pages
 
     def _control_call(self, request: Request, target, args: dict) -> Response:
         try:
+            self._catch_up()
             status, body = target(request, **args)
         except StripeError as exc:
             status, body = exc.status, exc.body()

@@ -4,6 +4,12 @@ that tests and demos can send. Not Stripe's API; no authentication; JSON in and 
 The endpoints every sandbox has (health, faults, webhooks pause/resume, events, requests, clock)
 are sandbox_kit.control's; these are Stripe's, and how Stripe's sandbox reads and refuses a
 control request (errors in Stripe's shape).
+
+A customer's saved card pays off-session unless a test says otherwise:
+POST /_sandbox/customers/{id}/card {"declines": true} makes it decline every payment Stripe takes
+without the payer (a plan change's proration invoice, a renewal sent without an "outcome") until
+{"declines": false}. Checkout and Payment Link pages are not affected (the payer chooses Pay or
+Decline there), nor is POST /_sandbox/invoices/{id}/pay (an open invoice paid after all).
 """
 import json
 
@@ -13,7 +19,7 @@ from services.sandbox_kit import control
 from services.sandbox_kit.control import Answer
 from services.sandbox_kit.faults import FaultSpecError
 
-from . import checkout, links, subscriptions
+from . import checkout, links, payments, subscriptions
 from .errors import StripeError, invalid
 from .store import Store
 
@@ -46,13 +52,27 @@ class Control(control.CommonControl):
             return 200, store.render(links.open_session(store, self.public_url, id))
 
     def renew(self, request: Request, id: str) -> Answer:
-        outcome = self.body(request).get("outcome", "paid")
-        if outcome not in ("paid", "failed"):
+        """The period ended: {"outcome": "paid"|"failed"} says how its payment goes; without one, the
+        customer's saved card decides (POST /_sandbox/customers/{id}/card)."""
+        outcome = self.body(request).get("outcome")
+        if outcome not in (None, "paid", "failed"):
             raise invalid("outcome must be 'paid' or 'failed'", param="outcome")
         with self.store.transaction() as store:
-            subscription, invoice = subscriptions.renew(store, self.public_url, id, paid=outcome == "paid")
+            subscription, invoice = subscriptions.renew(store, self.public_url, id,
+                                                        paid=None if outcome is None else outcome == "paid")
             return 200, {"subscription": store.render(subscription),
                          "invoice": store.render(invoice) if invoice else None}
+
+    def set_card(self, request: Request, id: str) -> Answer:
+        """{"declines": true}: from now on the customer's saved card is declined off-session (plan
+        change prorations, renewals without an outcome) until {"declines": false}."""
+        declines = self.body(request).get("declines")
+        if not isinstance(declines, bool):
+            raise invalid("declines must be true or false", param="declines")
+        with self.store.transaction() as store:
+            customer = store.get(id, "customer")
+            payments.set_card_declines(store, customer["id"], declines)
+            return 200, {"customer": customer["id"], "declines": declines}
 
     def pay_invoice(self, request: Request, id: str) -> Answer:
         with self.store.transaction() as store:
@@ -103,5 +123,6 @@ ROUTES = control.COMMON_ROUTES + [
     ("POST", "/_sandbox/links/<id>/start", "start_link"),
     ("POST", "/_sandbox/subscriptions/<id>/renew", "renew"),
     ("POST", "/_sandbox/invoices/<id>/pay", "pay_invoice"),
+    ("POST", "/_sandbox/customers/<id>/card", "set_card"),
     ("POST", "/_sandbox/webhooks/<id>/redeliver", "redeliver"),
 ]

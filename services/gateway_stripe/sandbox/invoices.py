@@ -1,5 +1,6 @@
 """Subscription invoices: built from line specs, balanced against the customer's credit, then
-either paid with the saved card or left open after a failed attempt.
+either paid with the saved card or left open after a failed attempt (payments.py keeps the
+PaymentIntent, Charges and InvoicePayment of each attempt); an open invoice can be voided.
 
 A downgrade can make an invoice's total negative; like Stripe, nobody is refunded: the invoice
 asks for 0 and the difference becomes customer credit (a negative `balance`) that the next
@@ -7,7 +8,8 @@ invoice uses first.
 """
 from typing import List, Optional
 
-from . import shapes
+from . import payments, shapes
+from .errors import invalid
 from .ids import new_id
 from .money import format_amount
 from .periods import format_date
@@ -49,8 +51,9 @@ def product_name(store: Store, price: dict) -> str:
 
 
 def create(store: Store, public_url: str, subscription: dict, lines: List[dict], *, billing_reason: str,
-           period_start: int, period_end: int, paid: bool) -> dict:
-    """Finalize an invoice for `subscription`, try the default card, and make it the latest invoice."""
+           period_start: int, period_end: int, paid: Optional[bool] = None) -> dict:
+    """Finalize an invoice for `subscription`, try the default card, and make it the latest invoice.
+    `paid` says how the attempt ends; None: as the customer's saved card does (payments.card_declines)."""
     now = store.now()
     customer = store.get(subscription["customer"], "customer")
     invoice_id = new_id("in")
@@ -68,13 +71,38 @@ def create(store: Store, public_url: str, subscription: dict, lines: List[dict],
         hosted_url=f"{public_url}/invoices/{invoice_id}", number=number,
     )
     _apply_customer_balance(invoice, customer)
-    if paid:
-        mark_paid(invoice, now)
-    else:
-        mark_failed(invoice, now)
-    customer["delinquent"] = not paid
     store.add(invoice)
     subscription["latest_invoice"] = invoice_id
+    collect(store, invoice, not payments.card_declines(store, customer["id"]) if paid is None else paid)
+    return invoice
+
+
+def collect(store: Store, invoice: dict, succeeded: bool) -> None:
+    """One attempt at the invoice's amount_due with the saved card: paid, or left open to retry.
+    An invoice that asks for nothing is paid without any payment."""
+    now = store.now()
+    if invoice["amount_due"] == 0:
+        succeeded = True
+    else:
+        payments.attempt(store, invoice, succeeded)
+    if succeeded:
+        _mark_paid(invoice, now)
+    else:
+        _mark_failed(invoice, now)
+    store.get(invoice["customer"], "customer")["delinquent"] = not succeeded
+
+
+def void(store: Store, invoice_id: str) -> dict:
+    """POST /v1/invoices/{id}/void: an open invoice is void for good; the credit it used goes back to
+    the customer. The caller announces it (invoice.voided) and settles what hung on it."""
+    invoice = store.get(invoice_id, "invoice")
+    if invoice["status"] != "open":
+        raise invalid(f"You can only void an invoice that is `open` or `uncollectible`. This invoice is "
+                      f"`{invoice['status']}`.", param="invoice")
+    invoice.update(status="void", auto_advance=False, next_payment_attempt=None)
+    invoice["status_transitions"]["voided_at"] = store.now()
+    payments.cancel(store, invoice)
+    store.get(invoice["customer"], "customer")["balance"] += invoice["starting_balance"] - invoice["ending_balance"]
     return invoice
 
 
@@ -87,7 +115,7 @@ def _apply_customer_balance(invoice: dict, customer: dict) -> None:
     customer["balance"] = invoice["ending_balance"]
 
 
-def mark_paid(invoice: dict, now: int) -> None:
+def _mark_paid(invoice: dict, now: int) -> None:
     if invoice["amount_due"] > 0:
         invoice["attempt_count"] += 1
     invoice.update(status="paid", attempted=True, amount_paid=invoice["amount_due"], amount_remaining=0,
@@ -95,7 +123,7 @@ def mark_paid(invoice: dict, now: int) -> None:
     invoice["status_transitions"]["paid_at"] = now
 
 
-def mark_failed(invoice: dict, now: int) -> None:
+def _mark_failed(invoice: dict, now: int) -> None:
     invoice["attempt_count"] += 1
     invoice.update(status="open", attempted=True, amount_paid=0, auto_advance=True,
                    next_payment_attempt=now + RETRY_AFTER_SECONDS)

@@ -65,6 +65,8 @@ def restore(store: Store, state: dict) -> None:
         store._sequence = sequence
         store.reset_counter(len(sequence))
         store.event_ids, store.event_bodies, store.deliveries = event_ids, bodies, deliveries
+        store.pending_update_ids = {object_id for object_id, obj in objects.items()
+                                    if obj["object"] == "subscription" and obj.get("pending_update")}
         store.idempotency = records
 
 

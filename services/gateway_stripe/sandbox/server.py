@@ -23,7 +23,7 @@ def start(config: SandboxConfig, quiet: bool = False) -> SandboxHandle:
     state = StateFile(config.state_file, store) if config.state_file else None
 
     def build(public_url: str):
-        app = SandboxApp(store, public_url, config.secret_key)
+        app = SandboxApp(store, public_url, config.secret_key, config.account_id)
         sender = WebhookSender(store, config.webhook_url, config.webhook_secret, retry_scale=config.retry_scale,
                                max_attempts=config.max_attempts, timeout=config.webhook_timeout)
         return app, sender
@@ -33,5 +33,5 @@ def start(config: SandboxConfig, quiet: bool = False) -> SandboxHandle:
 
 def start_sandbox(port: int = 0, webhook_url: str = "", *, quiet: bool = True, **options) -> SandboxHandle:
     """Run a sandbox in this process (tests). `options` are SandboxConfig fields: clock, retry_scale,
-    secret_key, webhook_secret, public_url, webhook_events, state_file, ..."""
+    secret_key, webhook_secret, public_url, webhook_events, state_file, account_id, ..."""
     return start(replace(SandboxConfig(), port=port, webhook_url=webhook_url, **options), quiet=quiet)

@@ -15,6 +15,9 @@ from .ids import random_token
 
 API_VERSION = stripe.api_version  # what the SDK pins; every event says so
 
+ACCOUNT_NAME = "Billing portal sandbox"  # what invoices and the account call the merchant
+ACCOUNT_CREATED = 1704067200  # fixed, so the account reads the same from every sandbox run
+
 _EMPTY_ADDRESS = {"city": None, "country": None, "line1": None, "line2": None, "postal_code": None, "state": None}
 
 
@@ -206,7 +209,7 @@ def invoice(*, id, created, customer_obj, currency, lines, billing_reason, subsc
     """A finalized invoice, still unpaid (amounts are settled by invoices.settle)."""
     subtotal = sum(line["amount"] for line in lines)
     return {
-        "id": id, "object": "invoice", "account_country": "US", "account_name": "Billing portal sandbox",
+        "id": id, "object": "invoice", "account_country": "US", "account_name": ACCOUNT_NAME,
         "account_tax_ids": None, "amount_due": subtotal, "amount_overpaid": 0, "amount_paid": 0,
         "amount_remaining": subtotal, "amount_shipping": 0, "application": None, "attempt_count": 0,
         "attempted": False, "auto_advance": True,
@@ -272,3 +275,150 @@ def event(*, id, created, type_, obj, previous_attributes, request, pending_webh
         "id": id, "object": "event", "api_version": API_VERSION, "created": created, "data": data,
         "livemode": False, "pending_webhooks": pending_webhooks, "request": request, "type": type_,
     }
+
+
+def payment_intent(*, id, created, amount, currency, customer_id, description) -> dict:
+    """The PaymentIntent Stripe makes to collect an invoice: no payment tried yet, nothing received."""
+    return {
+        "id": id, "object": "payment_intent", "amount": amount, "amount_capturable": 0,
+        "amount_details": {"tip": {}}, "amount_received": 0, "application": None, "application_fee_amount": None,
+        "automatic_payment_methods": None, "canceled_at": None, "cancellation_reason": None,
+        "capture_method": "automatic", "client_secret": f"{id}_secret_{random_token(25)}",
+        "confirmation_method": "automatic", "created": created, "currency": currency, "customer": customer_id,
+        "customer_account": None, "description": description, "excluded_payment_method_types": None,
+        "last_payment_error": None, "latest_charge": None, "livemode": False, "managed_payments": None,
+        "metadata": {}, "next_action": None, "on_behalf_of": None, "payment_method": None,
+        "payment_method_configuration_details": None,
+        "payment_method_options": {"card": {"installments": None, "mandate_options": None, "network": None,
+                                            "request_three_d_secure": "automatic"}},
+        "payment_method_types": ["card"], "processing": None, "receipt_email": None, "review": None,
+        "setup_future_usage": None, "shipping": None, "source": None, "statement_descriptor": None,
+        "statement_descriptor_suffix": None, "status": "requires_payment_method", "transfer_data": None,
+        "transfer_group": None,
+    }
+
+
+DECLINE = {"code": "card_declined", "decline_code": "generic_decline", "message": "Your card was declined."}
+
+
+def card_decline_error(*, charge_id, method: dict) -> dict:
+    """A PaymentIntent's `last_payment_error` after the card was declined off-session."""
+    return {"charge": charge_id, "code": DECLINE["code"], "decline_code": DECLINE["decline_code"],
+            "doc_url": "https://stripe.com/docs/error-codes/card-declined", "message": DECLINE["message"],
+            "payment_method": copy.deepcopy(method), "type": "card_error"}
+
+
+def charge(*, id, created, amount, currency, customer_id, description, payment_intent_id, method, succeeded) -> dict:
+    """One attempt to take a PaymentIntent's amount from a saved card: succeeded, or declined."""
+    card = (method or {}).get("card") or {}
+    if succeeded:
+        outcome = {"network_status": "approved_by_network", "reason": None, "seller_message": "Payment complete.",
+                   "type": "authorized"}
+    else:
+        outcome = {"network_status": "declined_by_network", "reason": DECLINE["decline_code"],
+                   "seller_message": "The bank did not return any further details with this decline.",
+                   "type": "issuer_declined"}
+    return {
+        "id": id, "object": "charge", "amount": amount, "amount_captured": amount if succeeded else 0,
+        "amount_refunded": 0, "application": None, "application_fee": None, "application_fee_amount": None,
+        "balance_transaction": new_txn_id() if succeeded else None,
+        "billing_details": copy.deepcopy(method["billing_details"]) if method else {
+            "address": dict(_EMPTY_ADDRESS), "email": None, "name": None, "phone": None, "tax_id": None},
+        "calculated_statement_descriptor": "BILLING PORTAL", "captured": succeeded, "created": created,
+        "currency": currency, "customer": customer_id, "description": description, "disputed": False,
+        "failure_balance_transaction": None, "failure_code": None if succeeded else DECLINE["code"],
+        "failure_message": None if succeeded else DECLINE["message"], "fraud_details": {}, "livemode": False,
+        "metadata": {}, "on_behalf_of": None,
+        "outcome": {"advice_code": None, "network_advice_code": None, "network_decline_code": None, **outcome},
+        "paid": succeeded, "payment_intent": payment_intent_id, "payment_method": method["id"] if method else None,
+        "payment_method_details": {"type": "card", "card": {
+            "amount_authorized": amount if succeeded else None, "authorization_code": None,
+            "brand": card.get("brand"), "checks": copy.deepcopy(card.get("checks")), "country": card.get("country"),
+            "exp_month": card.get("exp_month"), "exp_year": card.get("exp_year"),
+            "extended_authorization": {"status": "disabled"}, "fingerprint": card.get("fingerprint"),
+            "funding": card.get("funding"), "incremental_authorization": {"status": "unavailable"},
+            "installments": None, "last4": card.get("last4"), "mandate": None,
+            "multicapture": {"status": "unavailable"}, "network": card.get("brand"),
+            "network_token": {"used": False}, "network_transaction_id": None,
+            "overcapture": {"maximum_amount_capturable": amount, "status": "unavailable"},
+            "regulated_status": card.get("regulated_status"), "three_d_secure": None,
+            "transaction_link_id": None, "wallet": None,
+        }} if method else None,
+        "receipt_email": None, "receipt_number": None, "receipt_url": None, "refunded": False,
+        "refunds": list_object([], f"/v1/charges/{id}/refunds"), "review": None, "shipping": None, "source": None,
+        "source_transfer": None, "statement_descriptor": None, "statement_descriptor_suffix": None,
+        "status": "succeeded" if succeeded else "failed", "transfer_data": None, "transfer_group": None,
+    }
+
+
+def invoice_payment(*, id, created, invoice_id, amount_requested, currency, payment_intent_id) -> dict:
+    """How an invoice is paid in the current API: its payment (a PaymentIntent), open until it succeeds."""
+    return {
+        "id": id, "object": "invoice_payment", "amount_paid": None, "amount_requested": amount_requested,
+        "created": created, "currency": currency, "invoice": invoice_id, "is_default": True, "livemode": False,
+        "payment": {"type": "payment_intent", "payment_intent": payment_intent_id}, "status": "open",
+        "status_transitions": {"canceled_at": None, "paid_at": None},
+    }
+
+
+def refund(*, id, created, amount, charge_obj, reason, metadata) -> dict:
+    """A refund to a card, settled at once as in test mode."""
+    return {
+        "id": id, "object": "refund", "amount": amount, "balance_transaction": new_txn_id(),
+        "charge": charge_obj["id"], "created": created, "currency": charge_obj["currency"],
+        "customer": charge_obj["customer"], "customer_account": None,
+        "destination_details": {"type": "card", "card": {"reference": None, "reference_status": "pending",
+                                                         "reference_type": "acquirer_reference_number",
+                                                         "type": "refund"}},
+        "metadata": metadata, "payment_intent": charge_obj["payment_intent"],
+        "payment_method": charge_obj["payment_method"], "reason": reason, "receipt_number": None,
+        "source_transfer_reversal": None, "status": "succeeded", "transfer_reversal": None,
+    }
+
+
+def pending_update(*, expires_at, subscription_items, billing_cycle_anchor, metadata, cancel_at_period_end) -> dict:
+    """What a subscription update waiting for its invoice's payment would change (`pending_update`)."""
+    return {"billing_cycle_anchor": billing_cycle_anchor, "cancel_at_period_end": cancel_at_period_end,
+            "discount": None, "discounts": None, "expires_at": expires_at, "metadata": metadata,
+            "subscription_items": subscription_items, "trial_end": None, "trial_from_plan": None}
+
+
+def account(*, id) -> dict:
+    """The sandbox's own Stripe account (GET /v1/account): a US standard account, fully set up."""
+    no_requirements = {"alternatives": [], "current_deadline": None, "currently_due": [], "disabled_reason": None,
+                       "errors": [], "eventually_due": [], "past_due": [], "pending_verification": []}
+    return {
+        "id": id, "object": "account",
+        "business_profile": {
+            "annual_revenue": None, "estimated_worker_count": None, "mcc": "5734",
+            "minority_owned_business_designation": None, "name": ACCOUNT_NAME, "product_description": None,
+            "support_address": None, "support_email": None, "support_phone": None, "support_url": None, "url": None},
+        "business_type": "company", "capabilities": {"card_payments": "active", "transfers": "active"},
+        "charges_enabled": True, "controller": {"type": "account"}, "country": "US", "created": ACCOUNT_CREATED,
+        "default_currency": "usd", "details_submitted": True, "email": "billing@example.com",
+        "external_accounts": list_object([], f"/v1/accounts/{id}/external_accounts"),
+        "future_requirements": copy.deepcopy(no_requirements), "metadata": {}, "payouts_enabled": True,
+        "requirements": copy.deepcopy(no_requirements),
+        "settings": {
+            "bacs_debit_payments": {"display_name": None, "service_user_number": None},
+            "branding": {"icon": None, "logo": None, "primary_color": None, "secondary_color": None},
+            "card_issuing": {"tos_acceptance": {"date": None, "ip": None}},
+            "card_payments": {"decline_on": {"avs_failure": False, "cvc_failure": False},
+                              "statement_descriptor_prefix": None, "statement_descriptor_prefix_kana": None,
+                              "statement_descriptor_prefix_kanji": None},
+            "dashboard": {"display_name": ACCOUNT_NAME, "timezone": "Etc/UTC"},
+            "invoices": {"default_account_tax_ids": None, "hosted_payment_method_save": "offer"},
+            "payments": {"statement_descriptor": "BILLING PORTAL", "statement_descriptor_kana": None,
+                         "statement_descriptor_kanji": None, "statement_descriptor_prefix_kana": None,
+                         "statement_descriptor_prefix_kanji": None},
+            "payouts": {"debit_negative_balances": True, "schedule": {"delay_days": 2, "interval": "daily"},
+                        "statement_descriptor": None},
+            "sepa_debit_payments": {},
+        },
+        "tos_acceptance": {"date": ACCOUNT_CREATED, "ip": "127.0.0.1", "user_agent": None},
+        "type": "standard",
+    }
+
+
+def new_txn_id() -> str:
+    return "txn_" + random_token(24)

@@ -18,7 +18,8 @@ from .ids import new_id
 # What "No such <kind>" says for each id prefix (Stripe's wording).
 KINDS = {"cus": "customer", "price": "price", "prod": "product", "cs": "checkout.session",
          "sub": "subscription", "in": "invoice", "pm": "PaymentMethod", "evt": "event",
-         "plink": "payment_link"}
+         "plink": "payment_link", "pi": "payment_intent", "ch": "charge", "re": "refund",
+         "inpay": "invoice_payment"}
 
 
 class Store(store.SandboxStore):
@@ -31,6 +32,7 @@ class Store(store.SandboxStore):
         self._sequence: dict = {}  # id -> creation order, to break ties between equal `created`
         self._counter = itertools.count()
         self.event_bodies: dict = {}  # event id -> the exact JSON text every delivery sends
+        self.pending_update_ids: set = set()  # subscriptions with a pending_update, checked for expiry
 
     def reset_counter(self, start: int) -> None:
         """Continue the creation order after `start` objects (restored from a state file)."""
