@@ -13,7 +13,7 @@ from services.sandbox_kit import store
 from . import periods
 from .encoding import dumps, loads
 from .errors import not_found
-from .ids import new_uuid
+from .ids import new_uuid, numeric_id
 
 
 class Store(store.SandboxStore):
@@ -32,6 +32,12 @@ class Store(store.SandboxStore):
         self.order_payments: dict = {}  # order_id -> [PaymentEntity of every attempt, oldest first]
 
     # objects
+
+    def new_reference(self) -> str:
+        """A numeric cf_* reference never handed out before (call under the lock)."""
+        reference = numeric_id(self.cf_ids)
+        self.cf_ids.add(reference)
+        return reference
 
     def plan(self, plan_id: str) -> dict:
         with self.lock:

@@ -12,7 +12,7 @@ from typing import Optional
 
 from . import params, periods, plans, shapes
 from .errors import CashfreeError, duplicate, invalid, invalid_value, missing
-from .ids import numeric_id, random_token, session_id
+from .ids import random_token, session_id
 from .store import Store
 
 PAYMENT_METHODS = ("enach", "pnach", "upi", "card")
@@ -54,8 +54,7 @@ def create(store: Store, body: dict) -> dict:
         else:
             plan = plans.inline(store, plan_fields)
         session = session_id()
-        cf_subscription_id = numeric_id(store.cf_ids)
-        store.cf_ids.add(cf_subscription_id)
+        cf_subscription_id = store.new_reference()
         subscription = shapes.subscription(
             subscription_id=subscription_id, cf_subscription_id=cf_subscription_id, session_id=session,
             plan_details=store.render(plan), customer=shapes.customer_details(customer),
@@ -149,11 +148,7 @@ def charge(store: Store, subscription_id: str, success: bool, amount: Optional[D
 def add_payment(store: Store, subscription: dict, *, payment_type: str, amount: Decimal, status: str,
                 scheduled: str, remarks: str, failure_reason: str = "") -> dict:
     with store.lock:
-        references = []
-        for _ in range(3):
-            references.append(numeric_id(store.cf_ids))
-            store.cf_ids.add(references[-1])
-        cf_payment_id, cf_order_id, cf_txn_id = references
+        cf_payment_id, cf_order_id, cf_txn_id = (store.new_reference() for _ in range(3))
         payment = shapes.payment(
             subscription=subscription, cf_payment_id=cf_payment_id, cf_order_id=cf_order_id, cf_txn_id=cf_txn_id,
             payment_id=f"{payment_type.lower()}_{random_token(20)}", payment_type=payment_type, amount=amount,
