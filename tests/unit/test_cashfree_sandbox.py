@@ -50,6 +50,7 @@ class Contract:
         ("GET", r"/subscriptions/[^/]+", "/subscriptions/{subscription_id}"),
         ("POST", r"/subscriptions/[^/]+/manage", "/subscriptions/{subscription_id}/manage"),
         ("GET", r"/subscriptions/[^/]+/payments", "/subscriptions/{subscription_id}/payments"),
+        ("POST", r"/subscriptions/pay", "/subscriptions/pay"),
         ("POST", r"/links", "/links"),
         ("GET", r"/links/[^/]+", "/links/{link_id}"),
         ("POST", r"/links/[^/]+/cancel", "/links/{link_id}/cancel"),
@@ -224,6 +225,14 @@ class CashfreeApi:
     def cancel_link(self, link_id="lnk_L1"):
         """What gateway_cashfree's cancel_payment_link sends."""
         return self.call("POST", f"/links/{link_id}/cancel", {}, idempotency_key=f"cancel-{link_id}")
+
+    def raise_charge(self, payment_id="chk-1-first-period", amount=Decimal("1499.00"), subscription_id="sub-acme-1",
+                     idempotency_key=None, **extra):
+        """What the adapter sends to charge a period now: POST /subscriptions/pay, payment_type CHARGE."""
+        body = {"subscription_id": subscription_id, "payment_id": payment_id, "payment_type": "CHARGE",
+                "payment_amount": amount, **extra}
+        return self.call("POST", "/subscriptions/pay", {k: v for k, v in body.items() if v is not None},
+                         idempotency_key=idempotency_key)
 
     def manage(self, action, subscription_id="sub-acme-1", **details):
         body = {"subscription_id": subscription_id, "action": action}
@@ -1235,3 +1244,144 @@ def test_webhooks_failing_are_retried_late_after_resume(cashfree, sandbox, recei
     attempts = events_of(sandbox)[0]["delivery_attempts"]
     assert attempts[0]["outcome"] == "failed" and attempts[-1]["outcome"] == "delivered"
     assert control(sandbox, "POST", "/_sandbox/webhooks/pause", {"mode": "sometimes"})[0] == 400
+
+
+# charges the merchant raises (what gateway_cashfree sends to charge a period now: POST /subscriptions/pay)
+
+def payment_events(receiver, kind, count=1):
+    """The first `count` accepted deliveries of this webhook type, verified, in arrival order."""
+    receiver.wait_until(lambda ds: sum(event_type(d) == kind and d["status"] == 200 for d in ds) >= count)
+    return [verified(d) for d in receiver.deliveries if event_type(d) == kind and d["status"] == 200]
+
+
+def test_a_raised_charge_debits_the_mandate_under_the_merchants_payment_id(cashfree, sandbox, receiver):
+    subscription = authorised_subscription(cashfree, sandbox)
+    assert subscription["next_schedule_date"] == "2025-07-01T00:00:00+05:30"
+
+    charged = cashfree.raise_charge(payment_remarks="first period", idempotency_key="charge-chk-1")
+    assert charged.status == 200, charged.body  # checked against CreateSubscriptionPaymentResponse
+    answer = charged.body
+    assert (answer["payment_id"], answer["payment_type"], answer["payment_status"], answer["payment_amount"]) == (
+        "chk-1-first-period", "CHARGE", "SUCCESS", Decimal("1499"))
+    assert (answer["subscription_id"], answer["payment_method"], answer["data"]) == ("sub-acme-1", "upi", {})
+    assert answer["cf_payment_id"].isdigit() and answer["failure_details"] == {"failure_reason": ""}
+
+    charge, auth = cashfree.payments()  # newest first
+    assert (charge["payment_id"], charge["cf_payment_id"], charge["payment_type"]) == (
+        "chk-1-first-period", answer["cf_payment_id"], "CHARGE")
+    assert charge["payment_schedule_date"] == charge["payment_initiated_date"] == "2025-06-01T00:00:00+05:30"
+    assert charge["payment_remarks"] == "first period" and auth["payment_type"] == "AUTH"
+    assert cashfree.subscription()["next_schedule_date"] == "2025-07-01T00:00:00+05:30"  # the schedule stays
+
+    (_, raised) = payment_events(receiver, "SUBSCRIPTION_PAYMENT_SUCCESS", 2)
+    assert raised["data"] == charge
+    assert not problems(cashfree.contract.component_validator("SubscriptionPaymentEntity"), raised["data"])
+
+    later = cashfree.raise_charge("chk-1-later", Decimal("10.50"), payment_schedule_date="2025-06-02 10:00:00")
+    assert later.status == 200 and later.body["payment_amount"] == Decimal("10.5")
+    assert cashfree.payments()[0]["payment_schedule_date"] == "2025-06-02T10:00:00+05:30"
+
+
+def test_a_payment_id_is_charged_once_and_a_retry_with_its_key_gets_the_first_answer(cashfree, sandbox):
+    authorised_subscription(cashfree, sandbox)
+    first = cashfree.raise_charge(idempotency_key="charge-chk-1")
+    retried = cashfree.raise_charge(idempotency_key="charge-chk-1")
+    assert retried.status == 200 and retried.text == first.text
+    assert (first.headers["x-idempotency-replayed"], retried.headers["x-idempotency-replayed"]) == ("false", "true")
+
+    again = cashfree.raise_charge(idempotency_key="charge-chk-1-again")
+    assert again.status == 409 and again.body["code"] == "payment_already_exists"
+    cashfree.create_subscription(subscription_id="sub-acme-2", plan_id="pro_monthly")
+    authorised = control(sandbox, "POST", "/_sandbox/checkout/subscription/"
+                         + cashfree.subscription("sub-acme-2")["subscription_session_id"] + "/pay")
+    assert authorised[0] == 200
+    elsewhere = cashfree.raise_charge(subscription_id="sub-acme-2")  # the merchant's ids are unique, full stop
+    assert elsewhere.status == 409 and elsewhere.body["code"] == "payment_already_exists"
+    assert [p["payment_type"] for p in cashfree.payments()] == ["CHARGE", "AUTH"]
+    assert [p["payment_type"] for p in cashfree.payments("sub-acme-2")] == ["AUTH"]
+
+
+def test_raised_charges_follow_the_sticky_outcome_and_a_failure_puts_the_subscription_on_hold(
+        cashfree, sandbox, receiver):
+    authorised_subscription(cashfree, sandbox)
+    status, body = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "failed"})
+    assert status == 200 and body == {"subscription_id": "sub-acme-1", "outcome": "failed"}
+
+    refused = cashfree.raise_charge("pay-1")
+    assert refused.status == 200 and refused.body["payment_status"] == "FAILED"
+    assert refused.body["failure_details"]["failure_reason"] == "Insufficient balance in the customer's account"
+    assert cashfree.subscription()["subscription_status"] == "ON_HOLD"
+    (failed,) = payment_events(receiver, "SUBSCRIPTION_PAYMENT_FAILED")
+    assert failed["data"]["payment_id"] == "pay-1" and failed["data"]["payment_status"] == "FAILED"
+    receiver.wait_until(lambda ds: any(
+        event_type(d) == "SUBSCRIPTION_STATUS_CHANGED"
+        and json.loads(d["body"])["data"]["subscription_details"]["subscription_status"] == "ON_HOLD" for d in ds))
+
+    assert cashfree.raise_charge("pay-2").body["payment_status"] == "FAILED"  # sticky, and ON_HOLD can be retried
+    status, scheduled = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge")
+    assert status == 200 and scheduled["payment_status"] == "FAILED"  # the scheduled charge follows it too
+    assert cashfree.subscription()["subscription_status"] == "ON_HOLD"
+
+    control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "success"})
+    paid = cashfree.raise_charge("pay-3")
+    assert paid.body["payment_status"] == "SUCCESS"
+    assert cashfree.subscription()["subscription_status"] == "ACTIVE"  # a successful retry lifts the hold
+    assert [p["payment_status"] for p in cashfree.payments()] == ["SUCCESS", "FAILED", "FAILED", "FAILED", "SUCCESS"]
+
+    wrong = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "maybe"})
+    assert wrong[0] == 400 and wrong[1]["code"] == "outcome_invalid"
+    assert control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {})[0] == 400
+    assert control(sandbox, "POST", "/_sandbox/subscriptions/nope/charges", {"outcome": "failed"})[0] == 404
+
+
+def test_a_charge_is_refused_unless_an_authorised_mandate_can_pay_it(cashfree, sandbox):
+    cashfree.create_plan()
+    cashfree.create_subscription()
+    unauthorised = cashfree.raise_charge()
+    assert unauthorised.status == 409 and unauthorised.body["code"] == "subscription_not_active"
+    assert "INITIALIZED" in unauthorised.body["message"]
+    session = cashfree.subscription()["subscription_session_id"]
+    control(sandbox, "POST", f"/_sandbox/checkout/subscription/{session}/pay")
+
+    too_much = cashfree.raise_charge(amount=Decimal("10000.01"))  # plan_max_amount is 10000
+    assert too_much.status == 400 and too_much.body["code"] == "payment_amount_invalid"
+    auth = cashfree.raise_charge(payment_type="AUTH")
+    assert auth.status == 400 and auth.body["code"] == "payment_type_invalid"
+    unknown = cashfree.raise_charge(subscription_id="nope")
+    assert unknown.status == 404 and unknown.body["code"] == "subscription_not_found"
+    for field in ("payment_amount", "payment_id", "subscription_id"):
+        absent = cashfree.raise_charge(**{field: None})
+        assert absent.status == 400 and absent.body["code"] == f"{field}_missing", absent.body
+    as_text = cashfree.raise_charge(amount="1499.00")
+    assert as_text.status == 400 and as_text.body["code"] == "payment_amount_invalid"
+    assert cashfree.raise_charge(payment_schedule_date="next tuesday").status == 400
+
+    cashfree.manage("PAUSE")
+    paused = cashfree.raise_charge()
+    assert paused.status == 409 and "PAUSED" in paused.body["message"]
+    assert [p["payment_type"] for p in cashfree.payments()] == ["AUTH"]  # nothing was charged
+    logged = [entry for entry in control(sandbox, "GET", "/_sandbox/requests")[1]
+              if entry["path"] == "/pg/subscriptions/pay"]
+    assert [bool(entry["validation_errors"]) for entry in logged if entry["status"] == 409] == [False, False]
+
+
+def test_cancel_ends_an_active_or_on_hold_subscription_and_no_charge_follows(cashfree, sandbox, receiver):
+    cashfree.create_plan()
+    authorised_subscription(cashfree, sandbox, plan_id="pro_monthly")
+    authorised_subscription(cashfree, sandbox, subscription_id="sub-held", plan_id="pro_monthly")
+    control(sandbox, "POST", "/_sandbox/subscriptions/sub-held/charge", {"outcome": "failed"})
+    assert cashfree.subscription("sub-held")["subscription_status"] == "ON_HOLD"
+
+    for subscription_id in ("sub-acme-1", "sub-held"):  # the adapter cancels a duplicate at once
+        cancelled = cashfree.manage("CANCEL", subscription_id=subscription_id)
+        assert cancelled.status == 200 and cancelled.body["subscription_status"] == "CANCELLED"
+        assert cancelled.body["next_schedule_date"] == ""
+        refused = cashfree.raise_charge(payment_id=f"after-cancel-{subscription_id}", subscription_id=subscription_id)
+        assert refused.status == 409 and "CANCELLED" in refused.body["message"]
+        assert control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription_id}/charge")[0] == 409
+    assert [p["payment_type"] for p in cashfree.payments("sub-held")] == ["CHARGE", "AUTH"]
+    receiver.wait_until(lambda ds: sum(
+        event_type(d) == "SUBSCRIPTION_STATUS_CHANGED"
+        and json.loads(d["body"])["data"]["subscription_details"]["subscription_status"] == "CANCELLED"
+        for d in ds) == 2)
+

@@ -49,6 +49,10 @@ def list_subscription_payments(call: Call) -> list:
         return call.store.render(call.store.payments_of(call.args["subscription_id"]))
 
 
+def raise_charge(call: Call) -> dict:
+    return subscriptions.raise_charge(call.store, call.body)
+
+
 def create_link(call: Call) -> dict:
     return links.create(call.store, call.public_url, call.body)
 
@@ -87,6 +91,7 @@ ROUTES = [
      manage_subscription),
     ("GET", "/pg/subscriptions/<subscription_id>/payments", "/subscriptions/{subscription_id}/payments",
      list_subscription_payments),
+    ("POST", "/pg/subscriptions/pay", "/subscriptions/pay", raise_charge),
     ("POST", "/pg/links", "/links", create_link),
     ("GET", "/pg/links/<link_id>", "/links/{link_id}", get_link),
     ("POST", "/pg/links/<link_id>/cancel", "/links/{link_id}/cancel", cancel_link),

@@ -3,8 +3,9 @@
 The file's life (load or set aside, the background writer, atomic saves) is sandbox_kit.persistence's;
 see there why. What is saved (file format FORMAT_VERSION): plans and subscriptions as served, what
 Cashfree keeps private about a subscription (its payments, whether its checkout session is still
-open, the allowed methods, the next charge time), checkout sessions, payments, payment links as
-served with when they expire and their orders and every payment attempt on those, every numeric cf_*
+open, the allowed methods, the next charge time, how its charges turn out), checkout sessions,
+payments, payment links as served with when they expire and their orders and every payment attempt
+on those, every numeric cf_*
 reference handed out (so none is handed out twice), the events with the exact bodies their
 deliveries sent, their status and delivery records, the clock offset, and the idempotency records
 of successful requests (a retry after a restart replays the original answer). Amounts stay exact:

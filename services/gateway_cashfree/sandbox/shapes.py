@@ -1,11 +1,11 @@
 """Cashfree's objects as the OpenAPI document of 2025-01-01 shapes them.
 
 Every builder returns all the properties the document lists for its entity (PlanEntity,
-SubscriptionEntity, AuthorizationDetails, SubscriptionPaymentEntity, LinkEntity,
-PaymentLinkOrderEntity, PaymentEntity). Where Cashfree has nothing
-to say yet it answers "" or an empty object, as the document's own examples do, and never null:
-none of these properties is `nullable`, so a null would not validate against the contract.
-Amounts are Decimals (rendered as exact JSON numbers); times are IST text (periods.iso).
+SubscriptionEntity, AuthorizationDetails, SubscriptionPaymentEntity,
+CreateSubscriptionPaymentResponse, LinkEntity, PaymentLinkOrderEntity, PaymentEntity). Where
+Cashfree has nothing to say yet it answers "" or an empty object, as the document's own examples
+do, and never null: none of these properties is `nullable`, so a null would not validate against
+the contract. Amounts are Decimals (rendered as exact JSON numbers); times are IST text (periods.iso).
 
 One property the document does not list is added to the subscription, as Cashfree's answers
 carry it: `next_schedule_date`, when the next charge of a PERIODIC plan falls due ("" if none).
@@ -81,6 +81,23 @@ def payment(*, subscription: dict, cf_payment_id, cf_order_id, cf_txn_id, paymen
         "payment_type": payment_type,
         "retry_attempts": 0,
         "subscription_id": subscription["subscription_id"],
+    }
+
+
+def charge_answer(payment: dict, payment_method: str) -> dict:
+    """CreateSubscriptionPaymentResponse for a raised CHARGE: the payment, the mandate's method, and
+    `data` empty ("for charge, the payload is empty")."""
+    return {
+        "cf_payment_id": payment["cf_payment_id"],
+        "data": {},
+        "failure_details": dict(payment["failure_details"]),
+        "payment_amount": payment["payment_amount"],
+        "payment_id": payment["payment_id"],
+        "payment_initiated_date": payment["payment_initiated_date"],
+        "payment_method": payment_method,
+        "payment_status": payment["payment_status"],
+        "payment_type": payment["payment_type"],
+        "subscription_id": payment["subscription_id"],
     }
 
 
