@@ -1385,3 +1385,30 @@ def test_cancel_ends_an_active_or_on_hold_subscription_and_no_charge_follows(cas
         and json.loads(d["body"])["data"]["subscription_details"]["subscription_status"] == "CANCELLED"
         for d in ds) == 2)
 
+
+# e-NACH: the mandate is registered, nothing is collected
+
+def test_an_enach_authorisation_collects_nothing_and_keeps_the_mandate_amount(cashfree, sandbox, receiver):
+    cashfree.create_plan()
+    bank = authorised_subscription(cashfree, sandbox, "netbanking", plan_id="pro_monthly")
+    assert bank["authorisation_details"]["payment_method"] == "enach"
+    assert bank["authorisation_details"]["authorization_amount"] == Decimal("1499")  # the mandate's amount
+    (auth,) = cashfree.payments()
+    assert (auth["payment_type"], auth["payment_status"], auth["payment_amount"]) == ("AUTH", "SUCCESS", 0)
+    assert auth["authorization_details"]["authorization_amount"] == Decimal("1499")
+    events = receiver.accepted("SUBSCRIPTION_AUTH_STATUS", "SUBSCRIPTION_PAYMENT_SUCCESS")
+    assert events["SUBSCRIPTION_AUTH_STATUS"][0]["data"]["payment_amount"] == 0
+    assert events["SUBSCRIPTION_PAYMENT_SUCCESS"][0]["data"]["payment_amount"] == 0
+
+    first_period = cashfree.raise_charge()  # what the adapter does when the authorisation did not pay
+    assert first_period.body["payment_status"] == "SUCCESS" and first_period.body["payment_method"] == "enach"
+
+    card = authorised_subscription(cashfree, sandbox, "card", subscription_id="sub-card", plan_id="pro_monthly")
+    (card_auth,) = cashfree.payments("sub-card")
+    assert card["authorisation_details"]["payment_method"] == "card" and card_auth["payment_amount"] == 1499
+    paper = authorised_subscription(cashfree, sandbox, "netbanking", subscription_id="sub-paper", plan_id="pro_monthly",
+                                    authorization_details={"authorization_amount": Decimal("1499.00"),
+                                                           "payment_methods": ["pnach"]})
+    assert paper["authorisation_details"]["payment_method"] == "pnach"
+    assert cashfree.payments("sub-paper")[0]["payment_amount"] == 0
+

@@ -256,8 +256,9 @@ def _schedule(store: Store, subscription: dict, timestamp: float) -> None:
 
 
 def schedule_first_charge(store: Store, subscription: dict, authorised_at: float) -> None:
-    """After authorisation: subscription_first_charge_time if asked for, else one interval on (the
-    authorisation payment pays the first period in this project's design)."""
+    """After authorisation: subscription_first_charge_time if asked for, else one interval on (in this
+    project's design a UPI or card authorisation pays the first period; after an e-NACH one, which
+    collects nothing, the merchant raises the first period's charge itself)."""
     plan = subscription["plan_details"]
     if plan["plan_type"] != "PERIODIC":
         return
