@@ -14,6 +14,7 @@ import hmac
 import json
 import re
 import time
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -51,11 +52,16 @@ class Contract:
         ("POST", r"/subscriptions/[^/]+/manage", "/subscriptions/{subscription_id}/manage"),
         ("GET", r"/subscriptions/[^/]+/payments", "/subscriptions/{subscription_id}/payments"),
         ("POST", r"/subscriptions/pay", "/subscriptions/pay"),
+        ("POST", r"/subscriptions/[^/]+/refunds", "/subscriptions/{subscription_id}/refunds"),
+        ("GET", r"/subscriptions/[^/]+/refunds/[^/]+", "/subscriptions/{subscription_id}/refunds/{refund_id}"),
         ("POST", r"/links", "/links"),
         ("GET", r"/links/[^/]+", "/links/{link_id}"),
         ("POST", r"/links/[^/]+/cancel", "/links/{link_id}/cancel"),
         ("GET", r"/links/[^/]+/orders", "/links/{link_id}/orders"),
         ("GET", r"/orders/[^/]+", "/orders/{order_id}"),
+        ("POST", r"/orders/[^/]+/refunds", "/orders/{order_id}/refunds"),
+        ("GET", r"/orders/[^/]+/refunds", "/orders/{order_id}/refunds"),
+        ("GET", r"/orders/[^/]+/refunds/[^/]+", "/orders/{order_id}/refunds/{refund_id}"),
     ]
     UNDOCUMENTED = {409: "ApiError409"}  # Cashfree answers 409 for duplicate ids; the paths omit it
 
@@ -233,6 +239,17 @@ class CashfreeApi:
                 "payment_amount": amount, **extra}
         return self.call("POST", "/subscriptions/pay", {k: v for k, v in body.items() if v is not None},
                          idempotency_key=idempotency_key)
+
+    def refund_payment(self, refund_id="refund-1", amount=Decimal("1499.00"), subscription_id="sub-acme-1",
+                       idempotency_key=None, **extra):
+        """POST /subscriptions/{id}/refunds; name the payment with payment_id= or cf_payment_id=."""
+        body = {"subscription_id": subscription_id, "refund_id": refund_id, "refund_amount": amount, **extra}
+        return self.call("POST", f"/subscriptions/{subscription_id}/refunds", body, idempotency_key=idempotency_key)
+
+    def refund_order(self, order_id="lnk_L1_order", refund_id="refund-1", amount=Decimal("1499.00"),
+                     idempotency_key=None, **extra):
+        body = {"refund_id": refund_id, "refund_amount": amount, **extra}
+        return self.call("POST", f"/orders/{order_id}/refunds", body, idempotency_key=idempotency_key)
 
     def manage(self, action, subscription_id="sub-acme-1", **details):
         body = {"subscription_id": subscription_id, "action": action}
@@ -1412,3 +1429,173 @@ def test_an_enach_authorisation_collects_nothing_and_keeps_the_mandate_amount(ca
     assert paper["authorisation_details"]["payment_method"] == "pnach"
     assert cashfree.payments("sub-paper")[0]["payment_amount"] == 0
 
+
+# refunds of a subscription's payments
+
+def test_a_subscription_payment_is_refunded_in_parts_up_to_what_it_collected(cashfree, sandbox, receiver):
+    authorised_subscription(cashfree, sandbox)
+    charge = cashfree.raise_charge("pay-1").body
+    assert cashfree.manage("CANCEL").status == 200  # a duplicate subscription is cancelled, then refunded
+
+    first = cashfree.refund_payment("refund-1", Decimal("1000.00"), payment_id="pay-1", refund_note="duplicate",
+                                    idempotency_key="refund-key-1")
+    assert first.status == 200, first.body  # checked against SubscriptionPaymentRefundEntity
+    assert (first.body["refund_id"], first.body["payment_id"], first.body["cf_payment_id"]) == (
+        "refund-1", "pay-1", charge["cf_payment_id"])
+    assert (first.body["refund_amount"], first.body["refund_status"], first.body["refund_speed"]) == (
+        Decimal("1000"), "SUCCESS", "STANDARD")  # UPI refunds are STANDARD
+    assert first.body["refund_note"] == "duplicate" and first.body["cf_refund_id"].isdigit()
+    fetched = cashfree.call("GET", "/subscriptions/sub-acme-1/refunds/refund-1")
+    assert fetched.status == 200 and fetched.body == first.body
+    replayed = cashfree.refund_payment("refund-1", Decimal("1000.00"), payment_id="pay-1", refund_note="duplicate",
+                                       idempotency_key="refund-key-1")
+    assert replayed.text == first.text and replayed.headers["x-idempotency-replayed"] == "true"
+
+    rest = cashfree.refund_payment("refund-2", Decimal("499.00"), cf_payment_id=int(charge["cf_payment_id"]))
+    assert rest.status == 200 and rest.body["payment_id"] == "pay-1"
+    over = cashfree.refund_payment("refund-3", Decimal("0.01"), payment_id="pay-1")
+    assert over.status == 400 and over.body["code"] == "refund_amount_exceeded"
+    assert "₹0.00 left" in over.body["message"]
+    again = cashfree.refund_payment("refund-1", Decimal("1.00"), payment_id="pay-1")
+    assert again.status == 409 and again.body["code"] == "refund_already_exists"
+    auth_id = cashfree.payments()[-1]["payment_id"]
+    auth_too = cashfree.refund_payment("refund-auth", Decimal("1499.01"), payment_id=auth_id)
+    assert auth_too.status == 400 and auth_too.body["code"] == "refund_amount_exceeded"
+    assert receiver.deliveries and not any("REFUND" in event_type(d) for d in receiver.deliveries)
+    assert not any("REFUND" in event["type"] for event in events_of(sandbox))  # the document defines no webhook
+
+
+def test_a_subscription_refund_is_refused_for_what_cannot_be_refunded(cashfree, sandbox):
+    authorised_subscription(cashfree, sandbox)
+    control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "failed"})
+    cashfree.raise_charge("pay-failed")
+    charge_id = cashfree.payments()[0]["cf_payment_id"]
+
+    refusals = [
+        (dict(payment_id="pay-failed"), 400, "payment_not_successful"),
+        (dict(payment_id="no-such-payment"), 400, "payment_not_found"),
+        (dict(payment_id="pay-failed", cf_payment_id=int(charge_id) + 1), 400, "payment_not_found"),
+        (dict(), 400, "payment_id_missing"),
+        (dict(payment_id="pay-failed", refund_amount=Decimal("0")), 400, "refund_amount_invalid"),
+        (dict(payment_id="pay-failed", subscription_id="sub-other"), 404, "subscription_not_found"),
+        (dict(payment_id="pay-failed", cf_payment_id=charge_id), 400, "cf_payment_id_invalid"),  # a number
+    ]
+    for extra, status, code in refusals:
+        refused = cashfree.refund_payment(**extra)
+        assert (refused.status, refused.body["code"]) == (status, code), (extra, refused.body)
+    mismatch = cashfree.call("POST", "/subscriptions/sub-acme-1/refunds", {
+        "subscription_id": "sub-other", "refund_id": "r", "refund_amount": 1, "payment_id": "pay-failed"})
+    assert mismatch.status == 400 and mismatch.body["code"] == "subscription_id_invalid"
+    instant = cashfree.refund_payment("refund-instant", Decimal("1.00"), refund_speed="INSTANT",
+                                      payment_id=cashfree.payments()[-1]["payment_id"])
+    assert instant.status == 400 and instant.body["code"] == "refund_speed_invalid"  # UPI refunds are STANDARD only
+    missing = cashfree.call("GET", "/subscriptions/sub-acme-1/refunds/no-such-refund")
+    assert missing.status == 404 and missing.body["code"] == "refund_not_found"
+    assert cashfree.call("GET", "/subscriptions/nope/refunds/refund-1").status == 404
+    assert sandbox.store.subscription_refunds == {}
+    logged = [entry for entry in control(sandbox, "GET", "/_sandbox/requests")[1] if entry["path"].endswith("/refunds")]
+    # well-formed requests refused for what they ask are not validation errors (the e2e checks count those)
+    assert [bool(entry["validation_errors"]) for entry in logged[:5]] == [False, False, False, True, True]
+
+
+def test_an_enach_payment_is_refunded_instantly_and_its_empty_authorisation_not_at_all(cashfree, sandbox):
+    authorised_subscription(cashfree, sandbox, "netbanking")
+    cashfree.raise_charge("pay-1")
+    refunded = cashfree.refund_payment(payment_id="pay-1")
+    assert refunded.status == 200 and refunded.body["refund_speed"] == "INSTANT"
+    auth_id = cashfree.payments()[-1]["payment_id"]
+    nothing = cashfree.refund_payment("refund-auth", Decimal("1.00"), payment_id=auth_id)
+    assert nothing.status == 400 and nothing.body["code"] == "refund_amount_exceeded"
+    standard = cashfree.refund_payment("refund-std", Decimal("1.00"), payment_id="pay-1", refund_speed="STANDARD")
+    assert standard.status == 400 and standard.body["code"] == "refund_speed_invalid"
+
+
+# refunds of an order (a payment link's)
+
+def test_a_paid_orders_payment_is_refunded_and_announced(cashfree, sandbox, receiver, contract):
+    cashfree.create_link()
+    control(sandbox, "POST", "/_sandbox/links/lnk_L1/pay", {"method": "card"})
+    (paid,) = receiver.accepted("PAYMENT_SUCCESS_WEBHOOK")["PAYMENT_SUCCESS_WEBHOOK"]
+    assert cashfree.call("GET", "/orders/lnk_L1_order/refunds").body == []
+
+    answer = cashfree.refund_order(amount=Decimal("1000.00"), refund_note="paid twice", idempotency_key="refund-L1")
+    assert answer.status == 200, answer.body  # checked against RefundEntity
+    refund = answer.body
+    assert (refund["refund_id"], refund["order_id"], refund["cf_payment_id"], refund["entity"]) == (
+        "refund-1", "lnk_L1_order", paid["data"]["payment"]["cf_payment_id"], "refund")
+    assert (refund["refund_amount"], refund["refund_currency"], refund["refund_status"]) == (
+        Decimal("1000"), "INR", "SUCCESS")
+    assert (refund["refund_type"], refund["refund_mode"], refund["refund_note"]) == (
+        "MERCHANT_INITIATED", "STANDARD", "paid twice")
+    assert refund["refund_speed"]["processed"] == "STANDARD" and refund["cf_refund_id"].isdigit()
+    assert refund["created_at"] == refund["processed_at"] == "2025-06-01T00:00:00+05:30" and refund["refund_arn"]
+    replayed = cashfree.refund_order(amount=Decimal("1000.00"), refund_note="paid twice", idempotency_key="refund-L1")
+    assert replayed.text == answer.text and replayed.headers["x-idempotency-replayed"] == "true"
+
+    (announced,) = receiver.accepted("REFUND_STATUS_WEBHOOK")["REFUND_STATUS_WEBHOOK"]
+    assert announced["data"] == {"refund": refund}
+    assert not problems(contract.component_validator("RefundWebhook"), announced)
+
+    rest = cashfree.refund_order(refund_id="refund-2", amount=Decimal("499.00"), refund_speed="INSTANT")
+    assert rest.status == 200 and rest.body["refund_mode"] == "INSTANT"
+    assert [r["refund_id"] for r in cashfree.call("GET", "/orders/lnk_L1_order/refunds").body] == [
+        "refund-1", "refund-2"]
+    assert cashfree.call("GET", "/orders/lnk_L1_order/refunds/refund-1").body == refund
+    over = cashfree.refund_order(refund_id="refund-3", amount=Decimal("0.01"))
+    assert over.status == 400 and over.body["code"] == "refund_amount_exceeded"
+    again = cashfree.refund_order(amount=Decimal("1.00"))
+    assert again.status == 409 and again.body["code"] == "refund_already_exists"
+    receiver.wait_until(lambda ds: sum(event_type(d) == "REFUND_STATUS_WEBHOOK" for d in ds) == 2)
+    assert cashfree.call("GET", "/orders/lnk_L1_order").body["order_status"] == "PAID"  # as at Cashfree
+    assert cashfree.link()["link_status"] == "PAID"
+
+
+def test_only_a_paid_order_can_be_refunded(cashfree, sandbox):
+    cashfree.create_link()
+    control(sandbox, "POST", "/_sandbox/links/lnk_L1/fail")
+    unpaid = cashfree.refund_order()
+    assert unpaid.status == 400 and unpaid.body["code"] == "order_not_paid" and "ACTIVE" in unpaid.body["message"]
+    unknown = cashfree.refund_order(order_id="no-such-order")
+    assert unknown.status == 404 and unknown.body["code"] == "order_not_found"
+    for path in ("/orders/no-such-order/refunds", "/orders/lnk_L1_order/refunds/refund-1"):
+        assert cashfree.call("GET", path).status == 404
+    short = cashfree.refund_order(refund_id="r1")
+    assert short.status == 400 and short.body["code"] == "refund_id_invalid"  # 3 to 40 characters
+    slow = cashfree.refund_order(refund_speed="SLOW")
+    assert slow.status == 400 and slow.body["code"] == "refund_speed_invalid"
+    assert sandbox.store.order_refunds == {} and events_of(sandbox)[-1]["type"] == "PAYMENT_FAILED_WEBHOOK"
+
+
+@contextmanager
+def running(contract, **options):
+    """One run of a sandbox (start_sandbox options) and the adapter's client for it; stopped at the end."""
+    handle = start_sandbox(**options)
+    try:
+        yield handle, CashfreeApi(handle.api_base, contract)
+    finally:
+        handle.stop()
+
+
+def test_charges_refunds_and_the_charge_outcome_survive_a_restart(receiver, clock, contract, tmp_path):
+    options = dict(port=0, webhook_url=receiver.url, clock=clock, retry_scale=0.01,
+                   state_file=str(tmp_path / "cashfree_sandbox.json"))
+    with running(contract, **options) as (first, cashfree):
+        authorised_subscription(cashfree, first)
+        cashfree.raise_charge("pay-1")
+        cashfree.refund_payment(payment_id="pay-1", amount=Decimal("0.10"))
+        cashfree.create_link()
+        control(first, "POST", "/_sandbox/links/lnk_L1/pay")
+        cashfree.refund_order(amount=Decimal("0.10"))
+        control(first, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "failed"})
+        answers = {path: cashfree.call("GET", path).text for path in (
+            "/subscriptions/sub-acme-1/refunds/refund-1", "/orders/lnk_L1_order/refunds",
+            "/subscriptions/sub-acme-1/payments")}
+
+    with running(contract, **options) as (second, cashfree):
+        assert {path: cashfree.call("GET", path).text for path in answers} == answers  # byte for byte
+        assert cashfree.raise_charge("pay-1").status == 409
+        assert cashfree.raise_charge("pay-2").body["payment_status"] == "FAILED"
+        assert cashfree.refund_payment(payment_id="pay-1", amount=Decimal("1499.00")).status == 409
+        over = cashfree.refund_order(refund_id="refund-2", amount=Decimal("1498.91"))
+        assert over.status == 400 and over.body["code"] == "refund_amount_exceeded"
+        assert str(second.store.order_refunds["lnk_L1_order"][0]["refund_amount"]) == "0.10"

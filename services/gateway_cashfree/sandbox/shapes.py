@@ -2,7 +2,8 @@
 
 Every builder returns all the properties the document lists for its entity (PlanEntity,
 SubscriptionEntity, AuthorizationDetails, SubscriptionPaymentEntity,
-CreateSubscriptionPaymentResponse, LinkEntity, PaymentLinkOrderEntity, PaymentEntity). Where
+CreateSubscriptionPaymentResponse, SubscriptionPaymentRefundEntity, LinkEntity,
+PaymentLinkOrderEntity, PaymentEntity, and RefundEntity but for its forex properties). Where
 Cashfree has nothing to say yet it answers "" or an empty object, as the document's own examples
 do, and never null: none of these properties is `nullable`, so a null would not validate against
 the contract. Amounts are Decimals (rendered as exact JSON numbers); times are IST text (periods.iso).
@@ -98,6 +99,47 @@ def charge_answer(payment: dict, payment_method: str) -> dict:
         "payment_status": payment["payment_status"],
         "payment_type": payment["payment_type"],
         "subscription_id": payment["subscription_id"],
+    }
+
+
+def subscription_refund(*, payment: dict, cf_refund_id, refund_id, amount, note, speed) -> dict:
+    """SubscriptionPaymentRefundEntity: settled at once (SUCCESS)."""
+    return {
+        "cf_payment_id": payment["cf_payment_id"],
+        "cf_refund_id": cf_refund_id,
+        "payment_id": payment["payment_id"],
+        "refund_amount": amount,
+        "refund_id": refund_id,
+        "refund_note": note,
+        "refund_speed": speed,
+        "refund_status": "SUCCESS",
+    }
+
+
+def order_refund(*, order: dict, payment: dict, cf_refund_id, refund_id, amount, note, speed, at, arn) -> dict:
+    """RefundEntity of a merchant's refund, settled at once (SUCCESS, processed when created). The
+    forex_* and charges_currency properties concern international payments, for which Cashfree
+    sends null, which the document does not allow for them: they are left out."""
+    return {
+        "cf_payment_id": payment["cf_payment_id"],
+        "cf_refund_id": cf_refund_id,
+        "order_id": order["order_id"],
+        "refund_id": refund_id,
+        "entity": "refund",
+        "refund_amount": amount,
+        "refund_currency": order["order_currency"],
+        "refund_note": note,
+        "refund_status": "SUCCESS",
+        "refund_arn": arn,
+        "refund_charge": Decimal(0),
+        "status_description": "Refund processed successfully",
+        "metadata": {},
+        "refund_splits": [],
+        "refund_type": "MERCHANT_INITIATED",
+        "refund_mode": speed,
+        "created_at": at,
+        "processed_at": at,
+        "refund_speed": {"requested": speed, "accepted": speed, "processed": speed, "message": ""},
     }
 
 
