@@ -14,6 +14,7 @@ import hmac
 import json
 import re
 import time
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -50,11 +51,17 @@ class Contract:
         ("GET", r"/subscriptions/[^/]+", "/subscriptions/{subscription_id}"),
         ("POST", r"/subscriptions/[^/]+/manage", "/subscriptions/{subscription_id}/manage"),
         ("GET", r"/subscriptions/[^/]+/payments", "/subscriptions/{subscription_id}/payments"),
+        ("POST", r"/subscriptions/pay", "/subscriptions/pay"),
+        ("POST", r"/subscriptions/[^/]+/refunds", "/subscriptions/{subscription_id}/refunds"),
+        ("GET", r"/subscriptions/[^/]+/refunds/[^/]+", "/subscriptions/{subscription_id}/refunds/{refund_id}"),
         ("POST", r"/links", "/links"),
         ("GET", r"/links/[^/]+", "/links/{link_id}"),
         ("POST", r"/links/[^/]+/cancel", "/links/{link_id}/cancel"),
         ("GET", r"/links/[^/]+/orders", "/links/{link_id}/orders"),
         ("GET", r"/orders/[^/]+", "/orders/{order_id}"),
+        ("POST", r"/orders/[^/]+/refunds", "/orders/{order_id}/refunds"),
+        ("GET", r"/orders/[^/]+/refunds", "/orders/{order_id}/refunds"),
+        ("GET", r"/orders/[^/]+/refunds/[^/]+", "/orders/{order_id}/refunds/{refund_id}"),
     ]
     UNDOCUMENTED = {409: "ApiError409"}  # Cashfree answers 409 for duplicate ids; the paths omit it
 
@@ -224,6 +231,25 @@ class CashfreeApi:
     def cancel_link(self, link_id="lnk_L1"):
         """What gateway_cashfree's cancel_payment_link sends."""
         return self.call("POST", f"/links/{link_id}/cancel", {}, idempotency_key=f"cancel-{link_id}")
+
+    def raise_charge(self, payment_id="chk-1-first-period", amount=Decimal("1499.00"), subscription_id="sub-acme-1",
+                     idempotency_key=None, **extra):
+        """What the adapter sends to charge a period now: POST /subscriptions/pay, payment_type CHARGE."""
+        body = {"subscription_id": subscription_id, "payment_id": payment_id, "payment_type": "CHARGE",
+                "payment_amount": amount, **extra}
+        return self.call("POST", "/subscriptions/pay", {k: v for k, v in body.items() if v is not None},
+                         idempotency_key=idempotency_key)
+
+    def refund_payment(self, refund_id="refund-1", amount=Decimal("1499.00"), subscription_id="sub-acme-1",
+                       idempotency_key=None, **extra):
+        """POST /subscriptions/{id}/refunds; name the payment with payment_id= or cf_payment_id=."""
+        body = {"subscription_id": subscription_id, "refund_id": refund_id, "refund_amount": amount, **extra}
+        return self.call("POST", f"/subscriptions/{subscription_id}/refunds", body, idempotency_key=idempotency_key)
+
+    def refund_order(self, order_id="lnk_L1_order", refund_id="refund-1", amount=Decimal("1499.00"),
+                     idempotency_key=None, **extra):
+        body = {"refund_id": refund_id, "refund_amount": amount, **extra}
+        return self.call("POST", f"/orders/{order_id}/refunds", body, idempotency_key=idempotency_key)
 
     def manage(self, action, subscription_id="sub-acme-1", **details):
         body = {"subscription_id": subscription_id, "action": action}
@@ -1235,3 +1261,341 @@ def test_webhooks_failing_are_retried_late_after_resume(cashfree, sandbox, recei
     attempts = events_of(sandbox)[0]["delivery_attempts"]
     assert attempts[0]["outcome"] == "failed" and attempts[-1]["outcome"] == "delivered"
     assert control(sandbox, "POST", "/_sandbox/webhooks/pause", {"mode": "sometimes"})[0] == 400
+
+
+# charges the merchant raises (what gateway_cashfree sends to charge a period now: POST /subscriptions/pay)
+
+def payment_events(receiver, kind, count=1):
+    """The first `count` accepted deliveries of this webhook type, verified, in arrival order."""
+    receiver.wait_until(lambda ds: sum(event_type(d) == kind and d["status"] == 200 for d in ds) >= count)
+    return [verified(d) for d in receiver.deliveries if event_type(d) == kind and d["status"] == 200]
+
+
+def test_a_raised_charge_debits_the_mandate_under_the_merchants_payment_id(cashfree, sandbox, receiver):
+    subscription = authorised_subscription(cashfree, sandbox)
+    assert subscription["next_schedule_date"] == "2025-07-01T00:00:00+05:30"
+
+    charged = cashfree.raise_charge(payment_remarks="first period", idempotency_key="charge-chk-1")
+    assert charged.status == 200, charged.body  # checked against CreateSubscriptionPaymentResponse
+    answer = charged.body
+    assert (answer["payment_id"], answer["payment_type"], answer["payment_status"], answer["payment_amount"]) == (
+        "chk-1-first-period", "CHARGE", "SUCCESS", Decimal("1499"))
+    assert (answer["subscription_id"], answer["payment_method"], answer["data"]) == ("sub-acme-1", "upi", {})
+    assert answer["cf_payment_id"].isdigit() and answer["failure_details"] == {"failure_reason": ""}
+
+    charge, auth = cashfree.payments()  # newest first
+    assert (charge["payment_id"], charge["cf_payment_id"], charge["payment_type"]) == (
+        "chk-1-first-period", answer["cf_payment_id"], "CHARGE")
+    assert charge["payment_schedule_date"] == charge["payment_initiated_date"] == "2025-06-01T00:00:00+05:30"
+    assert charge["payment_remarks"] == "first period" and auth["payment_type"] == "AUTH"
+    assert cashfree.subscription()["next_schedule_date"] == "2025-07-01T00:00:00+05:30"  # the schedule stays
+
+    (_, raised) = payment_events(receiver, "SUBSCRIPTION_PAYMENT_SUCCESS", 2)
+    assert raised["data"] == charge
+    assert not problems(cashfree.contract.component_validator("SubscriptionPaymentEntity"), raised["data"])
+
+    later = cashfree.raise_charge("chk-1-later", Decimal("10.50"), payment_schedule_date="2025-06-02 10:00:00")
+    assert later.status == 200 and later.body["payment_amount"] == Decimal("10.5")
+    assert cashfree.payments()[0]["payment_schedule_date"] == "2025-06-02T10:00:00+05:30"
+
+
+def test_a_payment_id_is_charged_once_and_a_retry_with_its_key_gets_the_first_answer(cashfree, sandbox):
+    authorised_subscription(cashfree, sandbox)
+    first = cashfree.raise_charge(idempotency_key="charge-chk-1")
+    retried = cashfree.raise_charge(idempotency_key="charge-chk-1")
+    assert retried.status == 200 and retried.text == first.text
+    assert (first.headers["x-idempotency-replayed"], retried.headers["x-idempotency-replayed"]) == ("false", "true")
+
+    again = cashfree.raise_charge(idempotency_key="charge-chk-1-again")
+    assert again.status == 409 and again.body["code"] == "payment_already_exists"
+    cashfree.create_subscription(subscription_id="sub-acme-2", plan_id="pro_monthly")
+    authorised = control(sandbox, "POST", "/_sandbox/checkout/subscription/"
+                         + cashfree.subscription("sub-acme-2")["subscription_session_id"] + "/pay")
+    assert authorised[0] == 200
+    elsewhere = cashfree.raise_charge(subscription_id="sub-acme-2")  # the merchant's ids are unique, full stop
+    assert elsewhere.status == 409 and elsewhere.body["code"] == "payment_already_exists"
+    assert [p["payment_type"] for p in cashfree.payments()] == ["CHARGE", "AUTH"]
+    assert [p["payment_type"] for p in cashfree.payments("sub-acme-2")] == ["AUTH"]
+
+
+def test_raised_charges_follow_the_sticky_outcome_and_a_failure_puts_the_subscription_on_hold(
+        cashfree, sandbox, receiver):
+    authorised_subscription(cashfree, sandbox)
+    status, body = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "failed"})
+    assert status == 200 and body == {"subscription_id": "sub-acme-1", "outcome": "failed"}
+
+    refused = cashfree.raise_charge("pay-1")
+    assert refused.status == 200 and refused.body["payment_status"] == "FAILED"
+    assert refused.body["failure_details"]["failure_reason"] == "Insufficient balance in the customer's account"
+    assert cashfree.subscription()["subscription_status"] == "ON_HOLD"
+    (failed,) = payment_events(receiver, "SUBSCRIPTION_PAYMENT_FAILED")
+    assert failed["data"]["payment_id"] == "pay-1" and failed["data"]["payment_status"] == "FAILED"
+    receiver.wait_until(lambda ds: any(
+        event_type(d) == "SUBSCRIPTION_STATUS_CHANGED"
+        and json.loads(d["body"])["data"]["subscription_details"]["subscription_status"] == "ON_HOLD" for d in ds))
+
+    assert cashfree.raise_charge("pay-2").body["payment_status"] == "FAILED"  # sticky, and ON_HOLD can be retried
+    status, scheduled = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charge")
+    assert status == 200 and scheduled["payment_status"] == "FAILED"  # the scheduled charge follows it too
+    assert cashfree.subscription()["subscription_status"] == "ON_HOLD"
+
+    control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "success"})
+    paid = cashfree.raise_charge("pay-3")
+    assert paid.body["payment_status"] == "SUCCESS"
+    assert cashfree.subscription()["subscription_status"] == "ACTIVE"  # a successful retry lifts the hold
+    assert [p["payment_status"] for p in cashfree.payments()] == ["SUCCESS", "FAILED", "FAILED", "FAILED", "SUCCESS"]
+
+    wrong = control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "maybe"})
+    assert wrong[0] == 400 and wrong[1]["code"] == "outcome_invalid"
+    assert control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {})[0] == 400
+    assert control(sandbox, "POST", "/_sandbox/subscriptions/nope/charges", {"outcome": "failed"})[0] == 404
+
+
+def test_a_charge_is_refused_unless_an_authorised_mandate_can_pay_it(cashfree, sandbox):
+    cashfree.create_plan()
+    cashfree.create_subscription()
+    unauthorised = cashfree.raise_charge()
+    assert unauthorised.status == 409 and unauthorised.body["code"] == "subscription_not_active"
+    assert "INITIALIZED" in unauthorised.body["message"]
+    session = cashfree.subscription()["subscription_session_id"]
+    control(sandbox, "POST", f"/_sandbox/checkout/subscription/{session}/pay")
+
+    too_much = cashfree.raise_charge(amount=Decimal("10000.01"))  # plan_max_amount is 10000
+    assert too_much.status == 400 and too_much.body["code"] == "payment_amount_invalid"
+    auth = cashfree.raise_charge(payment_type="AUTH")
+    assert auth.status == 400 and auth.body["code"] == "payment_type_invalid"
+    unknown = cashfree.raise_charge(subscription_id="nope")
+    assert unknown.status == 404 and unknown.body["code"] == "subscription_not_found"
+    for field in ("payment_amount", "payment_id", "subscription_id"):
+        absent = cashfree.raise_charge(**{field: None})
+        assert absent.status == 400 and absent.body["code"] == f"{field}_missing", absent.body
+    as_text = cashfree.raise_charge(amount="1499.00")
+    assert as_text.status == 400 and as_text.body["code"] == "payment_amount_invalid"
+    assert cashfree.raise_charge(payment_schedule_date="next tuesday").status == 400
+
+    cashfree.manage("PAUSE")
+    paused = cashfree.raise_charge()
+    assert paused.status == 409 and "PAUSED" in paused.body["message"]
+    assert [p["payment_type"] for p in cashfree.payments()] == ["AUTH"]  # nothing was charged
+    logged = [entry for entry in control(sandbox, "GET", "/_sandbox/requests")[1]
+              if entry["path"] == "/pg/subscriptions/pay"]
+    assert [bool(entry["validation_errors"]) for entry in logged if entry["status"] == 409] == [False, False]
+
+
+def test_cancel_ends_an_active_or_on_hold_subscription_and_no_charge_follows(cashfree, sandbox, receiver):
+    cashfree.create_plan()
+    authorised_subscription(cashfree, sandbox, plan_id="pro_monthly")
+    authorised_subscription(cashfree, sandbox, subscription_id="sub-held", plan_id="pro_monthly")
+    control(sandbox, "POST", "/_sandbox/subscriptions/sub-held/charge", {"outcome": "failed"})
+    assert cashfree.subscription("sub-held")["subscription_status"] == "ON_HOLD"
+
+    for subscription_id in ("sub-acme-1", "sub-held"):  # the adapter cancels a duplicate at once
+        cancelled = cashfree.manage("CANCEL", subscription_id=subscription_id)
+        assert cancelled.status == 200 and cancelled.body["subscription_status"] == "CANCELLED"
+        assert cancelled.body["next_schedule_date"] == ""
+        refused = cashfree.raise_charge(payment_id=f"after-cancel-{subscription_id}", subscription_id=subscription_id)
+        assert refused.status == 409 and "CANCELLED" in refused.body["message"]
+        assert control(sandbox, "POST", f"/_sandbox/subscriptions/{subscription_id}/charge")[0] == 409
+    assert [p["payment_type"] for p in cashfree.payments("sub-held")] == ["CHARGE", "AUTH"]
+    receiver.wait_until(lambda ds: sum(
+        event_type(d) == "SUBSCRIPTION_STATUS_CHANGED"
+        and json.loads(d["body"])["data"]["subscription_details"]["subscription_status"] == "CANCELLED"
+        for d in ds) == 2)
+
+
+# e-NACH: the mandate is registered, nothing is collected
+
+def test_an_enach_authorisation_collects_nothing_and_keeps_the_mandate_amount(cashfree, sandbox, receiver):
+    cashfree.create_plan()
+    bank = authorised_subscription(cashfree, sandbox, "netbanking", plan_id="pro_monthly")
+    assert bank["authorisation_details"]["payment_method"] == "enach"
+    assert bank["authorisation_details"]["authorization_amount"] == Decimal("1499")  # the mandate's amount
+    (auth,) = cashfree.payments()
+    assert (auth["payment_type"], auth["payment_status"], auth["payment_amount"]) == ("AUTH", "SUCCESS", 0)
+    assert auth["authorization_details"]["authorization_amount"] == Decimal("1499")
+    events = receiver.accepted("SUBSCRIPTION_AUTH_STATUS", "SUBSCRIPTION_PAYMENT_SUCCESS")
+    assert events["SUBSCRIPTION_AUTH_STATUS"][0]["data"]["payment_amount"] == 0
+    assert events["SUBSCRIPTION_PAYMENT_SUCCESS"][0]["data"]["payment_amount"] == 0
+
+    first_period = cashfree.raise_charge()  # what the adapter does when the authorisation did not pay
+    assert first_period.body["payment_status"] == "SUCCESS" and first_period.body["payment_method"] == "enach"
+
+    card = authorised_subscription(cashfree, sandbox, "card", subscription_id="sub-card", plan_id="pro_monthly")
+    (card_auth,) = cashfree.payments("sub-card")
+    assert card["authorisation_details"]["payment_method"] == "card" and card_auth["payment_amount"] == 1499
+    paper = authorised_subscription(cashfree, sandbox, "netbanking", subscription_id="sub-paper", plan_id="pro_monthly",
+                                    authorization_details={"authorization_amount": Decimal("1499.00"),
+                                                           "payment_methods": ["pnach"]})
+    assert paper["authorisation_details"]["payment_method"] == "pnach"
+    assert cashfree.payments("sub-paper")[0]["payment_amount"] == 0
+
+
+# refunds of a subscription's payments
+
+def test_a_subscription_payment_is_refunded_in_parts_up_to_what_it_collected(cashfree, sandbox, receiver):
+    authorised_subscription(cashfree, sandbox)
+    charge = cashfree.raise_charge("pay-1").body
+    assert cashfree.manage("CANCEL").status == 200  # a duplicate subscription is cancelled, then refunded
+
+    first = cashfree.refund_payment("refund-1", Decimal("1000.00"), payment_id="pay-1", refund_note="duplicate",
+                                    idempotency_key="refund-key-1")
+    assert first.status == 200, first.body  # checked against SubscriptionPaymentRefundEntity
+    assert (first.body["refund_id"], first.body["payment_id"], first.body["cf_payment_id"]) == (
+        "refund-1", "pay-1", charge["cf_payment_id"])
+    assert (first.body["refund_amount"], first.body["refund_status"], first.body["refund_speed"]) == (
+        Decimal("1000"), "SUCCESS", "STANDARD")  # UPI refunds are STANDARD
+    assert first.body["refund_note"] == "duplicate" and first.body["cf_refund_id"].isdigit()
+    fetched = cashfree.call("GET", "/subscriptions/sub-acme-1/refunds/refund-1")
+    assert fetched.status == 200 and fetched.body == first.body
+    replayed = cashfree.refund_payment("refund-1", Decimal("1000.00"), payment_id="pay-1", refund_note="duplicate",
+                                       idempotency_key="refund-key-1")
+    assert replayed.text == first.text and replayed.headers["x-idempotency-replayed"] == "true"
+
+    rest = cashfree.refund_payment("refund-2", Decimal("499.00"), cf_payment_id=int(charge["cf_payment_id"]))
+    assert rest.status == 200 and rest.body["payment_id"] == "pay-1"
+    over = cashfree.refund_payment("refund-3", Decimal("0.01"), payment_id="pay-1")
+    assert over.status == 400 and over.body["code"] == "refund_amount_exceeded"
+    assert "₹0.00 left" in over.body["message"]
+    again = cashfree.refund_payment("refund-1", Decimal("1.00"), payment_id="pay-1")
+    assert again.status == 409 and again.body["code"] == "refund_already_exists"
+    auth_id = cashfree.payments()[-1]["payment_id"]
+    auth_too = cashfree.refund_payment("refund-auth", Decimal("1499.01"), payment_id=auth_id)
+    assert auth_too.status == 400 and auth_too.body["code"] == "refund_amount_exceeded"
+    assert receiver.deliveries and not any("REFUND" in event_type(d) for d in receiver.deliveries)
+    assert not any("REFUND" in event["type"] for event in events_of(sandbox))  # the document defines no webhook
+
+
+def test_a_subscription_refund_is_refused_for_what_cannot_be_refunded(cashfree, sandbox):
+    authorised_subscription(cashfree, sandbox)
+    control(sandbox, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "failed"})
+    cashfree.raise_charge("pay-failed")
+    charge_id = cashfree.payments()[0]["cf_payment_id"]
+
+    refusals = [
+        (dict(payment_id="pay-failed"), 400, "payment_not_successful"),
+        (dict(payment_id="no-such-payment"), 400, "payment_not_found"),
+        (dict(payment_id="pay-failed", cf_payment_id=int(charge_id) + 1), 400, "payment_not_found"),
+        (dict(), 400, "payment_id_missing"),
+        (dict(payment_id="pay-failed", refund_amount=Decimal("0")), 400, "refund_amount_invalid"),
+        (dict(payment_id="pay-failed", subscription_id="sub-other"), 404, "subscription_not_found"),
+        (dict(payment_id="pay-failed", cf_payment_id=charge_id), 400, "cf_payment_id_invalid"),  # a number
+    ]
+    for extra, status, code in refusals:
+        refused = cashfree.refund_payment(**extra)
+        assert (refused.status, refused.body["code"]) == (status, code), (extra, refused.body)
+    mismatch = cashfree.call("POST", "/subscriptions/sub-acme-1/refunds", {
+        "subscription_id": "sub-other", "refund_id": "r", "refund_amount": 1, "payment_id": "pay-failed"})
+    assert mismatch.status == 400 and mismatch.body["code"] == "subscription_id_invalid"
+    instant = cashfree.refund_payment("refund-instant", Decimal("1.00"), refund_speed="INSTANT",
+                                      payment_id=cashfree.payments()[-1]["payment_id"])
+    assert instant.status == 400 and instant.body["code"] == "refund_speed_invalid"  # UPI refunds are STANDARD only
+    missing = cashfree.call("GET", "/subscriptions/sub-acme-1/refunds/no-such-refund")
+    assert missing.status == 404 and missing.body["code"] == "refund_not_found"
+    assert cashfree.call("GET", "/subscriptions/nope/refunds/refund-1").status == 404
+    assert sandbox.store.subscription_refunds == {}
+    logged = [entry for entry in control(sandbox, "GET", "/_sandbox/requests")[1] if entry["path"].endswith("/refunds")]
+    # well-formed requests refused for what they ask are not validation errors (the e2e checks count those)
+    assert [bool(entry["validation_errors"]) for entry in logged[:5]] == [False, False, False, True, True]
+
+
+def test_an_enach_payment_is_refunded_instantly_and_its_empty_authorisation_not_at_all(cashfree, sandbox):
+    authorised_subscription(cashfree, sandbox, "netbanking")
+    cashfree.raise_charge("pay-1")
+    refunded = cashfree.refund_payment(payment_id="pay-1")
+    assert refunded.status == 200 and refunded.body["refund_speed"] == "INSTANT"
+    auth_id = cashfree.payments()[-1]["payment_id"]
+    nothing = cashfree.refund_payment("refund-auth", Decimal("1.00"), payment_id=auth_id)
+    assert nothing.status == 400 and nothing.body["code"] == "refund_amount_exceeded"
+    standard = cashfree.refund_payment("refund-std", Decimal("1.00"), payment_id="pay-1", refund_speed="STANDARD")
+    assert standard.status == 400 and standard.body["code"] == "refund_speed_invalid"
+
+
+# refunds of an order (a payment link's)
+
+def test_a_paid_orders_payment_is_refunded_and_announced(cashfree, sandbox, receiver, contract):
+    cashfree.create_link()
+    control(sandbox, "POST", "/_sandbox/links/lnk_L1/pay", {"method": "card"})
+    (paid,) = receiver.accepted("PAYMENT_SUCCESS_WEBHOOK")["PAYMENT_SUCCESS_WEBHOOK"]
+    assert cashfree.call("GET", "/orders/lnk_L1_order/refunds").body == []
+
+    answer = cashfree.refund_order(amount=Decimal("1000.00"), refund_note="paid twice", idempotency_key="refund-L1")
+    assert answer.status == 200, answer.body  # checked against RefundEntity
+    refund = answer.body
+    assert (refund["refund_id"], refund["order_id"], refund["cf_payment_id"], refund["entity"]) == (
+        "refund-1", "lnk_L1_order", paid["data"]["payment"]["cf_payment_id"], "refund")
+    assert (refund["refund_amount"], refund["refund_currency"], refund["refund_status"]) == (
+        Decimal("1000"), "INR", "SUCCESS")
+    assert (refund["refund_type"], refund["refund_mode"], refund["refund_note"]) == (
+        "MERCHANT_INITIATED", "STANDARD", "paid twice")
+    assert refund["refund_speed"]["processed"] == "STANDARD" and refund["cf_refund_id"].isdigit()
+    assert refund["created_at"] == refund["processed_at"] == "2025-06-01T00:00:00+05:30" and refund["refund_arn"]
+    replayed = cashfree.refund_order(amount=Decimal("1000.00"), refund_note="paid twice", idempotency_key="refund-L1")
+    assert replayed.text == answer.text and replayed.headers["x-idempotency-replayed"] == "true"
+
+    (announced,) = receiver.accepted("REFUND_STATUS_WEBHOOK")["REFUND_STATUS_WEBHOOK"]
+    assert announced["data"] == {"refund": refund}
+    assert not problems(contract.component_validator("RefundWebhook"), announced)
+
+    rest = cashfree.refund_order(refund_id="refund-2", amount=Decimal("499.00"), refund_speed="INSTANT")
+    assert rest.status == 200 and rest.body["refund_mode"] == "INSTANT"
+    assert [r["refund_id"] for r in cashfree.call("GET", "/orders/lnk_L1_order/refunds").body] == [
+        "refund-1", "refund-2"]
+    assert cashfree.call("GET", "/orders/lnk_L1_order/refunds/refund-1").body == refund
+    over = cashfree.refund_order(refund_id="refund-3", amount=Decimal("0.01"))
+    assert over.status == 400 and over.body["code"] == "refund_amount_exceeded"
+    again = cashfree.refund_order(amount=Decimal("1.00"))
+    assert again.status == 409 and again.body["code"] == "refund_already_exists"
+    receiver.wait_until(lambda ds: sum(event_type(d) == "REFUND_STATUS_WEBHOOK" for d in ds) == 2)
+    assert cashfree.call("GET", "/orders/lnk_L1_order").body["order_status"] == "PAID"  # as at Cashfree
+    assert cashfree.link()["link_status"] == "PAID"
+
+
+def test_only_a_paid_order_can_be_refunded(cashfree, sandbox):
+    cashfree.create_link()
+    control(sandbox, "POST", "/_sandbox/links/lnk_L1/fail")
+    unpaid = cashfree.refund_order()
+    assert unpaid.status == 400 and unpaid.body["code"] == "order_not_paid" and "ACTIVE" in unpaid.body["message"]
+    unknown = cashfree.refund_order(order_id="no-such-order")
+    assert unknown.status == 404 and unknown.body["code"] == "order_not_found"
+    for path in ("/orders/no-such-order/refunds", "/orders/lnk_L1_order/refunds/refund-1"):
+        assert cashfree.call("GET", path).status == 404
+    short = cashfree.refund_order(refund_id="r1")
+    assert short.status == 400 and short.body["code"] == "refund_id_invalid"  # 3 to 40 characters
+    slow = cashfree.refund_order(refund_speed="SLOW")
+    assert slow.status == 400 and slow.body["code"] == "refund_speed_invalid"
+    assert sandbox.store.order_refunds == {} and events_of(sandbox)[-1]["type"] == "PAYMENT_FAILED_WEBHOOK"
+
+
+@contextmanager
+def running(contract, **options):
+    """One run of a sandbox (start_sandbox options) and the adapter's client for it; stopped at the end."""
+    handle = start_sandbox(**options)
+    try:
+        yield handle, CashfreeApi(handle.api_base, contract)
+    finally:
+        handle.stop()
+
+
+def test_charges_refunds_and_the_charge_outcome_survive_a_restart(receiver, clock, contract, tmp_path):
+    options = dict(port=0, webhook_url=receiver.url, clock=clock, retry_scale=0.01,
+                   state_file=str(tmp_path / "cashfree_sandbox.json"))
+    with running(contract, **options) as (first, cashfree):
+        authorised_subscription(cashfree, first)
+        cashfree.raise_charge("pay-1")
+        cashfree.refund_payment(payment_id="pay-1", amount=Decimal("0.10"))
+        cashfree.create_link()
+        control(first, "POST", "/_sandbox/links/lnk_L1/pay")
+        cashfree.refund_order(amount=Decimal("0.10"))
+        control(first, "POST", "/_sandbox/subscriptions/sub-acme-1/charges", {"outcome": "failed"})
+        answers = {path: cashfree.call("GET", path).text for path in (
+            "/subscriptions/sub-acme-1/refunds/refund-1", "/orders/lnk_L1_order/refunds",
+            "/subscriptions/sub-acme-1/payments")}
+
+    with running(contract, **options) as (second, cashfree):
+        assert {path: cashfree.call("GET", path).text for path in answers} == answers  # byte for byte
+        assert cashfree.raise_charge("pay-1").status == 409
+        assert cashfree.raise_charge("pay-2").body["payment_status"] == "FAILED"
+        assert cashfree.refund_payment(payment_id="pay-1", amount=Decimal("1499.00")).status == 409
+        over = cashfree.refund_order(refund_id="refund-2", amount=Decimal("1498.91"))
+        assert over.status == 400 and over.body["code"] == "refund_amount_exceeded"
+        assert str(second.store.order_refunds["lnk_L1_order"][0]["refund_amount"]) == "0.10"

@@ -1,5 +1,6 @@
 """A local stand-in for the part of Cashfree's PG API (version 2025-01-01) the gateway_cashfree
-adapter uses: plans, subscriptions, their management and payments, and payment links.
+adapter uses: plans, subscriptions, their management, charges and payments, payment links, and
+refunds of subscription payments and of orders.
 
 The adapter's plain `requests` calls reach it exactly as https://sandbox.cashfree.com/pg (only
 CASHFREE_API_BASE and the keys differ). Every request body is validated against Cashfree's own
@@ -24,13 +25,18 @@ portal stored survive a restart; see persistence.py).
 API (headers x-client-id, x-client-secret, x-api-version: 2025-01-01; optional x-request-id,
 x-idempotency-key): POST /pg/plans; GET /pg/plans/{id}; POST /pg/subscriptions;
 GET /pg/subscriptions/{id}; POST /pg/subscriptions/{id}/manage; GET /pg/subscriptions/{id}/payments;
+POST /pg/subscriptions/pay (payment_type CHARGE); POST /pg/subscriptions/{id}/refunds;
+GET /pg/subscriptions/{id}/refunds/{refund_id};
 POST /pg/links; GET /pg/links/{id}; POST /pg/links/{id}/cancel; GET /pg/links/{id}/orders[?status=ALL];
-GET /pg/orders/{order_id}; GET /pg/orders/{order_id}/payments.
+GET /pg/orders/{order_id}; GET /pg/orders/{order_id}/payments; POST|GET /pg/orders/{order_id}/refunds;
+GET /pg/orders/{order_id}/refunds/{refund_id}.
 Payer: GET /js/v3/cashfree.js; GET /checkout/subscription/{session}; POST .../pay | .../decline;
 GET /links/{link_id}; POST .../pay | .../fail | .../drop (form field `method`: upi, card, netbanking).
 
 Control API (JSON, no auth): POST /_sandbox/checkout/subscription/{session}/pay {"method"} | /decline;
-POST /_sandbox/subscriptions/{id}/charge {"outcome": "success"|"failed", "amount"?};
+POST /_sandbox/subscriptions/{id}/charge {"outcome"?: "success"|"failed", "amount"?} (the next scheduled
+charge); POST /_sandbox/subscriptions/{id}/charges {"outcome": "success"|"failed"} (how the mandate's
+charges turn out from now on, raised or scheduled; "success" until changed);
 POST /_sandbox/links/{link_id}/pay | /fail | /drop {"method"?};
 POST|GET|DELETE /_sandbox/faults; POST /_sandbox/webhooks/pause {"mode": "drop"|"fail"} | /resume;
 POST /_sandbox/webhooks/{event_id}/redeliver; GET /_sandbox/events; GET /_sandbox/requests;

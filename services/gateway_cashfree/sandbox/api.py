@@ -8,7 +8,7 @@ OpenAPI document, which is how the app finds the schema to validate against.
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import links, plans, subscriptions
+from . import links, plans, refunds, subscriptions
 from .store import Store
 
 
@@ -49,6 +49,18 @@ def list_subscription_payments(call: Call) -> list:
         return call.store.render(call.store.payments_of(call.args["subscription_id"]))
 
 
+def raise_charge(call: Call) -> dict:
+    return subscriptions.raise_charge(call.store, call.body)
+
+
+def refund_subscription_payment(call: Call) -> dict:
+    return refunds.refund_subscription_payment(call.store, call.args["subscription_id"], call.body)
+
+
+def get_subscription_refund(call: Call) -> dict:
+    return refunds.subscription_refund(call.store, call.args["subscription_id"], call.args["refund_id"])
+
+
 def create_link(call: Call) -> dict:
     return links.create(call.store, call.public_url, call.body)
 
@@ -77,6 +89,18 @@ def list_order_payments(call: Call) -> list:
         return call.store.render(call.store.order_payments[call.args["order_id"]])
 
 
+def refund_order(call: Call) -> dict:
+    return refunds.refund_order(call.store, call.args["order_id"], call.body)
+
+
+def list_order_refunds(call: Call) -> list:
+    return refunds.order_refunds(call.store, call.args["order_id"])
+
+
+def get_order_refund(call: Call) -> dict:
+    return refunds.order_refund(call.store, call.args["order_id"], call.args["refund_id"])
+
+
 # (method, werkzeug rule, the operation's path in the OpenAPI document, handler)
 ROUTES = [
     ("POST", "/pg/plans", "/plans", create_plan),
@@ -87,12 +111,20 @@ ROUTES = [
      manage_subscription),
     ("GET", "/pg/subscriptions/<subscription_id>/payments", "/subscriptions/{subscription_id}/payments",
      list_subscription_payments),
+    ("POST", "/pg/subscriptions/pay", "/subscriptions/pay", raise_charge),
+    ("POST", "/pg/subscriptions/<subscription_id>/refunds", "/subscriptions/{subscription_id}/refunds",
+     refund_subscription_payment),
+    ("GET", "/pg/subscriptions/<subscription_id>/refunds/<refund_id>",
+     "/subscriptions/{subscription_id}/refunds/{refund_id}", get_subscription_refund),
     ("POST", "/pg/links", "/links", create_link),
     ("GET", "/pg/links/<link_id>", "/links/{link_id}", get_link),
     ("POST", "/pg/links/<link_id>/cancel", "/links/{link_id}/cancel", cancel_link),
     ("GET", "/pg/links/<link_id>/orders", "/links/{link_id}/orders", list_link_orders),
     ("GET", "/pg/orders/<order_id>", "/orders/{order_id}", get_order),
     ("GET", "/pg/orders/<order_id>/payments", "/orders/{order_id}/payments", list_order_payments),
+    ("POST", "/pg/orders/<order_id>/refunds", "/orders/{order_id}/refunds", refund_order),
+    ("GET", "/pg/orders/<order_id>/refunds", "/orders/{order_id}/refunds", list_order_refunds),
+    ("GET", "/pg/orders/<order_id>/refunds/<refund_id>", "/orders/{order_id}/refunds/{refund_id}", get_order_refund),
 ]
 
 # POSTs whose operation takes no body (the document gives them no requestBody): an empty body is {}.

@@ -62,13 +62,26 @@ class Control(control.CommonControl):
                      "redirect_url": links.return_redirect(link) if outcome == "pay" else ""}
 
     def charge(self, request: Request, subscription_id: str) -> Answer:
-        """{"outcome": "success" | "failed", "amount": optional}: the next scheduled charge; answers the payment."""
+        """{"outcome": "success" | "failed" (default: the subscription's charge outcome), "amount": optional}:
+        the next scheduled charge; answers the payment."""
         body = self.body(request)
-        outcome = params.text(body, "outcome", default="success")
-        if outcome not in ("success", "failed"):
-            raise invalid_value("outcome", "Possible values - success, failed")
+        outcome = self._outcome(body, required=False)
         amount = params.amount(body, "amount")
-        return 200, subscriptions.charge(self.store, subscription_id, outcome == "success", amount)
+        success = None if outcome is None else outcome == "success"
+        return 200, subscriptions.charge(self.store, subscription_id, success, amount)
+
+    def charge_outcome(self, request: Request, subscription_id: str) -> Answer:
+        """{"outcome": "success" | "failed"}: how the payer's bank answers this mandate's charges from
+        now on, raised by the merchant (POST /pg/subscriptions/pay) or scheduled."""
+        outcome = self._outcome(self.body(request), required=True)
+        return 200, subscriptions.set_charge_outcome(self.store, subscription_id, outcome)
+
+    @staticmethod
+    def _outcome(body: dict, required: bool):
+        outcome = params.text(body, "outcome", required=required)
+        if outcome is not None and outcome not in subscriptions.CHARGE_OUTCOMES:
+            raise invalid_value("outcome", "Possible values - " + ", ".join(subscriptions.CHARGE_OUTCOMES))
+        return outcome
 
     def redeliver(self, request: Request, event_id: str) -> Answer:
         """Send an event again: the same body and x-idempotency-key, a fresh timestamp and signature."""
@@ -115,6 +128,7 @@ ROUTES = control.COMMON_ROUTES + [
     ("POST", "/_sandbox/checkout/subscription/<session_id>/pay", "pay_session"),
     ("POST", "/_sandbox/checkout/subscription/<session_id>/decline", "decline_session"),
     ("POST", "/_sandbox/subscriptions/<subscription_id>/charge", "charge"),
+    ("POST", "/_sandbox/subscriptions/<subscription_id>/charges", "charge_outcome"),
     ("POST", "/_sandbox/links/<link_id>/pay", "pay_link"),
     ("POST", "/_sandbox/links/<link_id>/fail", "fail_link"),
     ("POST", "/_sandbox/links/<link_id>/drop", "drop_link"),

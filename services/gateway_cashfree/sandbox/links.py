@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import params, periods, shapes
 from .errors import CashfreeError, duplicate, invalid, invalid_value
-from .ids import numeric_id, random_digits, random_token
+from .ids import random_digits, random_token
 from .store import Store
 
 LINK_ID = r"[A-Za-z0-9_-]{1,50}"
@@ -79,8 +79,7 @@ def create(store: Store, public_url: str, body: dict) -> dict:
             raise invalid_value("link_expiry_time", "The expiry time must be in the future")
         if link_id in store.links:
             raise duplicate("link")
-        cf_link_id = numeric_id(store.cf_ids)
-        store.cf_ids.add(cf_link_id)
+        cf_link_id = store.new_reference()
         link = shapes.link(
             cf_link_id=cf_link_id, link_id=link_id, amount=amount, currency="INR", purpose=purpose,
             created_at=periods.iso(now), customer=copy.deepcopy(customer),
@@ -196,7 +195,7 @@ def _order(store: Store, link: dict) -> dict:
     facts = store.link_facts[link["link_id"]]
     if facts["order_id"]:
         return store.orders[facts["order_id"]]
-    cf_order_id, customer_id = _numeric(store), _numeric(store)
+    cf_order_id, customer_id = store.new_reference(), store.new_reference()
     tags = {key: value for key, value in link["link_notes"].items() if value}  # tags may not be empty
     tags["cf_link_id"] = link["cf_link_id"]
     order = shapes.link_order(link=link, cf_order_id=cf_order_id, order_id=f"{link['link_id']}_order",
@@ -211,7 +210,7 @@ def _order(store: Store, link: dict) -> dict:
 def _payment(store: Store, link: dict, order: dict, status: str, method: str) -> dict:
     succeeded = status == "SUCCESS"
     payment = shapes.order_payment(
-        order=order, cf_payment_id=_numeric(store), status=status, message=MESSAGES[status],
+        order=order, cf_payment_id=store.new_reference(), status=status, message=MESSAGES[status],
         at=periods.iso(store.now()), bank_reference=random_digits(12) if status != "USER_DROPPED" else "",
         auth_id=random_digits(6) if succeeded else "", method=_method(method, link), group=GROUPS[method],
         error=None if succeeded else dict(ERRORS[status]))
@@ -263,9 +262,3 @@ def _end_order(store: Store, link_id: str) -> None:
     order_id = store.link_facts[link_id]["order_id"]
     if order_id and store.orders[order_id]["order_status"] == "ACTIVE":
         store.orders[order_id]["order_status"] = ENDED_ORDER
-
-
-def _numeric(store: Store) -> str:
-    reference = numeric_id(store.cf_ids)
-    store.cf_ids.add(reference)
-    return reference

@@ -25,7 +25,8 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem aut
           ".decline{background:#fff;color:#6933d3}.note{color:#6b7280}label{display:block;margin:.3rem 0}"
           "fieldset{border:1px solid #e5e7eb;border-radius:6px;margin:1rem 0}")
 
-_LABELS = {"upi": "UPI AutoPay", "card": "Card (standing instruction)", "netbanking": "Net banking (e-NACH)"}
+_LABELS = {"upi": "UPI AutoPay", "card": "Card (standing instruction)",
+           "netbanking": "Net banking (e-NACH: registers the mandate, nothing is debited now)"}
 
 _SDK = """/* Cashfree JS SDK v3, sandbox edition: the same calls, pointed at the local sandbox. */
 (function (root) {

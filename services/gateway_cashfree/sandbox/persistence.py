@@ -3,8 +3,9 @@
 The file's life (load or set aside, the background writer, atomic saves) is sandbox_kit.persistence's;
 see there why. What is saved (file format FORMAT_VERSION): plans and subscriptions as served, what
 Cashfree keeps private about a subscription (its payments, whether its checkout session is still
-open, the allowed methods, the next charge time), checkout sessions, payments, payment links as
-served with when they expire and their orders and every payment attempt on those, every numeric cf_*
+open, the allowed methods, the next charge time, how its charges turn out), checkout sessions,
+payments, payment links as served with when they expire and their orders and every payment attempt
+on those, the refunds of subscription payments and of orders, every numeric cf_*
 reference handed out (so none is handed out twice), the events with the exact bodies their
 deliveries sent, their status and delivery records, the clock offset, and the idempotency records
 of successful requests (a retry after a restart replays the original answer). Amounts stay exact:
@@ -73,6 +74,8 @@ def snapshot(store: Store) -> dict:
         "link_facts": store.link_facts,
         "orders": store.orders,
         "order_payments": store.order_payments,
+        "subscription_refunds": store.subscription_refunds,
+        "order_refunds": store.order_refunds,
     }
 
 
@@ -113,6 +116,12 @@ def restore(store: Store, state: dict) -> None:
         order_id = link_facts[link_id]["order_id"]
         if order_id is not None and (order_id not in orders or not isinstance(order_payments[order_id], list)):
             raise StateError(f"link {link_id!r} names an order that is not there")
+    # Refunds came later still: a file saved before them has none.
+    subscription_refunds, order_refunds = _optional(state, "subscription_refunds"), _optional(state, "order_refunds")
+    for refunded, owners in ((subscription_refunds, subscriptions), (order_refunds, orders)):
+        for owner, refunds in refunded.items():
+            if owner not in owners or not isinstance(refunds, list):
+                raise StateError(f"refunds of {owner!r} are not a list of refunds of something stored")
     records = idempotency.restored(dict_field(state, "idempotency"), request_field="body", response_field="response")
     with store.lock:
         store.clock_offset = clock_offset
@@ -121,6 +130,7 @@ def restore(store: Store, state: dict) -> None:
         store.events, store.event_ids, store.deliveries = events, event_ids, deliveries
         store.idempotency = records
         store.links, store.link_facts, store.orders, store.order_payments = links, link_facts, orders, order_payments
+        store.subscription_refunds, store.order_refunds = subscription_refunds, order_refunds
 
 
 def _optional(state: dict, name: str) -> dict:

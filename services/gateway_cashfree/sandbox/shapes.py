@@ -1,11 +1,12 @@
 """Cashfree's objects as the OpenAPI document of 2025-01-01 shapes them.
 
 Every builder returns all the properties the document lists for its entity (PlanEntity,
-SubscriptionEntity, AuthorizationDetails, SubscriptionPaymentEntity, LinkEntity,
-PaymentLinkOrderEntity, PaymentEntity). Where Cashfree has nothing
-to say yet it answers "" or an empty object, as the document's own examples do, and never null:
-none of these properties is `nullable`, so a null would not validate against the contract.
-Amounts are Decimals (rendered as exact JSON numbers); times are IST text (periods.iso).
+SubscriptionEntity, AuthorizationDetails, SubscriptionPaymentEntity,
+CreateSubscriptionPaymentResponse, SubscriptionPaymentRefundEntity, LinkEntity,
+PaymentLinkOrderEntity, PaymentEntity, and RefundEntity but for its forex properties). Where
+Cashfree has nothing to say yet it answers "" or an empty object, as the document's own examples
+do, and never null: none of these properties is `nullable`, so a null would not validate against
+the contract. Amounts are Decimals (rendered as exact JSON numbers); times are IST text (periods.iso).
 
 One property the document does not list is added to the subscription, as Cashfree's answers
 carry it: `next_schedule_date`, when the next charge of a PERIODIC plan falls due ("" if none).
@@ -81,6 +82,64 @@ def payment(*, subscription: dict, cf_payment_id, cf_order_id, cf_txn_id, paymen
         "payment_type": payment_type,
         "retry_attempts": 0,
         "subscription_id": subscription["subscription_id"],
+    }
+
+
+def charge_answer(payment: dict, payment_method: str) -> dict:
+    """CreateSubscriptionPaymentResponse for a raised CHARGE: the payment, the mandate's method, and
+    `data` empty ("for charge, the payload is empty")."""
+    return {
+        "cf_payment_id": payment["cf_payment_id"],
+        "data": {},
+        "failure_details": dict(payment["failure_details"]),
+        "payment_amount": payment["payment_amount"],
+        "payment_id": payment["payment_id"],
+        "payment_initiated_date": payment["payment_initiated_date"],
+        "payment_method": payment_method,
+        "payment_status": payment["payment_status"],
+        "payment_type": payment["payment_type"],
+        "subscription_id": payment["subscription_id"],
+    }
+
+
+def subscription_refund(*, payment: dict, cf_refund_id, refund_id, amount, note, speed) -> dict:
+    """SubscriptionPaymentRefundEntity: settled at once (SUCCESS)."""
+    return {
+        "cf_payment_id": payment["cf_payment_id"],
+        "cf_refund_id": cf_refund_id,
+        "payment_id": payment["payment_id"],
+        "refund_amount": amount,
+        "refund_id": refund_id,
+        "refund_note": note,
+        "refund_speed": speed,
+        "refund_status": "SUCCESS",
+    }
+
+
+def order_refund(*, order: dict, payment: dict, cf_refund_id, refund_id, amount, note, speed, at, arn) -> dict:
+    """RefundEntity of a merchant's refund, settled at once (SUCCESS, processed when created). The
+    forex_* and charges_currency properties concern international payments, for which Cashfree
+    sends null, which the document does not allow for them: they are left out."""
+    return {
+        "cf_payment_id": payment["cf_payment_id"],
+        "cf_refund_id": cf_refund_id,
+        "order_id": order["order_id"],
+        "refund_id": refund_id,
+        "entity": "refund",
+        "refund_amount": amount,
+        "refund_currency": order["order_currency"],
+        "refund_note": note,
+        "refund_status": "SUCCESS",
+        "refund_arn": arn,
+        "refund_charge": Decimal(0),
+        "status_description": "Refund processed successfully",
+        "metadata": {},
+        "refund_splits": [],
+        "refund_type": "MERCHANT_INITIATED",
+        "refund_mode": speed,
+        "created_at": at,
+        "processed_at": at,
+        "refund_speed": {"requested": speed, "accepted": speed, "processed": speed, "message": ""},
     }
 
 

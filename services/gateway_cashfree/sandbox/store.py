@@ -2,7 +2,7 @@
 
 The lock, transactions, the event outbox and the clock are sandbox_kit.store's; this adds Cashfree's
 plans, subscriptions, checkout sessions and payments, payment links with their orders and order
-payments, and its webhook events.
+payments, refunds, and its webhook events.
 """
 import copy
 import time
@@ -13,7 +13,7 @@ from services.sandbox_kit import store
 from . import periods
 from .encoding import dumps, loads
 from .errors import not_found
-from .ids import new_uuid
+from .ids import new_uuid, numeric_id
 
 
 class Store(store.SandboxStore):
@@ -30,8 +30,16 @@ class Store(store.SandboxStore):
         self.link_facts: dict = {}  # link_id -> {"expires_at": timestamp, "order_id": its order's id or None}
         self.orders: dict = {}  # order_id -> PaymentLinkOrderEntity (a link's one order)
         self.order_payments: dict = {}  # order_id -> [PaymentEntity of every attempt, oldest first]
+        self.subscription_refunds: dict = {}  # subscription_id -> [SubscriptionPaymentRefundEntity, oldest first]
+        self.order_refunds: dict = {}  # order_id -> [RefundEntity, oldest first]
 
     # objects
+
+    def new_reference(self) -> str:
+        """A numeric cf_* reference never handed out before (call under the lock)."""
+        reference = numeric_id(self.cf_ids)
+        self.cf_ids.add(reference)
+        return reference
 
     def plan(self, plan_id: str) -> dict:
         with self.lock:

@@ -6,13 +6,23 @@ and CANCELLED by the merchant (CUSTOMER_PAUSED / CUSTOMER_CANCELLED are the paye
 sandbox never does); ON_HOLD after a failed charge, until a charge succeeds or the merchant
 ACTIVATEs; COMPLETED once plan_max_cycles charges succeeded. Every change of status or plan is
 announced with SUBSCRIPTION_STATUS_CHANGED carrying the whole subscription.
+
+A mandate is charged two ways, with the same payment, webhooks and status changes: Cashfree's own
+scheduled charge of a PERIODIC plan (`charge`, driven by /_sandbox/subscriptions/{id}/charge),
+and a charge the merchant raises (`raise_charge`, POST /subscriptions/pay with payment_type
+CHARGE and the merchant's payment_id). Whether the payer's bank pays is a sticky per-subscription
+setting (`set_charge_outcome`, /_sandbox/subscriptions/{id}/charges; "success" until changed),
+which a scheduled charge follows too unless told otherwise. Both settle at once (SUCCESS or
+FAILED in the answer), where at Cashfree a charge goes INITIALIZED, PENDING, then SUCCESS or
+FAILED, for some methods days later: the webhook or GET /subscriptions/{id}/payments is what
+says how a charge ended.
 """
 from decimal import Decimal
 from typing import Optional
 
 from . import params, periods, plans, shapes
 from .errors import CashfreeError, duplicate, invalid, invalid_value, missing
-from .ids import numeric_id, random_token, session_id
+from .ids import random_token, session_id
 from .store import Store
 
 PAYMENT_METHODS = ("enach", "pnach", "upi", "card")
@@ -21,6 +31,8 @@ ENDED = ("CANCELLED", "CUSTOMER_CANCELLED", "COMPLETED", "EXPIRED", "LINK_EXPIRE
 SUBSCRIPTION_ID = r"[A-Za-z0-9_. -]{1,250}"
 DEFAULT_AUTHORIZATION_AMOUNT = Decimal("1.00")  # Cashfree's mandate check when none is asked for
 CHARGE_FAILURE = "Insufficient balance in the customer's account"
+CHARGE_OUTCOMES = ("success", "failed")
+PAYMENT_TYPES = ("AUTH", "CHARGE")
 
 
 def create(store: Store, body: dict) -> dict:
@@ -54,8 +66,7 @@ def create(store: Store, body: dict) -> dict:
         else:
             plan = plans.inline(store, plan_fields)
         session = session_id()
-        cf_subscription_id = numeric_id(store.cf_ids)
-        store.cf_ids.add(cf_subscription_id)
+        cf_subscription_id = store.new_reference()
         subscription = shapes.subscription(
             subscription_id=subscription_id, cf_subscription_id=cf_subscription_id, session_id=session,
             plan_details=store.render(plan), customer=shapes.customer_details(customer),
@@ -67,7 +78,7 @@ def create(store: Store, body: dict) -> dict:
         store.subscriptions[subscription_id] = subscription
         store.sessions[session] = subscription_id
         store.private[subscription_id] = {"payments": [], "session_open": True, "methods": details["methods"],
-                                          "next_charge": None}
+                                          "next_charge": None, "charge_outcome": "success"}
         return store.render(subscription)
 
 
@@ -107,57 +118,120 @@ def manage(store: Store, subscription_id: str, body: dict) -> dict:
         return store.render(subscription)
 
 
-def charge(store: Store, subscription_id: str, success: bool, amount: Optional[Decimal] = None) -> dict:
-    """Cashfree charging the mandate at the next scheduled date: a CHARGE payment and its webhooks."""
+def charge(store: Store, subscription_id: str, success: Optional[bool] = None,
+           amount: Optional[Decimal] = None) -> dict:
+    """Cashfree charging the mandate at the next scheduled date: a CHARGE payment and its webhooks.
+    `success` None: as the subscription's charge outcome says."""
     with store.transaction():
         subscription = store.subscription(subscription_id)
-        status = subscription["subscription_status"]
-        if status not in ("ACTIVE", "ON_HOLD"):
-            raise CashfreeError(409, "invalid_request_error",
-                                f"subscription in {status} state cannot be charged", "subscription_not_active")
+        _check_chargeable(subscription)
         plan = subscription["plan_details"]
         if amount is None:
             if plan["plan_type"] != "PERIODIC":
                 raise missing("amount")
             amount = plan["plan_recurring_amount"]
-        if amount > plan["plan_max_amount"]:
-            raise invalid_value("amount", "Must not exceed plan_max_amount")
-        now = store.now()
-        facts = store.private[subscription_id]
-        due = facts["next_charge"] or now
-        payment = add_payment(store, subscription, payment_type="CHARGE", amount=amount,
-                              status="SUCCESS" if success else "FAILED", scheduled=periods.iso(due),
-                              remarks="Subscription charge", failure_reason="" if success else CHARGE_FAILURE)
-        if success:
-            store.emit("SUBSCRIPTION_PAYMENT_SUCCESS", payment)
-            if plan["plan_type"] == "PERIODIC":
-                _schedule(store, subscription, periods.add_interval(due, plan["plan_interval_type"],
-                                                                    plan["plan_intervals"]))
-            charged = sum(1 for p in store.payments_of(subscription_id)
-                          if p["payment_type"] == "CHARGE" and p["payment_status"] == "SUCCESS")
-            if plan["plan_max_cycles"] and charged >= plan["plan_max_cycles"]:
-                _set_status(store, subscription, "COMPLETED")
-            elif status == "ON_HOLD":
-                _set_status(store, subscription, "ACTIVE")
-        else:
-            store.emit("SUBSCRIPTION_PAYMENT_FAILED", payment)
-            if status == "ACTIVE":
-                _set_status(store, subscription, "ON_HOLD")
-        return store.render(payment)
+        _check_amount(plan, amount, "amount")
+        due = store.private[subscription_id]["next_charge"] or store.now()
+        next_due = (periods.add_interval(due, plan["plan_interval_type"], plan["plan_intervals"])
+                    if plan["plan_type"] == "PERIODIC" else None)
+        return store.render(_settle_charge(
+            store, subscription, payment_id=None, amount=amount, scheduled=due, remarks="Subscription charge",
+            success=success, next_due=next_due))
+
+
+def raise_charge(store: Store, body: dict) -> dict:
+    """POST /subscriptions/pay with payment_type CHARGE: the merchant debits the authorised mandate
+    now (or on payment_schedule_date), up to plan_max_amount, under its own payment_id (unique: 409
+    when used before). Answers CreateSubscriptionPaymentResponse.
+
+    It leaves next_schedule_date alone. Cashfree's guide ("Charge a Subscription") has Cashfree
+    itself debit a PERIODIC plan at each billing interval and the merchant raise charges of its own
+    (on-demand plans need them); nothing there lets a raised charge stand in for the next scheduled
+    debit, which still falls due when it was going to."""
+    subscription_id = params.text(body, "subscription_id", required=True)
+    payment_id = params.text(body, "payment_id", required=True)
+    payment_type = params.choice(body, "payment_type", PAYMENT_TYPES, required=True)
+    if payment_type != "CHARGE":
+        raise invalid_value("payment_type", "The sandbox raises CHARGE payments; a mandate is authorised on "
+                                            "its hosted checkout (subscription_session_id)")
+    amount = params.amount(body, "payment_amount", required=True)
+    scheduled = params.time_text(body, "payment_schedule_date")
+    remarks = params.text(body, "payment_remarks", default="")
+    with store.transaction():
+        subscription = store.subscription(subscription_id)
+        if any(payment["payment_id"] == payment_id for payment in store.payments.values()):
+            raise duplicate("payment")
+        _check_chargeable(subscription)
+        _check_amount(subscription["plan_details"], amount, "payment_amount")
+        payment = _settle_charge(
+            store, subscription, payment_id=payment_id, amount=amount,
+            scheduled=periods.parse(scheduled) if scheduled else store.now(), remarks=remarks, success=None,
+            next_due=None)
+        return shapes.charge_answer(store.render(payment), subscription["authorisation_details"]["payment_method"])
+
+
+def set_charge_outcome(store: Store, subscription_id: str, outcome: str) -> dict:
+    """How the payer's bank answers this mandate's charges from now on: "success" or "failed"."""
+    with store.transaction():
+        store.subscription(subscription_id)
+        store.private[subscription_id]["charge_outcome"] = outcome
+        return {"subscription_id": subscription_id, "outcome": outcome}
+
+
+def _settle_charge(store: Store, subscription: dict, *, payment_id: Optional[str], amount: Decimal,
+                   scheduled: float, remarks: str, success: Optional[bool], next_due: Optional[float]) -> dict:
+    """One CHARGE on the mandate, paid or refused by the bank: the payment, its webhook, the
+    schedule moved to `next_due` (None: left alone) on success, and the status it leads to."""
+    subscription_id = subscription["subscription_id"]
+    status = subscription["subscription_status"]
+    if success is None:
+        success = store.private[subscription_id].get("charge_outcome", "success") == "success"
+    payment = add_payment(store, subscription, payment_type="CHARGE", amount=amount,
+                          status="SUCCESS" if success else "FAILED", scheduled=periods.iso(scheduled),
+                          remarks=remarks, failure_reason="" if success else CHARGE_FAILURE, payment_id=payment_id)
+    if not success:
+        store.emit("SUBSCRIPTION_PAYMENT_FAILED", payment)
+        if status == "ACTIVE":
+            _set_status(store, subscription, "ON_HOLD")
+        return payment
+    store.emit("SUBSCRIPTION_PAYMENT_SUCCESS", payment)
+    if next_due is not None:
+        _schedule(store, subscription, next_due)
+    plan = subscription["plan_details"]
+    charged = sum(1 for p in store.payments_of(subscription_id)
+                  if p["payment_type"] == "CHARGE" and p["payment_status"] == "SUCCESS")
+    if plan["plan_max_cycles"] and charged >= plan["plan_max_cycles"]:
+        _set_status(store, subscription, "COMPLETED")
+    elif status == "ON_HOLD":
+        _set_status(store, subscription, "ACTIVE")
+    return payment
+
+
+def _check_chargeable(subscription: dict) -> None:
+    """Only an authorised mandate of an ACTIVE (or ON_HOLD: retrying lifts the hold) subscription is debited."""
+    status = subscription["subscription_status"]
+    if status not in ("ACTIVE", "ON_HOLD"):
+        raise CashfreeError(409, "invalid_request_error",
+                            f"subscription in {status} state cannot be charged", "subscription_not_active")
+    if subscription["authorisation_details"]["authorization_status"] != "ACTIVE":
+        raise CashfreeError(409, "invalid_request_error", "the subscription's mandate is not authorised",
+                            "subscription_not_active")
+
+
+def _check_amount(plan: dict, amount: Decimal, field: str) -> None:
+    if amount > plan["plan_max_amount"]:
+        raise invalid_value(field, "Must not exceed plan_max_amount")
 
 
 def add_payment(store: Store, subscription: dict, *, payment_type: str, amount: Decimal, status: str,
-                scheduled: str, remarks: str, failure_reason: str = "") -> dict:
+                scheduled: str, remarks: str, failure_reason: str = "", payment_id: Optional[str] = None) -> dict:
+    """A payment on the subscription; `payment_id` is the merchant's, else one is made up (Cashfree's own)."""
     with store.lock:
-        references = []
-        for _ in range(3):
-            references.append(numeric_id(store.cf_ids))
-            store.cf_ids.add(references[-1])
-        cf_payment_id, cf_order_id, cf_txn_id = references
+        cf_payment_id, cf_order_id, cf_txn_id = (store.new_reference() for _ in range(3))
         payment = shapes.payment(
             subscription=subscription, cf_payment_id=cf_payment_id, cf_order_id=cf_order_id, cf_txn_id=cf_txn_id,
-            payment_id=f"{payment_type.lower()}_{random_token(20)}", payment_type=payment_type, amount=amount,
-            status=status, initiated=periods.iso(store.now()), scheduled=scheduled, remarks=remarks,
+            payment_id=payment_id or f"{payment_type.lower()}_{random_token(20)}", payment_type=payment_type,
+            amount=amount, status=status, initiated=periods.iso(store.now()), scheduled=scheduled, remarks=remarks,
             failure_reason=failure_reason)
         store.payments[cf_payment_id] = payment
         store.private[subscription["subscription_id"]]["payments"].append(cf_payment_id)
@@ -182,8 +256,9 @@ def _schedule(store: Store, subscription: dict, timestamp: float) -> None:
 
 
 def schedule_first_charge(store: Store, subscription: dict, authorised_at: float) -> None:
-    """After authorisation: subscription_first_charge_time if asked for, else one interval on (the
-    authorisation payment pays the first period in this project's design)."""
+    """After authorisation: subscription_first_charge_time if asked for, else one interval on (in this
+    project's design a UPI or card authorisation pays the first period; after an e-NACH one, which
+    collects nothing, the merchant raises the first period's charge itself)."""
     plan = subscription["plan_details"]
     if plan["plan_type"] != "PERIODIC":
         return
