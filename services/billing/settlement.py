@@ -187,7 +187,7 @@ class GatewaySettlement:
                 answer = self._call_adapter(account, "refund_purchase", {**request, "reason": "duplicate"})
             elif request["gateway_subscription_id"]:
                 answer = {"refunds": [], "snapshot": self._call_adapter(account, "cancel_subscription", {
-                    **request, "at_period_end": False})}
+                    **request, "at_period_end": False, "void_open_invoices": True})}
             else:
                 answer = {"refunds": []}
         except GatewayError:

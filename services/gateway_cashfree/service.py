@@ -2,14 +2,22 @@
 gateway.* facts as gateway_stripe, so billing never needs to know which gateway it talks to.
 
 Recurring plans are Cashfree Subscriptions: a Cashfree plan per catalogue plan and price, one
-subscription per checkout, authorised on Cashfree's hosted page. The authorisation charge is the
-first period's payment; Cashfree charges the renewals. Cashfree reports no billing periods, so this
-adapter keeps them, from the successful charges it is told about.
+subscription per checkout, authorised on Cashfree's hosted page; Cashfree charges the renewals.
+Cashfree reports no billing periods, so this adapter keeps them, from the successful charges it is
+told about.
+
+The first period is paid for only by money collected: an authorisation that collected the plan's
+price (UPI, card) completes the checkout; one that collected less (an e-NACH mandate collects
+nothing) is followed by a charge of the first period, raised here, and the checkout completes when
+that charge succeeds (FIRST_PAYMENT below). A plan change (CHANGE_PLAN) is charged from the next
+cycle: the subscription stays the old plan, and says so to billing, until a charge of the new
+plan's amount succeeds.
 """
 import base64
 import hashlib
 import hmac
 import logging
+import os
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -53,6 +61,14 @@ SUBSCRIPTION_STATUS = {
 # What a checkout's subscription says about the checkout: not authorised yet, paid, or never to be.
 CHECKOUT_STATE = {"INITIALIZED": "open", "BANK_APPROVAL_PENDING": "open"}
 METHOD_TYPES = {"upi": "upi", "card": "card", "enach": "netbanking", "pnach": "netbanking", "netbanking": "netbanking"}
+ENDED = ("CANCELLED", "CUSTOMER_CANCELLED", "COMPLETED", "EXPIRED", "LINK_EXPIRED")
+# A subscription's first period, from the mandate's authorisation (CashfreeSubscription.first_payment):
+#   verify:  Cashfree says the mandate is authorised, but not what its AUTH payment collected: read it;
+#   charge:  the authorisation collected less than the plan's price: raise a charge of the first period;
+#   charged: that charge was raised (first_charge_id), its outcome is awaited;
+#   paid:    the first period's price was collected: the checkout completed;
+#   cancel:  the first charge failed: cancel the subscription (no later charge may start it); then failed.
+FIRST_PAYMENT_POLL_SECONDS = float(os.environ.get("CASHFREE_FIRST_PAYMENT_POLL_SECONDS", "15"))
 
 
 def plan_label(plan):
@@ -220,23 +236,46 @@ class GatewayCashfreeService(HealthMixin):
         and its facts are on their way; cancelling would cancel a plan being paid for."""
         current = cashfree_api.call("GET", f"/subscriptions/{gateway_checkout_id}")
         status = current.get("subscription_status")
+        if status in ENDED:
+            return {"status": status}  # closed already: nothing left to pay
         if status != "INITIALIZED":
             raise GatewayError(f"Cashfree subscription {gateway_checkout_id} is {status}; not cancelled.",
-                               {"subscription_status": status})
+                               {"gateway": "cashfree", "subscription_status": status,
+                                "checkout_state": "pending" if status == "BANK_APPROVAL_PENDING" else "complete"})
         answer = self._manage(gateway_checkout_id, "CANCEL", f"expire-{gateway_checkout_id}")
         return {"status": answer.get("subscription_status")}
 
     @api_rpc
     def change_subscription(self, request):
-        """CHANGE_PLAN at Cashfree: the new amount is charged from the next cycle. Returns the snapshot."""
+        """CHANGE_PLAN at Cashfree: the new amount is charged from the next cycle, so nothing changes
+        until then: the snapshot keeps the plan paid for and names the new one as pending; the charge
+        of the new plan's amount makes it the plan (_on_subscription_payment_success)."""
         subscription_id = request["gateway_subscription_id"]
-        plan_id = self._ensure_plan(request["plan"])
+        plan = request["plan"]
+        plan_id = self._ensure_plan(plan)
         answer = self._manage(subscription_id, "CHANGE_PLAN", f"change-{request['change_id']}", {"plan_id": plan_id})
         row = self._subscription_row(subscription_id)
-        row.plan_code, row.interval = request["plan"]["code"], request["plan"]["interval"]
-        row.plan_label, row.amount = plan_label(request["plan"]), request["plan"]["amount"]
+        if plan["code"] == row.plan_code:  # changed back before the new plan was charged
+            row.pending_plan_code = row.pending_plan_label = row.pending_amount = row.pending_interval = None
+        else:
+            row.pending_plan_code, row.pending_plan_label = plan["code"], plan_label(plan)
+            row.pending_amount, row.pending_interval = plan["amount"], plan["interval"]
         self.db.commit()
         return self._snapshot(answer, row, f"change-{request['change_id']}", int(time.time()))
+
+    @api_rpc
+    def refund_purchase(self, request):
+        """Undo a purchase billing cannot keep (a second plan for an account that has one): cancel
+        its subscription now and refund, in full, every payment it collected; for a one-off payment
+        link, refund its paid order. request: {request_id, account_id, gateway_subscription_id,
+        gateway_link_id, reason}. Returns {"refunds": [{gateway_invoice_id, gateway_refund_id,
+        amount, currency, refunded_at}]}, the same when asked again (refund ids are derived from the
+        payments). Raises GatewayError; a retry finishes what is left."""
+        if request.get("gateway_subscription_id"):
+            return {"refunds": self._refund_subscription(request["gateway_subscription_id"])}
+        if request.get("gateway_link_id"):
+            return {"refunds": self._refund_link_orders(request["gateway_link_id"])}
+        return {"refunds": []}
 
     @api_rpc
     def cancel_subscription(self, request):
@@ -264,6 +303,20 @@ class GatewayCashfreeService(HealthMixin):
                     continue
             row.cancel_at = None
             self.db.commit()
+
+    @timer(interval=FIRST_PAYMENT_POLL_SECONDS)
+    def settle_first_payments(self):
+        """Authorised mandates whose first period is not paid yet: read what the authorisation
+        collected, raise the first charge, or cancel after it failed (FIRST_PAYMENT). The webhook
+        that makes such work does it at once; this pass retries what a failure left."""
+        for subscription_id in self.db.scalars(select(CashfreeSubscription.subscription_id).where(
+                CashfreeSubscription.first_payment.in_(("verify", "charge", "cancel")))).all():
+            try:
+                self._settle_first_payment(subscription_id)
+            except Exception:  # noqa: BLE001  (one subscription must not hold up the others)
+                self.db.rollback()
+                log.exception("cashfree subscription %s: its first payment could not be settled yet", subscription_id)
+        self._settle_first_payments_now()
 
     @api_rpc
     def list_payment_methods(self, account_id):
@@ -328,6 +381,7 @@ class GatewayCashfreeService(HealthMixin):
             return {"status": "duplicate"}
         self._handle(kind, data, event_id, event.get("event_time"))
         self.db.commit()
+        self._settle_first_payments_now()
         return {"status": "accepted"}
 
     def _handle(self, kind, data, event_id, event_time):
@@ -420,13 +474,14 @@ class GatewayCashfreeService(HealthMixin):
                 self._on_subscription_payment_failed(payment, event_id, paid_at)
         row = self._subscription_row(subscription_id)
         status = subscription.get("subscription_status")
-        if status != row.gateway_status or (self._plan_code(subscription) or row.plan_code) != row.plan_code:
+        if status != row.gateway_status:
             self._on_subscription_status_changed({"subscription_details": subscription},
                                                  f"reconcile:{subscription_id}:{status}:{asked_at}", asked_at)
         self.db.commit()
         if status in CHECKOUT_STATE:
             return CHECKOUT_STATE[status]
-        return "complete" if row.authorized_at is not None else "expired"
+        # Authorised: its checkout completes once the first period is paid (its facts say when).
+        return "expired" if row.authorized_at is None or row.first_payment in ("cancel", "failed") else "complete"
 
     def _reconcile_link(self, cashfree_link_id):
         """A paid link's successful order payments through the payment webhook's handler."""
@@ -450,30 +505,113 @@ class GatewayCashfreeService(HealthMixin):
             self.__dict__.setdefault("staged", []).append({"gateway_event_id": data["gateway_event_id"],
                                                            "type": fact_type})
 
+    # -- the first period, and refunds ----------------------------------------------------------
+
+    def _settle_first_payment_soon(self, row):
+        """Settle this subscription's first payment once the current webhook is committed."""
+        self.__dict__.setdefault("first_payments_to_settle", set()).add(row.subscription_id)
+
+    def _settle_first_payments_now(self):
+        for _ in range(3):  # a step may lead to the next (verify -> charge): a few at once, the rest by timer
+            for subscription_id in self.__dict__.pop("first_payments_to_settle", ()):
+                try:
+                    self._settle_first_payment(subscription_id)
+                except Exception:  # noqa: BLE001  (the webhook is stored and answered; the timer retries)
+                    self.db.rollback()
+                    log.warning("cashfree subscription %s: first payment not settled yet; the timer retries",
+                                subscription_id, exc_info=True)
+
+    def _settle_first_payment(self, subscription_id):
+        """One step of FIRST_PAYMENT for one subscription; Cashfree is asked with no lock held."""
+        row = self._subscription_row(subscription_id)
+        state, amount, label = row.first_payment, row.amount, row.plan_label
+        self.db.commit()
+        if state == "verify":
+            auth = [payment for payment in cashfree_api.call("GET", f"/subscriptions/{subscription_id}/payments")
+                    if payment.get("payment_type") == "AUTH" and payment.get("payment_status") == "SUCCESS"]
+            if auth:
+                at = _unix(_cashfree_time(auth[0].get("payment_initiated_date"))) or int(time.time())
+                self._mandate_authorised(self._subscription_row(subscription_id), auth[0],
+                                         f"read:{auth[0].get('cf_payment_id')}:AUTH", at)
+        elif state == "charge":
+            payment_id = f"first_{subscription_id}"
+            try:
+                cashfree_api.call("POST", "/subscriptions/pay", idempotency_key=f"first-charge-{subscription_id}", body={
+                    "subscription_id": subscription_id, "payment_id": payment_id, "payment_type": "CHARGE",
+                    "payment_amount": rupees(amount), "payment_remarks": f"{label}, first payment"})
+            except GatewayError as error:
+                if refusal_status(error) != 409:  # 409: this payment_id was raised before
+                    raise
+            row = self._subscription_row(subscription_id)
+            if row.first_payment == "charge":  # its outcome may have arrived already
+                row.first_payment, row.first_charge_id = "charged", payment_id
+        elif state == "cancel":
+            try:
+                self._manage(subscription_id, "CANCEL", f"first-payment-failed-{subscription_id}")
+            except GatewayError as error:
+                if refusal_status(error) != 400:  # 400: it has ended already
+                    raise
+            self._subscription_row(subscription_id).first_payment = "failed"
+        self.db.commit()
+
+    def _refund_subscription(self, subscription_id):
+        """Cancel a subscription now and refund every payment it collected, in full."""
+        try:
+            self._manage(subscription_id, "CANCEL", f"refund-cancel-{subscription_id}")
+        except GatewayError as error:
+            if refusal_status(error) != 400:  # 400: it has ended already
+                raise
+        refunds = []
+        for payment in cashfree_api.call("GET", f"/subscriptions/{subscription_id}/payments"):
+            if payment.get("payment_status") != "SUCCESS" or not paise(payment.get("payment_amount") or 0):
+                continue
+            refund_id = f"dup_{payment['cf_payment_id']}"
+            refund = self._refund_once(
+                f"/subscriptions/{subscription_id}/refunds", refund_id, {
+                    "subscription_id": subscription_id, "payment_id": payment["payment_id"],
+                    "refund_amount": payment["payment_amount"], "refund_note": "Duplicate purchase"})
+            refunds.append({"gateway_invoice_id": str(payment["cf_payment_id"]), "gateway_refund_id": refund_id,
+                            "amount": paise(refund["refund_amount"]), "currency": "inr", "refunded_at": int(time.time())})
+        return refunds
+
+    def _refund_link_orders(self, cashfree_link_id):
+        """Refund, in full, the paid order of a one-off payment link."""
+        refunds = []
+        for listed in cashfree_api.call("GET", f"/links/{cashfree_link_id}/orders"):
+            order = cashfree_api.call("GET", f"/orders/{listed['order_id']}")
+            if order.get("order_status") != "PAID":
+                continue
+            refund_id = f"dup_{order['order_id']}"[:40]
+            refund = self._refund_once(f"/orders/{order['order_id']}/refunds", refund_id, {
+                "refund_amount": order["order_amount"], "refund_note": "Duplicate purchase"})
+            refunds.append({"gateway_invoice_id": order["order_id"], "gateway_refund_id": refund_id,
+                            "amount": paise(refund["refund_amount"]),
+                            "currency": str(order.get("order_currency") or "INR").lower(), "refunded_at": int(time.time())})
+        return refunds
+
+    @staticmethod
+    def _refund_once(path, refund_id, body):
+        """POST a refund under our own refund_id; one made before (409) is read back instead."""
+        try:
+            return cashfree_api.call("POST", path, {**body, "refund_id": refund_id}, idempotency_key=refund_id)
+        except GatewayError as error:
+            if refusal_status(error) != 409:
+                raise
+            return cashfree_api.call("GET", f"{path}/{refund_id}")
+
     # -- webhook handlers (each stages gateway.* facts in the outbox) --------------------------
 
     def _on_subscription_auth_status(self, data, event_id, event_at):
         row = self._subscription_row(data.get("subscription_id"))
         if row is None:
             return
-        base = self._base(row.account_id, event_id, event_at)
         if data.get("payment_status") == "SUCCESS":
-            if row.authorized_at is None:
-                authorised = (_cashfree_time((data.get("authorization_details") or {}).get("authorization_time"))
-                              or _cashfree_time(data.get("payment_initiated_date"))
-                              or datetime.fromtimestamp(event_at, timezone.utc))
-                row.authorized_at = authorised
-            if row.current_period_end is None:  # the authorisation charge pays the first period
-                row.current_period_start = row.authorized_at
-                row.current_period_end = add_interval(row.authorized_at, row.interval)
-            self._stage("gateway.checkout_completed", {
-                **base, "checkout_id": row.checkout_id, "gateway_checkout_id": row.subscription_id,
-                "gateway_subscription_id": row.subscription_id, "gateway_customer_id": None},
-                f"auth:{row.subscription_id}")
+            self._mandate_authorised(row, data, event_id, event_at)
         elif data.get("payment_status") in ("FAILED", "CANCELLED", "USER_DROPPED"):
             self._stage("gateway.checkout_failed", {
-                **base, "checkout_id": row.checkout_id, "gateway_checkout_id": row.subscription_id,
-                "reason": "declined"}, f"auth:{row.subscription_id}:{data.get('cf_payment_id')}")
+                **self._base(row.account_id, event_id, event_at), "checkout_id": row.checkout_id,
+                "gateway_checkout_id": row.subscription_id, "reason": "declined"},
+                f"auth:{row.subscription_id}:{data.get('cf_payment_id')}")
 
     def _on_subscription_status_changed(self, data, event_id, event_at):
         subscription = data.get("subscription_details") or data
@@ -482,8 +620,14 @@ class GatewayCashfreeService(HealthMixin):
             return
         status = SUBSCRIPTION_STATUS.get(subscription.get("subscription_status"), "incomplete")
         row.gateway_status = subscription.get("subscription_status")
-        if row.authorized_at is None:
-            # Never paid: not a plan anyone had. A cancellation only closes its checkout.
+        authorisation = subscription.get("authorisation_details") or subscription.get("authorization_details") or {}
+        if row.first_payment is None and authorisation.get("authorization_status") == "ACTIVE":
+            # Authorised, though SUBSCRIPTION_AUTH_STATUS (with what it collected) may be late or lost:
+            # read the AUTH payment now rather than wait for reconciliation.
+            row.first_payment = "verify"
+            self._settle_first_payment_soon(row)
+        if row.first_payment != "paid":
+            # Not paid for: not a plan anyone had. A cancellation only closes its checkout.
             if status == "cancelled":
                 self._stage("gateway.checkout_failed", {
                     **self._base(row.account_id, event_id, event_at), "checkout_id": row.checkout_id,
@@ -491,8 +635,6 @@ class GatewayCashfreeService(HealthMixin):
             return
         if status == "cancelled":
             row.cancel_at = None
-        plan_code = self._plan_code(subscription) or row.plan_code
-        row.plan_code = plan_code
         self._stage("gateway.subscription_updated", self._snapshot(subscription, row, event_id, event_at),
                     f"event:{event_id}")
 
@@ -500,24 +642,81 @@ class GatewayCashfreeService(HealthMixin):
         row = self._subscription_row(data.get("subscription_id"))
         if row is None:
             return
-        # A renewal pays for the period starting at its scheduled date; the authorisation, from when it was made.
-        date_field = "payment_initiated_date" if data.get("payment_type") == "AUTH" else "payment_schedule_date"
-        paid_at = (_cashfree_time(data.get(date_field)) or _cashfree_time(data.get("payment_initiated_date"))
+        if data.get("payment_type") == "AUTH":
+            self._mandate_authorised(row, data, event_id, event_at)
+            return
+        if row.first_payment in ("charge", "charged"):  # the first period's charge, ours
+            paid_at = _cashfree_time(data.get("payment_initiated_date")) or datetime.fromtimestamp(event_at, timezone.utc)
+            self._first_period_paid(row, data, paid_at, event_id, event_at)
+            return
+        # A renewal pays for the period starting at its scheduled date.
+        paid_at = (_cashfree_time(data.get("payment_schedule_date")) or _cashfree_time(data.get("payment_initiated_date"))
                    or datetime.fromtimestamp(event_at, timezone.utc))
-        if row.authorized_at is None and data.get("payment_type") == "AUTH":
-            row.authorized_at = paid_at
+        changed = row.pending_plan_code is not None and paise(data["payment_amount"]) == row.pending_amount
+        if changed:  # the new plan's first charge: it is the plan from this period on
+            row.plan_code, row.plan_label = row.pending_plan_code, row.pending_plan_label
+            row.amount, row.interval = row.pending_amount, row.pending_interval
+            row.pending_plan_code = row.pending_plan_label = row.pending_amount = row.pending_interval = None
         start, end = paid_at, add_interval(paid_at, row.interval)
         if row.current_period_end is None or end > row.current_period_end:
             row.current_period_start, row.current_period_end = start, end
         self._stage("gateway.payment_succeeded", self._payment_fact(data, row, event_id, event_at, start, end),
                     f"payment:{self._payment_key(data)}:SUCCESS")
+        if changed:
+            self._stage("gateway.subscription_updated", self._row_snapshot(row, "ACTIVE", event_id, event_at),
+                        f"changed:{self._payment_key(data)}")
 
     def _on_subscription_payment_failed(self, data, event_id, event_at):
         row = self._subscription_row(data.get("subscription_id"))
         if row is None or data.get("payment_type") == "AUTH":
             return  # a failed authorisation is a declined checkout (SUBSCRIPTION_AUTH_STATUS), not a bill
+        if row.first_payment in ("charge", "charged"):
+            # The first period could not be collected: no plan, and no later charge may start one.
+            row.first_payment = "cancel"
+            self._stage("gateway.checkout_failed", {
+                **self._base(row.account_id, event_id, event_at), "checkout_id": row.checkout_id,
+                "gateway_checkout_id": row.subscription_id, "reason": "declined"}, f"first:{row.subscription_id}:failed")
+            self._settle_first_payment_soon(row)
+            return
         self._stage("gateway.payment_failed", self._payment_fact(data, row, event_id, event_at, None, None),
                     f"payment:{self._payment_key(data)}:FAILED")
+
+    def _mandate_authorised(self, row, auth, event_id, event_at):
+        """The payer authorised the mandate (its AUTH payment succeeded): the first period is paid if
+        the authorisation collected the plan's price, else it is charged now (FIRST_PAYMENT)."""
+        if row.authorized_at is None:
+            row.authorized_at = (_cashfree_time((auth.get("authorization_details") or {}).get("authorization_time"))
+                                 or _cashfree_time(auth.get("payment_initiated_date"))
+                                 or datetime.fromtimestamp(event_at, timezone.utc))
+        if row.first_payment not in (None, "verify"):
+            return  # decided already (this is the same authorisation again)
+        if paise(auth.get("payment_amount") or 0) == row.amount:
+            self._first_period_paid(row, auth, row.authorized_at, event_id, event_at)
+            return
+        row.first_payment = "charge"
+        log.info("cashfree subscription %s: the mandate collected %s, not the plan's price: charging the first period",
+                 row.subscription_id, auth.get("payment_amount"))
+        self._settle_first_payment_soon(row)
+
+    def _first_period_paid(self, row, payment, paid_at, event_id, event_at):
+        """The first period's price was collected: the checkout completes (billing compares what was
+        collected with its quote), the payment starts the first period."""
+        row.first_payment = "paid"
+        start, end = paid_at, add_interval(paid_at, row.interval)
+        if row.current_period_end is None or end > row.current_period_end:
+            row.current_period_start, row.current_period_end = start, end
+        base = self._base(row.account_id, event_id, event_at)
+        self._stage("gateway.checkout_completed", {
+            **base, "checkout_id": row.checkout_id, "gateway_checkout_id": row.subscription_id,
+            "gateway_subscription_id": row.subscription_id, "gateway_customer_id": None,
+            "collected": {"amount": paise(payment["payment_amount"]),
+                          "currency": str(payment.get("payment_currency") or "INR").lower()}},
+            f"auth:{row.subscription_id}")
+        self._stage("gateway.payment_succeeded", self._payment_fact(payment, row, event_id, event_at, start, end,
+                                                                    kind="first payment"),
+                    f"payment:{self._payment_key(payment)}:SUCCESS")
+        self._stage("gateway.subscription_updated", self._row_snapshot(row, "ACTIVE", event_id, event_at),
+                    f"first:{row.subscription_id}:paid")
 
     def _on_payment_success_webhook(self, data, event_id, event_at):
         self._order_payment(data, event_id, event_at, succeeded=True)
@@ -554,23 +753,27 @@ class GatewayCashfreeService(HealthMixin):
         self._stage("gateway.payment_succeeded" if succeeded else "gateway.payment_failed", fact,
                     f"payment:{payment.get('cf_payment_id') or event_id}:{outcome}")
         if succeeded and tags.get("link_id"):  # PAYMENT_LINK_EVENT says so too; either may come first
-            self._announce_link_paid(tags["link_id"], event_id, event_at)
+            self._announce_link_paid(tags["link_id"], event_id, event_at, {
+                "amount": fact["amount"], "currency": str(payment.get("payment_currency") or order.get("order_currency")
+                                                          or "INR").lower()})
 
     def _on_payment_link_event(self, data, event_id, event_at):
         if data.get("link_status") == "PAID":
             notes = data.get("link_notes") or {}
             link = self._link_by_cashfree_id(data.get("link_id"))
-            self._announce_link_paid(notes.get("link_id") or (link.link_id if link else None), event_id, event_at)
+            self._announce_link_paid(notes.get("link_id") or (link.link_id if link else None), event_id, event_at, {
+                "amount": paise(data.get("link_amount_paid") or 0),
+                "currency": str(data.get("link_currency") or "INR").lower()})
 
-    def _announce_link_paid(self, link_id, event_id, event_at):
+    def _announce_link_paid(self, link_id, event_id, event_at, collected):
         link = self.db.scalar(select(CashfreeLink).where(CashfreeLink.link_id == link_id)) if link_id else None
         if link is None:
             log.warning("cashfree: a payment for a link we did not make (%s); ignored", link_id)
             return
         self._stage("gateway.link_paid", {
             **self._base(link.account_id, event_id, event_at), "link_id": link.link_id,
-            "gateway_link_id": link.cashfree_link_id, "gateway_subscription_id": None, "paid_at": int(event_at)},
-            f"link_paid:{link.link_id}")
+            "gateway_link_id": link.cashfree_link_id, "gateway_subscription_id": None, "paid_at": int(event_at),
+            "collected": collected}, f"link_paid:{link.link_id}")
 
     def _link_by_cashfree_id(self, cashfree_link_id):
         return self.db.get(CashfreeLink, cashfree_link_id) if cashfree_link_id else None
@@ -596,22 +799,24 @@ class GatewayCashfreeService(HealthMixin):
         return f"{kind}:{hashlib.sha256(body.encode()).hexdigest()}"
 
     def _snapshot(self, subscription, row, event_id, event_at):
-        plan = subscription.get("plan_details") or {}
-        amount = plan.get("plan_recurring_amount")
+        """gateway.subscription_updated for Cashfree's subscription object. The plan and price are
+        the ones paid for (ours): after a CHANGE_PLAN, Cashfree's plan_details already name the new
+        plan, which is only pending until its first charge."""
+        return self._row_snapshot(row, subscription.get("subscription_status"), event_id, event_at)
+
+    def _row_snapshot(self, row, cashfree_status, event_id, event_at):
         return {
             **self._base(row.account_id, event_id, event_at),
             "gateway_subscription_id": row.subscription_id, "checkout_id": row.checkout_id,
-            "plan_code": self._plan_code(subscription) or row.plan_code,
-            "status": SUBSCRIPTION_STATUS.get(subscription.get("subscription_status"), "incomplete"),
-            # Cashfree may leave plan_details out of a status change: the price we know is kept.
-            "amount": paise(amount) if amount is not None else row.amount, "currency": "inr",
+            "plan_code": row.plan_code, "pending_plan_code": row.pending_plan_code,
+            "status": SUBSCRIPTION_STATUS.get(cashfree_status, "incomplete"),
+            "amount": row.amount, "currency": "inr",
             "current_period_start": _unix(row.current_period_start),
             "current_period_end": _unix(row.current_period_end),
             "cancel_at_period_end": row.cancel_at is not None,
         }
 
-    def _payment_fact(self, data, row, event_id, event_at, start, end):
-        kind = "first payment" if data.get("payment_type") == "AUTH" else "renewal"
+    def _payment_fact(self, data, row, event_id, event_at, start, end, kind="renewal"):
         return {
             **self._base(row.account_id, event_id, event_at),
             "gateway_invoice_id": str(data.get("cf_payment_id") or data.get("payment_id")),
@@ -619,10 +824,6 @@ class GatewayCashfreeService(HealthMixin):
             "currency": "inr", "description": f"{row.plan_label}, {kind}",
             "invoice_url": None, "period_start": _unix(start), "period_end": _unix(end),
         }
-
-    def _plan_code(self, subscription):
-        plan_id = (subscription.get("plan_details") or {}).get("plan_id")
-        return self.db.scalar(select(CashfreePlan.plan_code).where(CashfreePlan.plan_id == plan_id)) if plan_id else None
 
     def _subscription_row(self, subscription_id):
         if not subscription_id:

@@ -11,7 +11,7 @@ SUBSCRIPTION_STATUS = {
     "active": "active",
     "trialing": "active",
     "past_due": "past_due",
-    "unpaid": "past_due",
+    "unpaid": "unpaid",  # Stripe gave up collecting: no longer a plan (billing lets the account buy again)
     "paused": "past_due",
     "incomplete": "incomplete",
     "incomplete_expired": "cancelled",
@@ -36,12 +36,15 @@ def subscription_snapshot(subscription, account_id, event_id, event_at):
     item = subscription["items"]["data"][0]
     price = item["price"]
     metadata = subscription.get("metadata") or {}
-    plan_code = metadata.get("plan_code") or (price.get("metadata") or {}).get("plan_code") or price.get("lookup_key")
+    # The price is what is charged, so it names the plan; the subscription's metadata may still name
+    # the plan it was bought with.
+    plan_code = (price.get("metadata") or {}).get("plan_code") or metadata.get("plan_code") or price.get("lookup_key")
     return {
         "gateway": "stripe", "gateway_event_id": event_id, "gateway_event_at": int(event_at),
         "account_id": account_id,
         "gateway_subscription_id": subscription["id"],
         "checkout_id": metadata.get("checkout_id"),
+        "link_id": metadata.get("link_id"),
         "plan_code": plan_code,
         "status": SUBSCRIPTION_STATUS.get(subscription["status"], "incomplete"),
         "amount": int(price["unit_amount"]),
@@ -103,6 +106,7 @@ def normalize(event, account_for_customer, link_for=lambda payment_link_id: None
             "gateway_checkout_id": obj["id"],
             "gateway_subscription_id": _id(obj.get("subscription")),
             "gateway_customer_id": _id(obj.get("customer")),
+            "collected": _collected(obj),
         })]
     if kind in ("checkout.session.expired", "checkout.session.async_payment_failed"):
         return [("gateway.checkout_failed", {
@@ -122,12 +126,19 @@ def normalize(event, account_for_customer, link_for=lambda payment_link_id: None
     return []
 
 
+def _collected(session):
+    """What a completed Checkout Session collected for the first period (billing compares it with
+    what it quoted): its total after discounts and taxes, in its currency."""
+    return {"amount": int(session.get("amount_total") or 0), "currency": session.get("currency") or ""}
+
+
 def _link_paid(event, session, link):
     if link is None or session.get("payment_status") not in ("paid", "no_payment_required"):
         return []
     return [("gateway.link_paid", {
         **_base(event, link["account_id"]), "link_id": link["link_id"], "gateway_link_id": _id(session["payment_link"]),
         "gateway_subscription_id": _id(session.get("subscription")), "paid_at": int(event["created"]),
+        "collected": _collected(session),
     })]
 
 

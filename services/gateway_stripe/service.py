@@ -15,7 +15,7 @@ from services.gateway_stripe.models import (
 from services.gateway_stripe.normalize import HANDLED_TYPES, normalize, subscription_snapshot
 from shared.config import settings
 from shared.db import Database
-from shared.errors import BadRequest, GatewayError, NotFound
+from shared.errors import BadRequest, GatewayError, NotFound, PaymentDeclined
 from shared.outbox import OutboxRelay, add_event_once
 from shared.service import HealthMixin, api_rpc
 
@@ -116,16 +116,29 @@ class GatewayStripeService(HealthMixin):
 
     @api_rpc
     def expire_checkout(self, gateway_checkout_id):
-        """Close an open Checkout Session so it can no longer be paid. Raises GatewayError."""
-        session = stripe_api.expire_checkout_session(gateway_checkout_id)
+        """Make sure a Checkout Session can no longer be paid: expire it if it is open; one that
+        expired (or completed without a payment) already is. Raises GatewayError when Stripe cannot
+        be asked, and GatewayError with details.checkout_state "complete" when it was paid."""
+        try:
+            return {"status": stripe_api.expire_checkout_session(gateway_checkout_id).status}
+        except GatewayError:
+            session = stripe_api.retrieve_checkout_session(gateway_checkout_id)
+            if session.status == "open":
+                raise
+        if session.status == "complete" and session.payment_status in ("paid", "no_payment_required"):
+            raise GatewayError(f"Checkout Session {gateway_checkout_id} was paid; it cannot be closed.",
+                               {"gateway": "stripe", "checkout_state": "complete"})
         return {"status": session.status}
 
     @api_rpc
     def change_subscription(self, request):
-        """Move a subscription to another plan now, invoicing the proration at once.
+        """Move a subscription to another plan now, once the proration is paid.
 
         request: {change_id, gateway_subscription_id, account_id, checkout_id, plan}. Returns the
-        subscription snapshot (gateway.subscription_updated shape). Raises GatewayError.
+        subscription snapshot (gateway.subscription_updated shape). Raises PaymentDeclined when the
+        saved card declined the proration: Stripe applied nothing (a pending update), and its open
+        invoice is voided so the change can never apply later behind the payer's back.
+        Raises GatewayError. A retry with the same change_id is the same request.
         """
         subscription = stripe_api.retrieve_subscription(request["gateway_subscription_id"])
         item_id = subscription["items"].data[0].id
@@ -133,7 +146,36 @@ class GatewayStripeService(HealthMixin):
                     "plan_code": request["plan"]["code"]}
         updated = stripe_api.change_subscription_price(
             subscription.id, item_id, self._price_for(request["plan"]), metadata, request["change_id"])
+        if updated.get("pending_update"):
+            latest = updated.get("latest_invoice")
+            if latest:
+                stripe_api.void_invoice(latest if isinstance(latest, str) else latest.id)
+            raise PaymentDeclined(details={"gateway": "stripe"})
         return self._snapshot(updated, request["account_id"], f"change-{request['change_id']}")
+
+    @api_rpc
+    def refund_purchase(self, request):
+        """Undo a purchase billing cannot keep (a second plan for an account that has one): cancel
+        its subscription now, void its open invoices and refund every payment it took, in full.
+
+        request: {request_id, account_id, gateway_subscription_id, gateway_link_id, reason}. Returns
+        {"refunds": [{gateway_invoice_id, gateway_refund_id, amount, currency, refunded_at}]}, the
+        same list when asked again (refunds are keyed by invoice and payment). Raises GatewayError;
+        what was done stays done and a retry finishes the rest."""
+        subscription_id = request["gateway_subscription_id"]
+        if not subscription_id:
+            return {"refunds": []}  # Stripe's payment links start a subscription: there is always one
+        stripe_api.cancel_subscription_now(subscription_id)
+        self._void_open_invoices(subscription_id)
+        refunds = []
+        for invoice in stripe_api.invoices_of(subscription_id, "paid"):
+            if not invoice.amount_paid:
+                continue
+            for payment_intent in stripe_api.payment_intents_of(invoice.id):
+                refunds += [{"gateway_invoice_id": invoice.id, "gateway_refund_id": refund.id, "amount": refund.amount,
+                             "currency": refund.currency, "refunded_at": refund.created}
+                            for refund in self._refunded(payment_intent, invoice.id, request)]
+        return {"refunds": refunds}
 
     @api_rpc
     def cancel_subscription(self, request):
@@ -146,6 +188,8 @@ class GatewayStripeService(HealthMixin):
             # DELETE carries no idempotency at Stripe: a retry after a lost answer gets 404.
             subscription = (stripe_api.cancel_subscription_now(subscription_id)
                             or stripe_api.retrieve_subscription(subscription_id))
+            if request.get("void_open_invoices"):  # nobody may revive it by paying an old invoice
+                self._void_open_invoices(subscription_id)
         return self._snapshot(subscription, request["account_id"], f"cancel-{request['request_id']}")
 
     @api_rpc
@@ -282,6 +326,23 @@ class GatewayStripeService(HealthMixin):
     def _snapshot(self, subscription, account_id, event_id):
         """The snapshot fact for a subscription the API just returned (stamped with our clock)."""
         return subscription_snapshot(subscription.to_dict(), account_id, event_id, int(time.time()))
+
+    @staticmethod
+    def _void_open_invoices(subscription_id):
+        for invoice in stripe_api.invoices_of(subscription_id, "open"):
+            stripe_api.void_invoice(invoice.id)
+
+    @staticmethod
+    def _refunded(payment_intent, invoice_id, request):
+        """Refund one payment in full; when an earlier attempt already did (its answer was lost and
+        the idempotency key has expired), what Stripe has on record."""
+        try:
+            return [stripe_api.refund(payment_intent, f"refund-{invoice_id}-{payment_intent}", {
+                "account_id": request["account_id"], "reason": request.get("reason") or "duplicate"})]
+        except GatewayError as error:
+            if error.details.get("code") != "charge_already_refunded":
+                raise
+            return stripe_api.refunds_of(payment_intent)
 
     def _forget_missing(self, param, account, plan):
         """Drop the remembered id Stripe says it lacks; True if there was one to drop."""

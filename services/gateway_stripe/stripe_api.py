@@ -117,11 +117,14 @@ def retrieve_subscription(subscription_id):
 
 @gateway_errors
 def change_subscription_price(subscription_id, item_id, price_id, metadata, change_id):
+    """The proration is invoiced and charged at once; if the charge is declined, Stripe applies
+    nothing and keeps the change in `pending_update` until that invoice is paid or voided."""
     return client().v1.subscriptions.update(
         subscription_id,
         params={
             "items": [{"id": item_id, "price": price_id}],
             "proration_behavior": "always_invoice",
+            "payment_behavior": "pending_if_incomplete",
             "cancel_at_period_end": False,
             "metadata": metadata,
         },
@@ -138,13 +141,46 @@ def set_cancel_at_period_end(subscription_id, cancel, request_id):
 
 @gateway_errors
 def cancel_subscription_now(subscription_id):
-    """Cancel at once; None when Stripe no longer has it live (an earlier cancel already went through)."""
+    """Cancel at once, invoicing nothing more; None when Stripe no longer has it live (an earlier
+    cancel already went through)."""
     try:
-        return client().v1.subscriptions.cancel(subscription_id)
+        return client().v1.subscriptions.cancel(subscription_id, params={"invoice_now": False, "prorate": False})
     except stripe.InvalidRequestError as exc:
         if exc.http_status == 404:
             return None
         raise
+
+
+@gateway_errors
+def invoices_of(subscription_id, status):
+    return list(client().v1.invoices.list(
+        params={"subscription": subscription_id, "status": status, "limit": 100}).auto_paging_iter())
+
+
+@gateway_errors
+def void_invoice(invoice_id):
+    return client().v1.invoices.void_invoice(invoice_id, options=_idempotent(f"void-{invoice_id}"))
+
+
+@gateway_errors
+def payment_intents_of(invoice_id):
+    """The PaymentIntents that paid an invoice (current API: InvoicePayments, not invoice.payment_intent)."""
+    paid = client().v1.invoice_payments.list(params={"invoice": invoice_id, "status": "paid", "limit": 100}).data
+    return [payment.payment.payment_intent for payment in paid
+            if payment.payment.type == "payment_intent" and payment.payment.payment_intent]
+
+
+@gateway_errors
+def refund(payment_intent_id, key, metadata):
+    """Refund what is left of a payment in full."""
+    return client().v1.refunds.create(
+        params={"payment_intent": payment_intent_id, "reason": "duplicate", "metadata": metadata},
+        options=_idempotent(key))
+
+
+@gateway_errors
+def refunds_of(payment_intent_id):
+    return client().v1.refunds.list(params={"payment_intent": payment_intent_id, "limit": 100}).data
 
 
 @gateway_errors

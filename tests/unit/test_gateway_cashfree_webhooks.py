@@ -115,9 +115,12 @@ def test_an_authorised_subscription_completes_its_checkout_and_starts_a_period(a
     assert (paid["amount"], paid["currency"], paid["period_start"]) == (149900, "inr", int(start.timestamp()))
     assert paid["description"] == "Starter (monthly), first payment"
     assert paid["period_end"] == int(start.replace(month=12).timestamp())
-    [(_, snapshot)] = facts(adapter, "gateway.subscription_updated")
-    assert (snapshot["status"], snapshot["plan_code"], snapshot["amount"]) == ("active", "starter_monthly", 149900)
-    assert snapshot["current_period_end"] == paid["period_end"]
+    snapshots = [snapshot for _, snapshot in facts(adapter, "gateway.subscription_updated")]
+    assert snapshots  # when the first period was paid, and again with Cashfree's status change
+    for snapshot in snapshots:
+        assert (snapshot["status"], snapshot["plan_code"], snapshot["amount"]) == ("active", "starter_monthly", 149900)
+        assert snapshot["current_period_end"] == paid["period_end"]
+    assert completed["collected"] == {"amount": 149900, "currency": "inr"}
 
 
 def test_a_renewal_moves_the_period_and_a_failed_one_is_a_failed_payment(adapter):
@@ -150,15 +153,49 @@ def test_a_never_authorised_subscription_that_is_cancelled_only_closes_its_check
 def test_cashfree_statuses_map_to_ours(adapter, cashfree_status, ours):
     deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
     deliver(adapter, webhook("SUBSCRIPTION_STATUS_CHANGED", status_changed(cashfree_status)))
-    assert facts(adapter, "gateway.subscription_updated")[0][1]["status"] == ours
+    assert facts(adapter, "gateway.subscription_updated")[-1][1]["status"] == ours
 
 
-def test_a_plan_change_shows_the_new_plan_and_amount(adapter):
+def change_to_growth(adapter):
+    """What change_subscription leaves behind after Cashfree's CHANGE_PLAN to Growth."""
+    row = adapter.db.get(CashfreeSubscription, SUBSCRIPTION)
+    row.pending_plan_code, row.pending_plan_label = "growth_monthly", "Growth (monthly)"
+    row.pending_amount, row.pending_interval = 399900, "month"
+    adapter.db.commit()
+
+
+def test_a_plan_change_is_the_plan_only_once_its_first_charge_succeeds(adapter):
+    """Cashfree charges a changed plan from the next cycle: until a charge of the new plan's amount
+    succeeds, the plan paid for (and its quota) stays, whatever Cashfree's plan_details already say."""
     deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    change_to_growth(adapter)
+
     deliver(adapter, webhook("SUBSCRIPTION_STATUS_CHANGED", status_changed(
-        plan_id="growth_monthly_inr_399900", amount="3999.00")))
-    snapshot = facts(adapter, "gateway.subscription_updated")[0][1]
-    assert (snapshot["plan_code"], snapshot["amount"]) == ("growth_monthly", 399900)
+        plan_id="growth_monthly_inr_399900", amount="3999.00"), event_time="2026-11-02T10:00:00+05:30"))
+    snapshot = facts(adapter, "gateway.subscription_updated")[-1][1]
+    assert (snapshot["plan_code"], snapshot["pending_plan_code"], snapshot["amount"]) == (
+        "starter_monthly", "growth_monthly", 149900)
+
+    deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment(
+        payment_type="CHARGE", amount="3999.00", payment_id="cfp_2", date="2026-12-01T10:00:00+05:30"),
+        event_time="2026-12-01T10:00:05+05:30"))
+    snapshot = facts(adapter, "gateway.subscription_updated")[-1][1]
+    assert (snapshot["plan_code"], snapshot["pending_plan_code"], snapshot["amount"]) == (
+        "growth_monthly", None, 399900)
+    paid = facts(adapter, "gateway.payment_succeeded")[-1][1]
+    assert (paid["amount"], paid["description"]) == (399900, "Growth (monthly), renewal")
+
+
+def test_a_renewal_still_charged_at_the_old_price_keeps_the_change_pending(adapter):
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    change_to_growth(adapter)
+
+    deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment(
+        payment_type="CHARGE", amount="1499.00", payment_id="cfp_2", date="2026-12-01T10:00:00+05:30")))
+
+    row = adapter.db.get(CashfreeSubscription, SUBSCRIPTION)
+    adapter.db.refresh(row)
+    assert (row.plan_code, row.pending_plan_code) == ("starter_monthly", "growth_monthly")
 
 
 def test_an_order_that_failed_then_succeeded_ends_paid(adapter):

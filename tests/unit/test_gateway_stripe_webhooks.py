@@ -56,7 +56,7 @@ def invoice(amount_paid=4900):
 def checkout_session(payment_status="paid"):
     return {"id": "cs_test_1", "object": "checkout.session", "mode": "subscription", "customer": "cus_1",
             "client_reference_id": CHECKOUT, "metadata": METADATA, "payment_status": payment_status,
-            "subscription": "sub_1", "status": "complete"}
+            "subscription": "sub_1", "status": "complete", "amount_total": 4900, "currency": "usd"}
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_a_subscription_snapshot_takes_its_period_from_the_items(adapter):
 
 
 @pytest.mark.parametrize("stripe_status, ours", [
-    ("active", "active"), ("trialing", "active"), ("past_due", "past_due"), ("unpaid", "past_due"),
+    ("active", "active"), ("trialing", "active"), ("past_due", "past_due"), ("unpaid", "unpaid"),
     ("incomplete", "incomplete"), ("canceled", "cancelled"), ("incomplete_expired", "cancelled"),
 ])
 def test_stripe_statuses_map_to_ours(adapter, stripe_status, ours):
