@@ -622,7 +622,9 @@ class GatewayCashfreeService(HealthMixin):
 
     def _plan_code(self, subscription):
         plan_id = (subscription.get("plan_details") or {}).get("plan_id")
-        return self.db.scalar(select(CashfreePlan.plan_code).where(CashfreePlan.plan_id == plan_id)) if plan_id else None
+        # A plan id names the same catalogue plan in every scope (plan_id_for).
+        return self.db.scalar(select(CashfreePlan.plan_code).where(CashfreePlan.plan_id == plan_id)
+                              .limit(1)) if plan_id else None
 
     def _subscription_row(self, subscription_id):
         if not subscription_id:
@@ -637,9 +639,10 @@ class GatewayCashfreeService(HealthMixin):
         return cashfree_api.call("POST", f"/subscriptions/{subscription_id}/manage", body, idempotency_key)
 
     def _ensure_plan(self, plan):
-        """The Cashfree plan for this catalogue plan and INR price, created once."""
-        plan_id = plan_id_for(plan)
-        if self.db.get(CashfreePlan, plan_id) is None:
+        """The Cashfree plan for this catalogue plan and INR price, created once per scope: with
+        other credentials (a sandbox, then production) it is made there too."""
+        plan_id, scope = plan_id_for(plan), cashfree_api.account_scope()
+        if self.db.get(CashfreePlan, (scope, plan_id)) is None:
             try:
                 cashfree_api.call("POST", "/plans", idempotency_key=f"plan-{plan_id}", body={
                     "plan_id": plan_id, "plan_name": plan_label(plan),
@@ -651,7 +654,7 @@ class GatewayCashfreeService(HealthMixin):
             except GatewayError as error:
                 if refusal_status(error) != 409:  # 409: it exists already (made by an earlier attempt)
                     raise
-            self.db.execute(insert(CashfreePlan).values(plan_id=plan_id, plan_code=plan["code"],
+            self.db.execute(insert(CashfreePlan).values(scope=scope, plan_id=plan_id, plan_code=plan["code"],
                                                         interval=plan["interval"]).on_conflict_do_nothing())
             self.db.commit()
         return plan_id
