@@ -1,4 +1,4 @@
-"""Table mixins every service's models use: the outbox and the inbox."""
+"""Table mixins every service's models use (the outbox and the inbox), and columns some share."""
 import uuid
 from datetime import datetime
 
@@ -9,6 +9,17 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 def utc_now_column(**kwargs):
     return mapped_column(DateTime(timezone=True), server_default=func.now(), **kwargs)
+
+
+# The gateway scope of rows kept before scopes were (or written without one): it matches no real
+# scope, so such a row never names an object to a gateway again.
+UNKNOWN_SCOPE = "unknown"
+
+
+def gateway_scope_column(**kwargs):
+    """The gateway account and mode an object of a gateway adapter was made in (its API module's
+    account_scope()): objects made with other keys are never named to the gateway in use."""
+    return mapped_column(String(200), server_default=UNKNOWN_SCOPE, **kwargs)
 
 
 class OutboxMixin:

@@ -12,6 +12,7 @@ import os
 import uuid
 from decimal import Decimal
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import requests
 import simplejson
@@ -27,6 +28,14 @@ log = logging.getLogger(__name__)
 API_VERSION = "2025-01-01"
 TIMEOUT_SECONDS = float(os.environ.get("CASHFREE_TIMEOUT_SECONDS", "6"))
 NETWORK_RETRIES = int(os.environ.get("CASHFREE_NETWORK_RETRIES", "2"))
+
+
+def account_scope():
+    """The merchant and environment of the credentials in use, "<client id>@<API host>": what the
+    adapter keeps the plans it made under. Cashfree has no account endpoint, but a client id
+    belongs to one merchant in one environment, and the host tells sandbox from production."""
+    config = settings()
+    return f"{config.cashfree_client_id}@{urlsplit(config.cashfree_api_base).netloc}"
 
 
 def refusal_status(error: GatewayError):

@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.models import InboxMixin, OutboxMixin, utc_now_column
+from shared.models import InboxMixin, OutboxMixin, gateway_scope_column, utc_now_column
 
 
 class Base(DeclarativeBase):
@@ -11,10 +11,12 @@ class Base(DeclarativeBase):
 
 
 class CashfreePlan(Base):
-    """A Cashfree plan per catalogue plan and INR price (a price change makes a new one)."""
+    """A Cashfree plan per scope (cashfree_api.account_scope: merchant and environment), catalogue
+    plan and INR price (a price change makes a new one; other credentials make it again there)."""
 
     __tablename__ = "plans"
 
+    scope: Mapped[str] = gateway_scope_column(primary_key=True)
     plan_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     plan_code: Mapped[str] = mapped_column(String(64))
     interval: Mapped[str] = mapped_column(String(10))

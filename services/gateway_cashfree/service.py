@@ -838,9 +838,10 @@ class GatewayCashfreeService(HealthMixin):
         return cashfree_api.call("POST", f"/subscriptions/{subscription_id}/manage", body, idempotency_key)
 
     def _ensure_plan(self, plan):
-        """The Cashfree plan for this catalogue plan and INR price, created once."""
-        plan_id = plan_id_for(plan)
-        if self.db.get(CashfreePlan, plan_id) is None:
+        """The Cashfree plan for this catalogue plan and INR price, created once per scope: with
+        other credentials (a sandbox, then production) it is made there too."""
+        plan_id, scope = plan_id_for(plan), cashfree_api.account_scope()
+        if self.db.get(CashfreePlan, (scope, plan_id)) is None:
             try:
                 cashfree_api.call("POST", "/plans", idempotency_key=f"plan-{plan_id}", body={
                     "plan_id": plan_id, "plan_name": plan_label(plan),
@@ -852,7 +853,7 @@ class GatewayCashfreeService(HealthMixin):
             except GatewayError as error:
                 if refusal_status(error) != 409:  # 409: it exists already (made by an earlier attempt)
                     raise
-            self.db.execute(insert(CashfreePlan).values(plan_id=plan_id, plan_code=plan["code"],
+            self.db.execute(insert(CashfreePlan).values(scope=scope, plan_id=plan_id, plan_code=plan["code"],
                                                         interval=plan["interval"]).on_conflict_do_nothing())
             self.db.commit()
         return plan_id

@@ -4,7 +4,7 @@ from sqlalchemy import BigInteger, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.models import InboxMixin, OutboxMixin, utc_now_column
+from shared.models import InboxMixin, OutboxMixin, gateway_scope_column, utc_now_column
 
 
 class Base(DeclarativeBase):
@@ -12,13 +12,18 @@ class Base(DeclarativeBase):
 
 
 class StripeCustomer(Base):
-    """Stripe customers of our billing accounts: the one we made for the account's checkouts (the
-    first), and those Stripe made for whoever paid one of its payment links."""
+    """Stripe customers of our billing accounts, each in the scope it was made in. kind "account":
+    the one we made for the account's own checkouts (one per scope); kind "payer": one Stripe made
+    for whoever paid one of the account's payment links, never used for the account's checkouts
+    (the payer's email would be on them). Either maps back to the account (webhooks, cards)."""
 
     __tablename__ = "customers"
 
     customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(64), index=True)
+    # A row that does not say is a payer's: never reused for a checkout.
+    kind: Mapped[str] = mapped_column(String(10), server_default="payer")  # account | payer
+    scope: Mapped[str] = gateway_scope_column()
     created_at: Mapped[datetime] = utc_now_column()
 
 
@@ -30,14 +35,17 @@ class StripePaymentLink(Base):
     payment_link_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     link_id: Mapped[str] = mapped_column(String(64), unique=True)
     account_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = gateway_scope_column()  # also that of the customer Stripe makes for its payer
     created_at: Mapped[datetime] = utc_now_column()
 
 
 class StripePrice(Base):
-    """Prices we created, by lookup key (plan, currency, amount): a price change makes a new key."""
+    """Prices we created, per scope and lookup key (plan, currency, amount): a price change makes a
+    new key, other Stripe keys a new scope."""
 
     __tablename__ = "prices"
 
+    scope: Mapped[str] = gateway_scope_column(primary_key=True)
     lookup_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     price_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = utc_now_column()

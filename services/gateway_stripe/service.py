@@ -16,6 +16,7 @@ from services.gateway_stripe.normalize import HANDLED_TYPES, normalize, subscrip
 from shared.config import settings
 from shared.db import Database
 from shared.errors import BadRequest, GatewayError, NotFound, PaymentDeclined
+from shared.models import UNKNOWN_SCOPE
 from shared.outbox import OutboxRelay, add_event_once
 from shared.service import HealthMixin, api_rpc
 
@@ -30,6 +31,15 @@ EVENTS_OVERLAP_SECONDS = 300
 def price_lookup_key(plan):
     """One Stripe price per plan, currency and amount: changing a price in plans.yaml makes a new one."""
     return f"{plan['code']}_{plan['currency']}_{plan['amount']}"
+
+
+def remembered_kind(missing_param):
+    """Which object we remember a request named, from the parameter Stripe says names nothing."""
+    if missing_param == "customer":
+        return "customer"
+    if missing_param is not None and missing_param.startswith("line_items"):
+        return "price"
+    return None
 
 
 class GatewayStripeService(HealthMixin):
@@ -51,24 +61,16 @@ class GatewayStripeService(HealthMixin):
 
         request: {checkout_id, account: {id, email, name}, plan: {code, name, interval, amount,
         currency}, success_url, cancel_url, expires_at (unix s)}.
-        Returns {gateway_checkout_id, redirect_url, expires_at}. Raises GatewayError when Stripe
-        fails or times out; a retry with the same checkout_id is safe (same Idempotency-Key).
+        The session's customer is the account's own (never a link payer's). Returns
+        {gateway_checkout_id, redirect_url, expires_at}. Raises GatewayError when Stripe fails or
+        times out; a retry with the same checkout_id is safe (the same Idempotency-Key while it
+        names the same customer and price).
         """
         account, plan = request["account"], request["plan"]
         metadata = {"account_id": account["id"], "checkout_id": request["checkout_id"], "plan_code": plan["code"]}
-        for attempt in (1, 2):
-            customer_id, price_id = self._customer_for(account), self._price_for(plan)
-            try:
-                session = stripe_api.create_checkout_session(
-                    request["checkout_id"], customer_id, price_id, metadata,
-                    request["success_url"], request["cancel_url"], request["expires_at"],
-                )
-                break
-            except GatewayError as error:
-                # A customer or price we remember was deleted at Stripe (or we were pointed at
-                # another account): forget it and make it again, once.
-                if attempt == 2 or not self._forget_missing(stripe_api.missing_param(error), account, plan):
-                    raise
+        session = self._naming_remembered(plan, account, lambda price_id, customer_id: (
+            stripe_api.create_checkout_session(request["checkout_id"], customer_id, price_id, metadata,
+                                               request["success_url"], request["cancel_url"], request["expires_at"])))
         return {"gateway_checkout_id": session.id, "redirect_url": session.url, "expires_at": session.expires_at}
 
     @api_rpc
@@ -77,12 +79,10 @@ class GatewayStripeService(HealthMixin):
         starts a subscription carrying our ids). request: {link_id, account, plan, success_url,
         ...}. Returns {gateway_link_id, url}. Stripe links do not expire: billing deactivates them.
         Raises GatewayError; a retry with the same link_id returns the same link."""
-        plan, account = request["plan"], request["account"]
-        metadata = {"account_id": account["id"], "link_id": request["link_id"], "plan_code": plan["code"]}
-        made = stripe_api.create_payment_link(request["link_id"], self._price_for(plan), metadata,
-                                              request["success_url"])
+        made = self._naming_remembered(request["plan"], None, lambda price_id, _: self._send_link(request, price_id))
         self.db.execute(insert(StripePaymentLink).values(
-            payment_link_id=made.id, link_id=request["link_id"], account_id=account["id"]).on_conflict_do_nothing())
+            payment_link_id=made.id, link_id=request["link_id"], account_id=request["account"]["id"],
+            scope=stripe_api.account_scope()).on_conflict_do_nothing())
         self.db.commit()
         return {"gateway_link_id": made.id, "url": made.url}
 
@@ -107,10 +107,9 @@ class GatewayStripeService(HealthMixin):
     @api_rpc
     def abandon_payment_link(self, request):
         """After a failed create: make sure no usable link exists at Stripe for it. The same
-        Idempotency-Key returns the link if Stripe made it after all; it is then deactivated."""
-        made = stripe_api.create_payment_link(request["link_id"], self._price_for(request["plan"]), {
-            "account_id": request["account"]["id"], "link_id": request["link_id"],
-            "plan_code": request["plan"]["code"]}, request["success_url"])
+        Idempotency-Key returns the link if Stripe made it after all; it is then deactivated. The
+        price is the one the create sent last (it is remembered), so the key is the same."""
+        made = self._send_link(request, self._price_for(request["plan"]))
         stripe_api.deactivate_payment_link(made.id)
         return {"outcome": "cancelled"}
 
@@ -194,13 +193,23 @@ class GatewayStripeService(HealthMixin):
 
     @api_rpc
     def list_payment_methods(self, account_id):
-        """The cards saved for the account (its own and those of whoever paid its links), default
-        first. Raises GatewayError."""
+        """The cards saved for the account at the Stripe in use, default first: its own customer's,
+        and those of whoever paid its payment links (payers' customers are listed here, though the
+        account's checkouts never use them). Customers kept before scopes were are asked too; one
+        Stripe does not have (made with other keys) is left out. Raises GatewayError."""
         customer_ids = self.db.scalars(select(StripeCustomer.customer_id).where(
-            StripeCustomer.account_id == account_id).order_by(StripeCustomer.created_at)).all()
+            StripeCustomer.account_id == account_id,
+            StripeCustomer.scope.in_([stripe_api.account_scope(), UNKNOWN_SCOPE]))
+            .order_by(StripeCustomer.created_at)).all()
         methods = []
         for customer_id in customer_ids:
-            settings_ = stripe_api.retrieve_customer(customer_id).to_dict().get("invoice_settings") or {}
+            try:
+                customer = stripe_api.retrieve_customer(customer_id)
+            except GatewayError as error:
+                if stripe_api.missing_param(error) is None:
+                    raise
+                continue
+            settings_ = customer.to_dict().get("invoice_settings") or {}
             default = settings_.get("default_payment_method")
             methods += [{
                 "id": pm.id, "type": "card", "brand": pm.card.brand, "last4": pm.card.last4,
@@ -344,35 +353,45 @@ class GatewayStripeService(HealthMixin):
                 raise
             return stripe_api.refunds_of(payment_intent)
 
-    def _forget_missing(self, param, account, plan):
-        """Drop the remembered id Stripe says it lacks; True if there was one to drop."""
-        if param is None:
-            return False
-        if param == "customer":
-            self.db.execute(delete(StripeCustomer).where(
-                StripeCustomer.customer_id == self._customer_id(account["id"])))
-        elif param.startswith("line_items"):
-            self.db.execute(delete(StripePrice).where(StripePrice.lookup_key == price_lookup_key(plan)))
-        else:
-            return False
-        self.db.commit()
-        return True
+    def _naming_remembered(self, plan, account, send):
+        """send(price_id, customer_id): a request naming the plan's price and (given an account) the
+        account's own customer, as remembered for the Stripe in use. One Stripe says it does not
+        have (deleted there) is forgotten and made again, once each, and the request sent again;
+        naming another object, it goes under another Idempotency-Key. Raises GatewayError."""
+        replaced = {}
+        while True:
+            price_id = self._price_for(plan, replacing=replaced.get("price"))
+            customer_id = self._customer_for(account, replacing=replaced.get("customer")) if account else None
+            try:
+                return send(price_id, customer_id)
+            except GatewayError as error:
+                lost = remembered_kind(stripe_api.missing_param(error))
+                if lost is None or lost in replaced:
+                    raise
+                replaced[lost] = price_id if lost == "price" else customer_id
+                log.warning("stripe has no %s %s any more: it is made again", lost, replaced[lost])
+                model, column = ((StripePrice, StripePrice.price_id) if lost == "price"
+                                 else (StripeCustomer, StripeCustomer.customer_id))
+                self.db.execute(delete(model).where(column == replaced[lost]))
+                self.db.commit()
 
-    def _customer_id(self, account_id):
-        """The customer we made for the account's own checkouts (its first)."""
-        return self.db.scalar(select(StripeCustomer.customer_id).where(StripeCustomer.account_id == account_id)
-                              .order_by(StripeCustomer.created_at).limit(1))
+    def _send_link(self, request, price_id):
+        plan, account = request["plan"], request["account"]
+        metadata = {"account_id": account["id"], "link_id": request["link_id"], "plan_code": plan["code"]}
+        return stripe_api.create_payment_link(request["link_id"], price_id, metadata, request["success_url"])
 
     def _link_for(self, payment_link_id):
         row = self.db.get(StripePaymentLink, payment_link_id) if payment_link_id else None
         return {"link_id": row.link_id, "account_id": row.account_id} if row else None
 
     def _remember_payer(self, session):
-        """Whoever paid a link became a Stripe customer: their card belongs to the link's account."""
-        link = self._link_for(session.get("payment_link"))
+        """Whoever paid a link became a Stripe customer, in the link's scope: their card is listed
+        with the link's account, their customer is never the account's own."""
+        link = self.db.get(StripePaymentLink, session.get("payment_link"))
         customer = session.get("customer")
         if link and isinstance(customer, str):
-            self.db.execute(insert(StripeCustomer).values(customer_id=customer, account_id=link["account_id"])
+            self.db.execute(insert(StripeCustomer).values(customer_id=customer, account_id=link.account_id,
+                                                          kind="payer", scope=link.scope)
                             .on_conflict_do_nothing())
 
     def _account_for_customer(self, customer_id):
@@ -380,23 +399,31 @@ class GatewayStripeService(HealthMixin):
             return None
         return self.db.scalar(select(StripeCustomer.account_id).where(StripeCustomer.customer_id == customer_id))
 
-    def _customer_for(self, account):
-        """The account's Stripe customer, created once (the Idempotency-Key makes racing creates one)."""
-        customer_id = self._customer_id(account["id"])
+    def _customer_for(self, account, replacing=None):
+        """The account's own Stripe customer at the Stripe in use, created once per scope (the
+        Idempotency-Key makes racing creates one); `replacing`: the one Stripe no longer has."""
+        scope = stripe_api.account_scope()
+        customer_id = self.db.scalar(select(StripeCustomer.customer_id).where(
+            StripeCustomer.account_id == account["id"], StripeCustomer.kind == "account",
+            StripeCustomer.scope == scope).order_by(StripeCustomer.created_at).limit(1))
         if customer_id:
             return customer_id
-        customer = stripe_api.create_customer(account["id"], account.get("email"), account.get("name"))
-        self.db.execute(insert(StripeCustomer).values(account_id=account["id"], customer_id=customer.id)
-                        .on_conflict_do_nothing())
+        customer = stripe_api.create_customer(account["id"], account.get("email"), account.get("name"), replacing)
+        self.db.execute(insert(StripeCustomer).values(account_id=account["id"], customer_id=customer.id,
+                                                      kind="account", scope=scope).on_conflict_do_nothing())
         self.db.commit()
         return customer.id
 
-    def _price_for(self, plan):
-        key = price_lookup_key(plan)
-        price_id = self.db.scalar(select(StripePrice.price_id).where(StripePrice.lookup_key == key))
+    def _price_for(self, plan, replacing=None):
+        """The plan's price at the Stripe in use: remembered, else found there by its lookup key
+        (made before it was remembered under this scope), else created."""
+        scope, key = stripe_api.account_scope(), price_lookup_key(plan)
+        price_id = self.db.scalar(select(StripePrice.price_id).where(StripePrice.scope == scope,
+                                                                     StripePrice.lookup_key == key))
         if price_id:
             return price_id
-        price = stripe_api.find_price(key) or stripe_api.create_price(key, plan)
-        self.db.execute(insert(StripePrice).values(lookup_key=key, price_id=price.id).on_conflict_do_nothing())
+        price = stripe_api.find_price(key) or stripe_api.create_price(key, plan, replacing)
+        self.db.execute(insert(StripePrice).values(scope=scope, lookup_key=key, price_id=price.id)
+                        .on_conflict_do_nothing())
         self.db.commit()
         return price.id

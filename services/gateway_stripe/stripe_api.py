@@ -2,10 +2,12 @@
 
 One `StripeClient` per process, no global SDK state, the base URL from STRIPE_API_BASE (the local
 sandbox by default), network retries on. Every POST carries an Idempotency-Key derived from our
-own record, so the SDK's retries and ours never create a second object. Any SDK error leaves this
-module as the shared GatewayError with a safe message; the SDK's own text is only logged.
+own record, so the SDK's retries and ours never create a second object; this module alone builds
+them. Any SDK error leaves this module as the shared GatewayError with a safe message; the SDK's
+own text is only logged.
 """
 import functools
+import hashlib
 import logging
 import os
 
@@ -54,15 +56,36 @@ def missing_param(error: GatewayError):
     return None
 
 
+@functools.lru_cache(maxsize=1)
+@gateway_errors
+def account_scope():
+    """The gateway account and mode of the keys in use, "<live|test>:<acct id>": every Stripe object
+    the adapter remembers is kept under it, so objects made with other keys (the local sandbox,
+    test mode, another account) are never named to this one. Asked once per process (GET
+    /v1/account): a process's keys never change while it runs; a failure is not remembered."""
+    live = settings().stripe_secret_key.startswith(("sk_live_", "rk_live_"))
+    return f"{'live' if live else 'test'}:{client().v1.accounts.retrieve_current().id}"
+
+
 def _idempotent(key):
     return {"idempotency_key": key}
 
 
+def _naming(key, *parameters):
+    """The key of a request whose parameters may differ from one attempt to the next (the objects
+    we remember that it names: a customer, a price): with a digest of the scope and of them, so the
+    same request after one was made again, or under other Stripe keys, is a new request (Stripe
+    refuses a key sent again with other parameters), while an exact retry is the same one."""
+    digest = hashlib.sha256("\n".join([account_scope(), *(value or "" for value in parameters)]).encode())
+    return _idempotent(f"{key}-{digest.hexdigest()[:16]}")
+
+
 @gateway_errors
-def create_customer(account_id, email, name):
+def create_customer(account_id, email, name, replacing=None):
+    """The account's own customer; `replacing`: the one Stripe no longer has (a new request then)."""
     return client().v1.customers.create(
         params={"email": email, "name": name, "metadata": {"account_id": account_id}},
-        options=_idempotent(f"customer-{account_id}"),
+        options=_naming(f"customer-{account_id}", replacing, email, name),
     )
 
 
@@ -73,7 +96,8 @@ def find_price(lookup_key):
 
 
 @gateway_errors
-def create_price(lookup_key, plan):
+def create_price(lookup_key, plan, replacing=None):
+    """A recurring price (and its product) for the plan; `replacing`: the price Stripe no longer has."""
     return client().v1.prices.create(
         params={
             "currency": plan["currency"],
@@ -83,7 +107,7 @@ def create_price(lookup_key, plan):
             "product_data": {"name": plan["name"], "metadata": {"plan_code": plan["code"]}},
             "metadata": {"plan_code": plan["code"]},
         },
-        options=_idempotent(f"price-{lookup_key}"),
+        options=_naming(f"price-{lookup_key}", replacing),
     )
 
 
@@ -101,7 +125,7 @@ def create_checkout_session(checkout_id, customer_id, price_id, metadata, succes
             "subscription_data": {"metadata": metadata},
             "expires_at": expires_at,
         },
-        options=_idempotent(f"checkout-{checkout_id}"),
+        options=_naming(f"checkout-{checkout_id}", customer_id, price_id),
     )
 
 
@@ -195,7 +219,8 @@ def retrieve_customer(customer_id):
 
 @gateway_errors
 def create_payment_link(link_id, price_id, metadata, success_url):
-    """A single-use Payment Link: it accepts one completed payment, then deactivates itself."""
+    """A single-use Payment Link: it accepts one completed payment, then deactivates itself. The
+    same link_id and price_id are the same request (what abandoning a failed create relies on)."""
     return client().v1.payment_links.create(
         params={
             "line_items": [{"price": price_id, "quantity": 1}],
@@ -204,7 +229,7 @@ def create_payment_link(link_id, price_id, metadata, success_url):
             "restrictions": {"completed_sessions": {"limit": 1}},
             "after_completion": {"type": "redirect", "redirect": {"url": success_url}},
         },
-        options=_idempotent(f"link-{link_id}"),
+        options=_naming(f"link-{link_id}", price_id),
     )
 
 

@@ -1,7 +1,7 @@
 """the first period's money, and plan changes pending until they are charged
 
 Revision ID: a41f6d2c9e73
-Revises: e8d54d0e268d
+Revises: 42ec3f0ae548
 Create Date: 2026-12-01 23:55:00
 
 Subscriptions authorised before this revision were activated on their authorisation: they count as
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = 'a41f6d2c9e73'
-down_revision: Union[str, Sequence[str], None] = 'e8d54d0e268d'
+down_revision: Union[str, Sequence[str], None] = '42ec3f0ae548'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
