@@ -126,6 +126,8 @@ class GatewayPayment(GatewayEvent):
     invoice_url = fields.String(allow_none=True, load_default=None)
     period_start = fields.Integer(allow_none=True, load_default=None)
     period_end = fields.Integer(allow_none=True, load_default=None)
+    # The charge of a plan change's proration: declined, it leaves the plan as it was (not past due).
+    plan_change = fields.Boolean(load_default=False)
 
 
 # billing: what other services react to (usage takes quotas and periods from these).

@@ -120,8 +120,10 @@ class Purchases:
         paid_since = self.db.scalar(select(Payment.id).where(
             Payment.gateway_invoice_id == event["gateway_invoice_id"], Payment.status == "paid"))
         if (subscription is not None and subscription.status == "active" and paid_since is None
-                and not subscription.hold_reason):
-            subscription.status = "past_due"  # a failure delivered after the retry's success changes nothing
+                and not subscription.hold_reason and not event.get("plan_change")):
+            # A failure delivered after the retry's success changes nothing; a declined plan change
+            # changed nothing (the gateway kept the plan as it was).
+            subscription.status = "past_due"
         add_event(self.db, Outbox, "payment.failed", {
             **self._event_account(account), "gateway": account.gateway,
             "subscription_id": str(subscription.id) if subscription else None,

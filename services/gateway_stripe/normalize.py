@@ -70,6 +70,7 @@ def _invoice_fact(event, invoice, account_id, amount):
         "invoice_url": invoice.get("hosted_invoice_url"),
         "period_start": period.get("start"),
         "period_end": period.get("end"),
+        "plan_change": invoice.get("billing_reason") == "subscription_update",
     }
 
 

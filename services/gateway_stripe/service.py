@@ -145,8 +145,8 @@ class GatewayStripeService(HealthMixin):
                     "plan_code": request["plan"]["code"]}
         updated = stripe_api.change_subscription_price(
             subscription.id, item_id, self._price_for(request["plan"]), metadata, request["change_id"])
-        if updated.get("pending_update"):
-            latest = updated.get("latest_invoice")
+        if getattr(updated, "pending_update", None):
+            latest = getattr(updated, "latest_invoice", None)
             if latest:
                 stripe_api.void_invoice(latest if isinstance(latest, str) else latest.id)
             raise PaymentDeclined(details={"gateway": "stripe"})

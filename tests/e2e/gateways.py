@@ -128,6 +128,61 @@ class StripeSandbox(LinkPages):
     def assert_requests_valid(self):
         """Stripe's sandbox refuses unknown parameters itself; nothing more to check here."""
 
+    # -- money checks: what is live, refunded, closed at the gateway --------------------------
+
+    LIVE = ("active", "trialing", "past_due", "incomplete")
+
+    def _api(self, path, **params):
+        answer = self.http.get(f"{self.base}{path}", params=params, headers=self.api_headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def _listed(self, path, **params):
+        items, after = [], None
+        while True:
+            page = self._api(path, limit=100, **({"starting_after": after} if after else {}), **params)
+            items += page["data"]
+            if not page["has_more"]:
+                return items
+            after = page["data"][-1]["id"]
+
+    def live_subscriptions_by_account(self):
+        """{billing account id: live subscriptions at Stripe} (every subscription carries our ids)."""
+        counts = {}
+        for subscription in self._listed("/v1/subscriptions", status="all"):
+            account = (subscription.get("metadata") or {}).get("account_id")
+            if subscription["status"] in self.LIVE and account:
+                counts[account] = counts.get(account, 0) + 1
+        return counts
+
+    def subscription_status(self, checkout):
+        return self._api(f"/v1/subscriptions/{self.subscription_of(checkout)}")["status"]
+
+    def refunded_amount(self, checkout):
+        """What was refunded at Stripe of the payments of the checkout's subscription."""
+        refunded = 0
+        for invoice in self._listed("/v1/invoices", subscription=self.subscription_of(checkout), status="paid"):
+            for payment in self._listed("/v1/invoice_payments", invoice=invoice["id"]):
+                refunded += sum(refund["amount"] for refund in self._listed(
+                    "/v1/refunds", payment_intent=payment["payment"]["payment_intent"]))
+        return refunded
+
+    def block_closing(self, checkout):
+        """Closing this checkout at the gateway fails until clear_faults(): it stays payable."""
+        answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
+            "method": "POST", "path": f"/v1/checkout/sessions/{self.session_id(checkout['redirect_url'])}/expire",
+            "kind": "error_500", "times": 10000})
+        assert answer.status_code in (200, 201), answer.text
+
+    def decline_saved_cards(self, checkout):
+        customer = self._api(f"/v1/checkout/sessions/{self.session_id(checkout['redirect_url'])}")["customer"]
+        answer = self.http.post(f"{self.base}/_sandbox/customers/{customer}/card", json={"declines": True}, timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    def subscription_price(self, checkout):
+        subscription = self._api(f"/v1/subscriptions/{self.subscription_of(checkout)}")
+        return subscription["items"]["data"][0]["price"]["unit_amount"], subscription.get("pending_update")
+
     def checkout_sessions_created_for(self, checkout_id):
         """How many distinct Checkout Sessions the sandbox made for one of our checkouts."""
         log = self.http.get(f"{self.base}/_sandbox/requests", timeout=10).json()
@@ -166,6 +221,55 @@ class CashfreeSandbox(LinkPages):
         script = re.search(r'<script src="([^"]+)"', page.text).group(1)
         assert "subscriptionsCheckout" in self.http.get(script, timeout=10).text
         return re.search(r'data-session-id="([^"]+)"', page.text).group(1)
+
+    # -- money checks: what is live, refunded, closed at the gateway --------------------------
+
+    LIVE = ("ACTIVE", "ON_HOLD", "BANK_APPROVAL_PENDING", "PAUSED")
+
+    def live_subscriptions_by_account(self):
+        """{billing account id: live subscriptions at Cashfree} (tagged with our ids when made)."""
+        answer = self.http.get(f"{self.base}/_sandbox/subscriptions", timeout=10)
+        assert answer.status_code == 200, answer.text
+        counts = {}
+        for subscription in answer.json():
+            account = (subscription.get("subscription_tags") or {}).get("account_id")
+            if subscription["subscription_status"] in self.LIVE and account:
+                counts[account] = counts.get(account, 0) + 1
+        return counts
+
+    def subscription_status(self, checkout):
+        return self.http.get(f"{self.base}/pg/subscriptions/{self.subscription_of(checkout)}",
+                             headers=self.api_headers, timeout=10).json()["subscription_status"]
+
+    def payments(self, checkout):
+        return self.http.get(f"{self.base}/pg/subscriptions/{self.subscription_of(checkout)}/payments",
+                             headers=self.api_headers, timeout=10).json()
+
+    def refunded_amount(self, checkout):
+        """What was refunded at Cashfree of the payments of the checkout's subscription (in paise)."""
+        refunded = 0
+        for payment in self.payments(checkout):
+            answer = self.http.get(f"{self.base}/pg/subscriptions/{self.subscription_of(checkout)}/refunds/"
+                                   f"dup_{payment['cf_payment_id']}", headers=self.api_headers, timeout=10)
+            if answer.status_code == 200:
+                refunded += int(round(float(answer.json()["refund_amount"]) * 100))
+        return refunded
+
+    def block_closing(self, checkout):
+        """Cancelling this checkout's subscription fails until clear_faults(): it stays payable."""
+        answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
+            "method": "POST", "path": f"/pg/subscriptions/{self.subscription_of(checkout)}/manage",
+            "kind": "error_500", "times": 10000})
+        assert answer.status_code in (200, 201), answer.text
+
+    def fail_charges(self, checkout):
+        """The bank will refuse the mandate's charges (sticky)."""
+        answer = self.http.post(f"{self.base}/_sandbox/subscriptions/{self.subscription_of(checkout)}/charges",
+                                json={"outcome": "failed"}, timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    def pay_with(self, redirect_url, method):
+        return self.http.get(self._press(redirect_url, "pay", method).headers["Location"], timeout=10)
 
     def _press(self, redirect_url, button, method="upi"):
         checkout_page = f"{self.base}/checkout/subscription/{self.session_id(redirect_url)}"

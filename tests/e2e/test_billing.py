@@ -68,8 +68,8 @@ def test_the_same_plan_cannot_be_bought_twice_and_unknown_plans_are_refused(org_
     assert unknown.status_code == 422 and "plan_code" in unknown.json()["error"]["details"]
 
 
-def test_upgrade_shows_proration_and_moves_the_plan(org_owner, region, tap):
-    buy(org_owner, region, "starter_monthly")
+def test_upgrade_shows_proration_and_moves_the_plan_once_paid(org_owner, region, tap):
+    bought, _ = buy(org_owner, region, "starter_monthly")
     changes = tap("billing", "plan.changed")
     quote = org_owner.post(f"{org_owner.acct}/quotes", json={"plan_code": "scale_monthly"}).json()
     assert quote["kind"] == "change"
@@ -83,9 +83,19 @@ def test_upgrade_shows_proration_and_moves_the_plan(org_owner, region, tap):
     assert quote["recurring"]["starts_at"] == period_end
     checkout = org_owner.post(f"{org_owner.acct}/checkout", json={"quote_id": quote["id"]})
     assert checkout.status_code == 201, checkout.text
+    if not region.prorates_changes:
+        # Nothing was charged, so nothing changed: Starter (and its quota) until Scale is charged.
+        time.sleep(1)
+        summary = org_owner.get(org_owner.acct).json()
+        assert summary["subscription"]["plan"]["code"] == "starter_monthly"
+        assert summary["subscription"]["scheduled_change"]["plan_code"] == "scale_monthly"
+        assert summary["usage"]["quota_bytes"] == 10 * 1024 ** 3
+        assert changes.drain() == []
+        region.renew(bought, paid=True)  # the next cycle's charge, at Scale's price
     summary = eventually(lambda: (s := org_owner.get(org_owner.acct).json())["subscription"]["plan"]["code"]
                          == "scale_monthly" and s)
     assert summary["subscription"]["status"] == "active"
+    assert summary["usage"]["quota_bytes"] == 1024 ** 4
     assert [(e["from_plan_code"], e["plan_code"]) for e in eventually(changes.drain)] == [
         ("starter_monthly", "scale_monthly")]
 

@@ -418,3 +418,15 @@ def test_a_change_charged_from_the_next_cycle_keeps_the_paid_for_plan_until_that
     assert summary["subscription"]["scheduled_change"] is None
     [changed] = outbox_events(session, "plan.changed")
     assert (changed["from_plan_code"], changed["plan_code"]) == ("starter_monthly", "growth_monthly")
+
+
+def test_a_declined_plan_changes_failed_invoice_does_not_make_the_plan_past_due(
+        billing, team, account_id, session, deliver, bought):
+    deliver(gateway_event("payment_failed", account_id=account_id, gateway_invoice_id="in_change",
+                          plan_change=True, gateway_event_at=NOW + 60))
+
+    assert subscription_of(billing, team.owner)["status"] == "active"
+    assert [item["status"] for item in billing.list_history(team.owner, ORG)][:1] == ["failed"]  # still shown
+
+    deliver(gateway_event("payment_failed", account_id=account_id, gateway_event_at=NOW + 120))  # a renewal
+    assert subscription_of(billing, team.owner)["status"] == "past_due"

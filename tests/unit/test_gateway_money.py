@@ -59,7 +59,8 @@ def test_a_declined_proration_changes_nothing_and_its_invoice_is_voided(stripe_a
     subscription = mock.MagicMock(id="sub_1")
     subscription.__getitem__.side_effect = {"items": SimpleNamespace(data=[SimpleNamespace(id="si_1")])}.__getitem__
     stripe_api.retrieve_subscription.return_value = subscription
-    stripe_api.change_subscription_price.return_value = {"pending_update": {"expires_at": 1}, "latest_invoice": "in_9"}
+    stripe_api.change_subscription_price.return_value = SimpleNamespace(pending_update={"expires_at": 1},
+                                                                        latest_invoice="in_9")
     with mock.patch.object(stripe_service.GatewayStripeService, "_price_for", return_value="price_growth"):
         with pytest.raises(PaymentDeclined):
             stripe_adapter.change_subscription({"change_id": "chk-2", "gateway_subscription_id": "sub_1",

@@ -83,6 +83,12 @@ class Control(control.CommonControl):
             raise invalid_value("outcome", "Possible values - " + ", ".join(subscriptions.CHARGE_OUTCOMES))
         return outcome
 
+    def subscriptions(self, request: Request) -> Answer:
+        """Every subscription the sandbox holds. Cashfree's API has no such list; tests use it to
+        check that no account of the portal holds two live subscriptions here."""
+        with self.store.lock:
+            return 200, self.store.render(list(self.store.subscriptions.values()))
+
     def redeliver(self, request: Request, event_id: str) -> Answer:
         """Send an event again: the same body and x-idempotency-key, a fresh timestamp and signature."""
         with self.store.lock:
@@ -127,6 +133,7 @@ class Control(control.CommonControl):
 ROUTES = control.COMMON_ROUTES + [
     ("POST", "/_sandbox/checkout/subscription/<session_id>/pay", "pay_session"),
     ("POST", "/_sandbox/checkout/subscription/<session_id>/decline", "decline_session"),
+    ("GET", "/_sandbox/subscriptions", "subscriptions"),
     ("POST", "/_sandbox/subscriptions/<subscription_id>/charge", "charge"),
     ("POST", "/_sandbox/subscriptions/<subscription_id>/charges", "charge_outcome"),
     ("POST", "/_sandbox/links/<link_id>/pay", "pay_link"),
