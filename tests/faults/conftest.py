@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 COLUMNS = [("scenario", "scenario"), ("attempted", "attempted"), ("paid", "paid"), ("active", "active"),
            ("plan.purchased", "events"), ("redelivered", "redelivered"), ("lost", "lost"), ("doubled", "doubled"), ("orphans", "orphan_checkouts"),
-           ("outbox backlog", "outbox_backlog"), ("recovery s", "recovery_seconds")]
+           ("outbox backlog", "outbox_backlog"), ("two live here", "two_live_here"),
+           ("two live at gateways", "two_live_at_gateways"), ("recovery s", "recovery_seconds")]
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +34,8 @@ def private_rabbit():
 def pytest_terminal_summary(terminalreporter):
     if not RESULTS:
         return
-    rows = [[str(row[key]) if key != "outbox_backlog" else (json.dumps(row[key]) if row[key] else "0")
-             for _, key in COLUMNS] for row in RESULTS]
+    rows = [[(json.dumps(row[key]) if any(row[key].values()) else "0") if isinstance(row[key], dict)
+             else str(row[key]) for _, key in COLUMNS] for row in RESULTS]
     widths = [max(len(title), *(len(r[i]) for r in rows)) for i, (title, _) in enumerate(COLUMNS)]
     write = terminalreporter.write_line
     write("")
@@ -43,7 +44,9 @@ def pytest_terminal_summary(terminalreporter):
     write("  ".join(title.ljust(w) for (title, _), w in zip(COLUMNS, widths)))
     for r in rows:
         write("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
-    write(f"purchases lost: {sum(r['lost'] for r in RESULTS)}, doubled: {sum(r['doubled'] for r in RESULTS)}")
+    write(f"purchases lost: {sum(r['lost'] for r in RESULTS)}, doubled: {sum(r['doubled'] for r in RESULTS)}, "
+          f"accounts with two live subscriptions: {sum(r['two_live_here'] for r in RESULTS)} here, "
+          f"{sum(sum(r['two_live_at_gateways'].values()) for r in RESULTS)} at the gateways")
     results = ROOT / "results"
     results.mkdir(exist_ok=True)
     (results / "faults.json").write_text(json.dumps(RESULTS, indent=2))

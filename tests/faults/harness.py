@@ -144,11 +144,15 @@ class Books:
     event_subscriptions_mismatch: int = 0  # plan.purchased naming a subscription other than the active one
     redelivered: int = 0  # the same plan.purchased (event_id) on the broker again
     doubles: list = field(default_factory=list)  # what the doubled purchases hold, to see why
+    # Accounts (any in the stack) with two live subscriptions: in billing, and at each gateway sandbox.
+    two_live_here: int = 0
+    two_live_at_gateways: dict = field(default_factory=dict)  # gateway -> accounts
 
     @property
     def balanced(self):
         return (self.lost == 0 and self.doubled == 0 and self.orphan_checkouts == 0 and not self.outbox_backlog
-                and self.paid == self.attempted and self.event_subscriptions_mismatch == 0)
+                and self.paid == self.attempted and self.event_subscriptions_mismatch == 0
+                and self.two_live_here == 0 and not any(self.two_live_at_gateways.values()))
 
 
 def _query(url, sql, *params):
@@ -183,6 +187,16 @@ def read_books(stack, database_url, purchases, tap):
     per_account = Counter(e["account"]["id"] for e in events)
     mismatch = sum(1 for e in events if e["subscription_id"] not in active.get(e["account"]["id"], []))
     paid = [p for p in purchases if p.paid]
+    two_live_here = _query(f"{database_url}{prefix}billing",
+                           "SELECT count(*) FROM (SELECT account_id FROM subscriptions "
+                           "WHERE status IN ('incomplete', 'active', 'past_due') "
+                           "GROUP BY account_id HAVING count(*) > 1) doubled")[0][0]
+    two_live_at_gateways = {}
+    for driver_class in DRIVERS.values():
+        driver = driver_class(stack)
+        counts = driver.live_subscriptions_by_account()
+        two_live_at_gateways[driver.gateway] = sum(1 for count in counts.values() if count > 1)
+        driver.http.close()
     return Books(
         attempted=len(purchases), paid=len(paid),
         active=sum(1 for p in paid if active.get(p.user_id)),
@@ -190,6 +204,7 @@ def read_books(stack, database_url, purchases, tap):
         lost=sum(1 for p in paid if not active.get(p.user_id) or not per_account[p.user_id]),
         doubled=sum(1 for p in purchases if len(active.get(p.user_id, [])) > 1 or per_account[p.user_id] > 1),
         orphan_checkouts=orphans, outbox_backlog=backlog, event_subscriptions_mismatch=mismatch,
+        two_live_here=two_live_here, two_live_at_gateways=two_live_at_gateways,
         redelivered=len(delivered) - len(events),
         doubles=[{"user": user, "events": [(e["event_id"], e["subscription_id"], e["occurred_at"]) for e in events
                                           if e["account"]["id"] == user], "active": active.get(user)}

@@ -1,7 +1,8 @@
 """`make test-faults`: 200 purchases (half US through the Stripe sandbox, half India through the
 Cashfree sandbox) while one thing breaks, one scenario per stack; then every paid purchase must be
 active exactly once, announced by plan.purchased exactly once, with no checkout left open and no
-outbox row unsent. Killed processes come back because supervisord restarts them (deploy/supervise.py).
+outbox row unsent, and no account may hold two live subscriptions, in billing or at either
+gateway sandbox. Killed processes come back because supervisord restarts them (deploy/supervise.py).
 """
 import signal
 import time
@@ -134,6 +135,7 @@ def test_purchases_survive(scenario, private_postgres, private_rabbit):
     row = {"scenario": scenario, "attempted": books.attempted, "paid": books.paid, "active": books.active,
            "events": books.events, "lost": books.lost, "doubled": books.doubled,
            "orphan_checkouts": books.orphan_checkouts, "outbox_backlog": books.outbox_backlog,
+           "two_live_here": books.two_live_here, "two_live_at_gateways": books.two_live_at_gateways,
            "recovery_seconds": round(took, 1) if took is not None else "-", "redelivered": books.redelivered,
            "traffic_seconds": round(traffic_seconds, 1), "client_errors": sum(len(p.errors) for p in purchases),
            "notes": context.notes}
