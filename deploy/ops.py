@@ -147,19 +147,27 @@ def describe(account):
         if not subscriptions:
             lines.append("  subscription: none")
         for s in subscriptions:
+            held = (f", on hold: {s['hold_reason']} (gateway settled {s['gateway_settled_at'] or 'not yet'})"
+                    if s.get("hold_reason") else "")
+            unverified = "" if s.get("verified_at") or s.get("hold_reason") else ", payment not verified yet"
             lines.append(f"  subscription {s['gateway_subscription_id']}: {s['plan']['code']} {s['status']}, "
                          f"period {s['current_period_start']} .. {s['current_period_end']}, "
-                         f"next payment {s['next_payment_date']}, cancel at period end {s['cancel_at_period_end']}")
+                         f"next payment {s['next_payment_date']}, cancel at period end {s['cancel_at_period_end']}"
+                         f"{unverified}{held}")
         lines.append(f"  open checkouts: {len(billing['checkouts'])}")
         for c in billing["checkouts"]:
             lines.append(f"    {c['id']} {c['plan_code']} {c['status']} at {c['gateway_checkout_id']}, "
-                         f"expires {c['expires_at']}")
+                         f"expires {c['expires_at']}"
+                         + ("" if c["status"] == "open" else ", still to be closed at the gateway"))
         lines.append(f"  last payments: {len(billing['payments'])}")
         for p in billing["payments"]:
             lines.append(f"    {p['date']} {p['status']} {p['amount']} {p['currency']} {p['description']}")
         lines.append(f"  payment links: {len(billing['links'])}")
         for link in billing["links"]:
             lines.append(f"    {link['id']} {link['plan_code']} {link['status']}, expires {link['expires_at']}")
+        lines.append(f"  alerts: {len(billing.get('alerts') or [])}")
+        for alert in billing.get("alerts") or []:
+            lines.append(f"    {alert['created_at']} {alert['kind']}: {alert['message']} {json.dumps(alert['details'])}")
     usage = call("usage", "summary_for", account)
     projection = query("usage", "SELECT plan_code, quota_bytes, period_start, period_end FROM usage_accounts "
                                 "WHERE kind = :kind AND account_id = :id", kind=account["kind"], id=account["id"])
@@ -169,6 +177,17 @@ def describe(account):
     lines.append("  usage projection: " + (f"{plan['plan_code']}, quota {plan['quota_bytes']}, period "
                                            f"{plan['period_start']} .. {plan['period_end']}" if plan else "none"))
     return lines
+
+
+def alerts():
+    """Every unresolved alert billing raised for operators, oldest first, with its account."""
+    rows = query("billing", "SELECT a.kind AS account_kind, a.owner_ref, al.kind, al.message, al.details, "
+                            "al.created_at FROM alerts al JOIN accounts a ON a.id = al.account_id "
+                            "WHERE al.resolved_at IS NULL ORDER BY al.created_at")
+    if not rows:
+        return "no alerts"
+    return "\n".join(f"{row['created_at'].isoformat()} {row['account_kind']}:{row['owner_ref']} {row['kind']}: "
+                     f"{row['message']} {json.dumps(row['details'])}" for row in rows)
 
 
 def outbox_backlog():
@@ -204,6 +223,8 @@ def parser():
     which.add_argument("--all", action="store_true", help="every account with something open")
     show = commands.add_parser("show-account", help="an account's billing state across the services")
     show.add_argument("target", help="org:<org id>, personal:<user id> or a user's email")
+    commands.add_parser("alerts", help="what billing asks an operator to decide (amounts that did not match "
+                                       "the quote, plans that came back beside another)")
     return top
 
 
@@ -214,6 +235,8 @@ def main(argv=None):
             output = replay_webhook(args.gateway, args.event_id)
         elif args.command == "reconcile":
             output = reconcile(None if args.all else args.account)
+        elif args.command == "alerts":
+            output = alerts()
         else:
             output = show_account(args.target)
     except OpsError as error:

@@ -51,3 +51,17 @@ def test_reconcile_tells_what_was_recovered_and_closed(capsys):
     out = capsys.readouterr().out
     assert "recovered from cashfree reconcile:9:SUCCESS: gateway.checkout_completed" in out
     assert "closed checkout c-1" in out and "stripe could not be checked" in out
+
+
+def test_alerts_list_what_billing_asks_an_operator_to_decide(capsys):
+    from datetime import datetime, timezone
+    row = {"account_kind": "org", "owner_ref": "42", "kind": "amount_mismatch", "created_at":
+           datetime(2026, 12, 1, tzinfo=timezone.utc), "message": "The gateway collected 100 usd ...",
+           "details": {"collected": {"amount": 100, "currency": "usd"}}}
+    with mock.patch.object(ops, "query", return_value=[row]):
+        assert ops.main(["alerts"]) == 0
+    out = capsys.readouterr().out
+    assert "org:42 amount_mismatch: The gateway collected 100 usd" in out and '"amount": 100' in out
+    with mock.patch.object(ops, "query", return_value=[]):
+        assert ops.main(["alerts"]) == 0
+    assert capsys.readouterr().out.strip() == "no alerts"
