@@ -10,6 +10,7 @@ from gateway_http.schemas import ErrorResponse, Health
 ERROR_DESCRIPTIONS = {
     400: "Body is not JSON, or a webhook failed its signature or timestamp check",
     401: "No token, bad token, or revoked token",
+    402: "The saved payment method declined the charge (e.g. a plan change's proration); nothing changed",
     403: "A member whose role lacks the permission",
     404: "Unknown resource, or one in an organization the caller is not a member of",
     409: "Conflict with the current state",

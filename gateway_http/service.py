@@ -220,7 +220,7 @@ class HttpGateway:
         return 201, self.billing.create_quote(call.user, account_ref(call), call.body)
 
     @route("POST", acct("/checkout"), tag="billing", body=CheckoutInput, responses={201: CheckoutOut},
-           errors=(403, 404, 409, 502), summary="Pay Now: a hosted checkout at the region's gateway")
+           errors=(402, 403, 404, 409, 502), summary="Pay Now: a hosted checkout at the region's gateway")
     def create_checkout(self, call):
         return 201, self.billing.create_checkout(call.user, account_ref(call), call.body)
 

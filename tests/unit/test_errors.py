@@ -4,7 +4,7 @@ from nameko.exceptions import RemoteError, deserialize, serialize
 
 from gateway_http.errors import app_error_response, status_for
 from shared.errors import (
-    AppError, BadRequest, Conflict, Forbidden, GatewayError, NotFound, PayloadTooLarge, RateLimited,
+    AppError, BadRequest, Conflict, Forbidden, GatewayError, NotFound, PayloadTooLarge, PaymentDeclined, RateLimited,
     Unauthorized, ValidationFailed,
 )
 
@@ -12,6 +12,7 @@ from shared.errors import (
 @pytest.mark.parametrize("error_cls, status, code", [
     (BadRequest, 400, "BAD_REQUEST"),
     (Unauthorized, 401, "UNAUTHORIZED"),
+    (PaymentDeclined, 402, "PAYMENT_DECLINED"),
     (Forbidden, 403, "FORBIDDEN"),
     (NotFound, 404, "NOT_FOUND"),
     (Conflict, 409, "CONFLICT"),
