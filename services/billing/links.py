@@ -51,6 +51,7 @@ class PaymentLinks:
         left, here or at the gateway)."""
         account, _ = self._account(actor, account_ref, MANAGE_BILLING, lock=True)
         data = load_or_raise(PaymentLinkInput(), data)
+        payer = self._payer_contact(actor, account)
         if "quote_id" in data:
             quote = self._quote_of(account, data["quote_id"])
             if quote.expires_at <= utc_now():
@@ -70,7 +71,7 @@ class PaymentLinks:
         self.db.add(link)
         self.db.commit()  # recorded before the gateway hears of it
 
-        request = self._link_request(account, link, plan)
+        request = self._link_request(account, link, plan, payer)
         try:
             made = self._call_adapter(account, "create_payment_link", request)
         except Exception as error:  # a gateway failure, or the adapter itself failing
@@ -174,12 +175,10 @@ class PaymentLinks:
         self._close_link(account, link, "paid" if outcome == "paid" else closed_status)
         self.db.commit()
 
-    def _link_request(self, account, link, plan):
+    def _link_request(self, account, link, plan, payer=None):
         base = settings().public_base_url
-        return {"link_id": str(link.id), "account": {"id": str(account.id), "email": account.email,
-                                                     "name": account.name},
-                "plan": plan, "amount": link.amount, "currency": link.currency,
-                "expires_at": int(link.expires_at.timestamp()),
+        return {"link_id": str(link.id), "account": self._gateway_account(account, payer), "plan": plan,
+                "amount": link.amount, "currency": link.currency, "expires_at": int(link.expires_at.timestamp()),
                 "success_url": f"{base}/billing/links/{link.id}/paid"}
 
     def _abandon(self, account, link, request):

@@ -25,7 +25,7 @@ from shared.config import settings
 from shared.consumers import consumes
 from shared.db import Database, parse_uuid
 from shared.errors import Conflict, GatewayError, NotFound, ValidationFailed
-from shared.events import COUNTRIES
+from shared.events import COUNTRIES, COUNTRIES_NEEDING_PHONE
 from shared.money import CURRENCY_BY_COUNTRY
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
 from shared.permissions import MANAGE_BILLING, VIEW_BILLING, requested_account
@@ -85,6 +85,7 @@ class BillingService(PaymentLinks, Reconciliation, HealthMixin):
     db = Database()
     outbox = OutboxRelay(Outbox)
     orgs = RpcProxy("orgs")
+    identity = RpcProxy("identity")
     gateway_stripe = RpcProxy("gateway_stripe")
     gateway_cashfree = RpcProxy("gateway_cashfree")
     usage = RpcProxy("usage")
@@ -171,6 +172,7 @@ class BillingService(PaymentLinks, Reconciliation, HealthMixin):
         """
         account, _ = self._account(actor, account_ref, MANAGE_BILLING, lock=True)
         data = load_or_raise(CheckoutInput(), data)
+        payer = self._payer_contact(actor, account)
         if "plan_code" in data:
             quote = self._make_quote(account, data["plan_code"], actor["id"])
         else:
@@ -201,7 +203,7 @@ class BillingService(PaymentLinks, Reconciliation, HealthMixin):
 
         try:
             if quote.kind == "new":
-                self._open_hosted_checkout(account, quote, checkout, actor)
+                self._open_hosted_checkout(account, quote, checkout, payer)
             else:
                 self._change_plan(account, quote, checkout)
         except GatewayError as error:
@@ -386,6 +388,28 @@ class BillingService(PaymentLinks, Reconciliation, HealthMixin):
             account = self.db.scalar(query)
         return account, granted["actions"]
 
+    def _payer_contact(self, actor, account):
+        """{email, name, phone} of whoever pays for `account` in the gateway's eyes: the user of a
+        personal account, the owner of an organization (whoever of its managers opens the page).
+        Raises ValidationFailed PHONE_REQUIRED (422) when the account's gateway needs a phone
+        (Cashfree) and they have none; callers ask before they record anything."""
+        owner_id = account.owner_ref
+        if account.kind == "org":
+            owner_id = self.orgs.authorize(actor["id"], {"kind": "org", "id": account.owner_ref},
+                                           MANAGE_BILLING)["account"]["owner_id"]
+        payer = self.identity.get_user(owner_id)
+        if account.country in COUNTRIES_NEEDING_PHONE and not payer["phone"]:
+            whose = "your" if owner_id == actor["id"] else "the organization owner's"
+            message = f"The payment gateway needs the payer's phone number: add one to {whose} profile first."
+            raise ValidationFailed(message, details={"phone": [message]}, code="PHONE_REQUIRED")
+        return {"email": payer["email"], "name": payer["name"], "phone": payer["phone"]}
+
+    @staticmethod
+    def _gateway_account(account, payer=None):
+        """The account as adapter requests name it: our id, and the payer's contact when the gateway
+        is to be given one (`_payer_contact`)."""
+        return {"id": str(account.id), **(payer or {})}
+
     def _locked_account(self, account_id):
         account_uuid = parse_uuid(account_id)
         if account_uuid is None:
@@ -467,11 +491,11 @@ class BillingService(PaymentLinks, Reconciliation, HealthMixin):
                 self._call_adapter(account, "expire_checkout", other.gateway_checkout_id)
             other.status, other.failure_reason = "expired", "superseded"
 
-    def _open_hosted_checkout(self, account, quote, checkout, actor):
+    def _open_hosted_checkout(self, account, quote, checkout, payer):
         base = settings().public_base_url
         opened = self._call_adapter(account, "create_checkout", {
             "checkout_id": str(checkout.id),
-            "account": {"id": str(account.id), "email": account.email, "name": account.name},
+            "account": self._gateway_account(account, payer),
             "plan": quote.plan,
             "success_url": f"{base}/billing/checkout/{checkout.id}/return",
             "cancel_url": f"{base}/billing/checkout/{checkout.id}/cancelled",
