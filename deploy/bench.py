@@ -59,6 +59,7 @@ WEBHOOK_RATE, READ_RATE, CHECKOUT_RATE = 100, 200, 10
 DUPLICATE_SHARE = 0.10
 PLAN = "growth_monthly"
 PASSWORD = "bench password 1"
+PHONES = {"US": None, "IN": "+919812345678"}  # Cashfree takes no payment without the payer's phone
 SERVICES = ("identity", "orgs", "billing", "gateway_stripe", "gateway_cashfree", "usage", "gateway_http")
 # The bench always runs against the sandboxes, whatever credentials the shell has.
 SANDBOX_CREDENTIALS = {"STRIPE_SECRET_KEY": SANDBOX_STRIPE_KEY, "STRIPE_WEBHOOK_SECRET": "whsec_sandbox",
@@ -280,7 +281,8 @@ class Bench:
     def signup(self, country):
         email = f"bench-{country.lower()}-{uuid.uuid4().hex[:8]}@example.com"
         answer = requests.post(f"{self.base}/api/v1/auth/signup", timeout=30, json={
-            "email": email, "password": PASSWORD, "name": f"Bench {country}", "country": country})
+            "email": email, "password": PASSWORD, "name": f"Bench {country}", "country": country,
+            "phone": PHONES[country]})
         answer.raise_for_status()
         self.emails.append(email)
         return {"Authorization": f"Bearer {answer.json()['token']}", "Content-Type": "application/json"}

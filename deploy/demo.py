@@ -18,6 +18,7 @@ from urllib.parse import urljoin
 import requests
 
 PLAN = "growth_monthly"
+PHONES = {"US": None, "IN": "+919812345678"}  # Cashfree takes no payment without the payer's phone
 
 
 def step(text):
@@ -106,7 +107,8 @@ def main(base_url):
         email = f"demo-{country.lower()}-{uuid.uuid4().hex[:8]}@example.com"
         step(f"sign up {email} ({region})")
         signed_up = portal.call("POST", "/api/v1/auth/signup", 201, json={
-            "email": email, "password": "demo password 123", "name": "Demo Buyer", "country": country, "plan": PLAN})
+            "email": email, "password": "demo password 123", "name": "Demo Buyer", "country": country,
+            "phone": PHONES[country], "plan": PLAN})
         portal.http.headers["Authorization"] = f"Bearer {signed_up['token']}"
         print(f"pending plan offered after signup: {signed_up['pending_plan']}")
 

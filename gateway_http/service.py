@@ -19,7 +19,7 @@ from services.billing.schemas import (
     CancelInput, CheckoutInput, CheckoutOut, HistoryList, PaymentLinkInput, PaymentLinkList, PaymentLinkOut,
     PaymentMethodList, PlanList, QuoteInput, QuoteOut, SubscriptionOut, SummaryOut,
 )
-from services.identity.schemas import LoginInput, LoginOut, SignupInput, SignupOut
+from services.identity.schemas import LoginInput, LoginOut, SignupInput, SignupOut, UpdatedMeOut, UpdateMeInput
 from services.orgs.schemas import (
     AcceptedOut, ChangeRoleInput, CreatedInvitationOut, CreateOrgInput, InvitationList, InviteInput,
     MemberList, MemberOut, MyOrgList, MyOrgOut, OrgOut, TransferInput,
@@ -129,6 +129,15 @@ class HttpGateway:
         orgs = self.orgs.list_my_orgs(call.user)
         organizations = [{"id": o["id"], "name": o["name"], "role": o["my_role"]} for o in orgs]
         return 200, {**profile, "organizations": organizations}
+
+    @route("PATCH", "/api/v1/me", tag="identity", body=UpdateMeInput, responses={200: UpdatedMeOut},
+           summary="Change my name or phone (the phone Cashfree needs for India; null removes it outside India)")
+    def update_me(self, call):
+        answer = self.identity.update_me(call.user["id"], call.body)
+        # This process's cached user is the old one: drop it so the next request sees the change.
+        # Other processes refresh theirs within CACHE_SECONDS.
+        self.sessions.forget(call.token)
+        return 200, answer
 
     @route("DELETE", "/api/v1/me/pending-plan", tag="identity", responses={204: None},
            summary="Dismiss the post-signup 'buy your plan' offer")

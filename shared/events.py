@@ -9,6 +9,8 @@ from marshmallow import Schema, fields, validate
 from shared.permissions import ACCOUNT_KINDS, ROLES
 
 COUNTRIES = ("US", "IN")
+# Where the region's gateway (Cashfree, India) takes no payment without the payer's phone.
+COUNTRIES_NEEDING_PHONE = ("IN",)
 
 
 class EventSchema(Schema):

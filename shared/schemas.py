@@ -30,6 +30,7 @@ class Principal(Schema):
     email = fields.Email(required=True)
     name = fields.String(required=True)
     country = fields.String(required=True, validate=validate.OneOf(COUNTRIES))
+    phone = fields.String(allow_none=True)
     created_at = fields.String()
 
 

@@ -51,10 +51,11 @@ class PaymentLinks:
         left, here or at the gateway)."""
         account, _ = self._account(actor, account_ref, MANAGE_BILLING)
         data = load_or_raise(PaymentLinkInput(), data)
+        payer = self._payer_contact(actor, account)
         with self._purchases_of(account):
-            return self._create_payment_link(self._locked_account(str(account.id)), actor, data)
+            return self._create_payment_link(self._locked_account(str(account.id)), actor, data, payer)
 
-    def _create_payment_link(self, account, actor, data):
+    def _create_payment_link(self, account, actor, data, payer):
         if "quote_id" in data:
             quote = self._quote_of(account, data["quote_id"])
             if quote.expires_at <= utc_now():
@@ -77,7 +78,7 @@ class PaymentLinks:
         self.db.add(link)
         self.db.commit()  # recorded before the gateway hears of it
 
-        request = self._link_request(account, link, plan)
+        request = self._link_request(account, link, plan, payer)
         try:
             made = self._call_adapter(account, "create_payment_link", request)
         except Exception as error:  # a gateway failure, or the adapter itself failing
@@ -186,12 +187,10 @@ class PaymentLinks:
         self.db.commit()
         return True
 
-    def _link_request(self, account, link, plan):
+    def _link_request(self, account, link, plan, payer=None):
         base = settings().public_base_url
-        return {"link_id": str(link.id), "account": {"id": str(account.id), "email": account.email,
-                                                     "name": account.name},
-                "plan": plan, "amount": link.amount, "currency": link.currency,
-                "expires_at": int(link.expires_at.timestamp()),
+        return {"link_id": str(link.id), "account": self._gateway_account(account, payer), "plan": plan,
+                "amount": link.amount, "currency": link.currency, "expires_at": int(link.expires_at.timestamp()),
                 "success_url": f"{base}/billing/links/{link.id}/paid"}
 
     def _abandon(self, account, link, request):

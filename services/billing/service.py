@@ -29,7 +29,7 @@ from services.billing.settlement import GatewaySettlement, checkout_to_close
 from shared.config import settings
 from shared.db import Database, advisory_lock, parse_uuid
 from shared.errors import Conflict, GatewayError, NotFound, PaymentDeclined, ValidationFailed
-from shared.events import COUNTRIES
+from shared.events import COUNTRIES, COUNTRIES_NEEDING_PHONE
 from shared.money import CURRENCY_BY_COUNTRY
 from shared.outbox import OutboxRelay, rfc3339, utc_now
 from shared.permissions import MANAGE_BILLING, VIEW_BILLING, requested_account
@@ -82,6 +82,7 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
     db = Database()
     outbox = OutboxRelay(Outbox)
     orgs = RpcProxy("orgs")
+    identity = RpcProxy("identity")
     gateway_stripe = RpcProxy("gateway_stripe")
     gateway_cashfree = RpcProxy("gateway_cashfree")
     usage = RpcProxy("usage")
@@ -179,6 +180,7 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
         """
         account, _ = self._account(actor, account_ref, MANAGE_BILLING)
         data = load_or_raise(CheckoutInput(), data)
+        payer = self._payer_contact(actor, account)
         with self._purchases_of(account):
             account = self._locked_account(str(account.id))
             if "plan_code" in data:
@@ -215,7 +217,7 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
 
             try:
                 if quote.kind == "new":
-                    self._open_hosted_checkout(account, quote, checkout)
+                    self._open_hosted_checkout(account, quote, checkout, payer)
                 else:
                     self._change_plan(account, quote, checkout)
             except PaymentDeclined as declined:
@@ -340,6 +342,28 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
         with advisory_lock(self.db, f"billing.purchases:{account.id}"):
             yield
 
+    def _payer_contact(self, actor, account):
+        """{email, name, phone} of whoever pays for `account` in the gateway's eyes: the user of a
+        personal account, the owner of an organization (whoever of its managers opens the page).
+        Raises ValidationFailed PHONE_REQUIRED (422) when the account's gateway needs a phone
+        (Cashfree) and they have none; callers ask before they record anything."""
+        owner_id = account.owner_ref
+        if account.kind == "org":
+            owner_id = self.orgs.authorize(actor["id"], {"kind": "org", "id": account.owner_ref},
+                                           MANAGE_BILLING)["account"]["owner_id"]
+        payer = self.identity.get_user(owner_id)
+        if account.country in COUNTRIES_NEEDING_PHONE and not payer["phone"]:
+            whose = "your" if owner_id == actor["id"] else "the organization owner's"
+            message = f"The payment gateway needs the payer's phone number: add one to {whose} profile first."
+            raise ValidationFailed(message, details={"phone": [message]}, code="PHONE_REQUIRED")
+        return {"email": payer["email"], "name": payer["name"], "phone": payer["phone"]}
+
+    @staticmethod
+    def _gateway_account(account, payer=None):
+        """The account as adapter requests name it: our id, and the payer's contact when the gateway
+        is to be given one (`_payer_contact`)."""
+        return {"id": str(account.id), **(payer or {})}
+
     @staticmethod
     def _account_dict(account):
         return {"kind": account.kind, "id": account.owner_ref, "billing_account_id": str(account.id),
@@ -428,11 +452,11 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
                                    details={"checkout_id": str(other)}) from None
                 raise
 
-    def _open_hosted_checkout(self, account, quote, checkout):
+    def _open_hosted_checkout(self, account, quote, checkout, payer):
         base = settings().public_base_url
         opened = self._call_adapter(account, "create_checkout", {
             "checkout_id": str(checkout.id),
-            "account": {"id": str(account.id), "email": account.email, "name": account.name},
+            "account": self._gateway_account(account, payer),
             "plan": quote.plan,
             "success_url": f"{base}/billing/checkout/{checkout.id}/return",
             "cancel_url": f"{base}/billing/checkout/{checkout.id}/cancelled",

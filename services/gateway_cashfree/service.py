@@ -21,6 +21,7 @@ import os
 import time
 from datetime import datetime, timedelta, timezone
 
+import phonenumbers
 import simplejson
 from nameko.timer import timer
 from sqlalchemy import select
@@ -41,8 +42,7 @@ from shared.service import HealthMixin, api_rpc
 log = logging.getLogger(__name__)
 
 SIGNATURE_MAX_AGE_SECONDS = 300
-# Cashfree requires a phone number for a subscription's customer; we do not collect one yet.
-PLACEHOLDER_PHONE = "9999999999"
+INDIA_CALLING_CODE = 91
 CANCEL_MARGIN = timedelta(hours=1)  # a scheduled cancellation goes in this long before the next charge
 
 SUBSCRIPTION_STATUS = {
@@ -73,6 +73,15 @@ FIRST_PAYMENT_POLL_SECONDS = float(os.environ.get("CASHFREE_FIRST_PAYMENT_POLL_S
 
 def plan_label(plan):
     return f"{plan['name']} ({plan['interval']}ly)"
+
+
+def cashfree_phone(e164):
+    """The payer's phone as Cashfree wants it: an Indian number as its 10 digits ("+919812345678"
+    -> "9812345678"), any other in E.164, as identity keeps it."""
+    number = phonenumbers.parse(e164)
+    if number.country_code == INDIA_CALLING_CODE:
+        return phonenumbers.national_significant_number(number)
+    return e164
 
 
 def cashfree_link_id_for(link_id):
@@ -153,7 +162,8 @@ class GatewayCashfreeService(HealthMixin):
         created = cashfree_api.call("POST", "/subscriptions", idempotency_key=f"checkout-{checkout_id}", body={
             "subscription_id": subscription_id,
             "customer_details": {"customer_name": account.get("name") or "Customer",
-                                 "customer_email": account.get("email"), "customer_phone": PLACEHOLDER_PHONE},
+                                 "customer_email": account.get("email"),
+                                 "customer_phone": cashfree_phone(account["phone"])},
             "plan_details": {"plan_id": plan_id},
             "authorization_details": {"authorization_amount": rupees(plan["amount"]),
                                       "authorization_amount_refund": False,
@@ -186,7 +196,8 @@ class GatewayCashfreeService(HealthMixin):
             "link_amount": rupees(request["amount"]),
             "link_currency": "INR",
             "link_purpose": plan_label(plan),
-            "customer_details": {"customer_phone": PLACEHOLDER_PHONE, "customer_email": account.get("email"),
+            "customer_details": {"customer_phone": cashfree_phone(account["phone"]),
+                                 "customer_email": account.get("email"),
                                  "customer_name": account.get("name") or "Customer"},
             "link_partial_payments": False,
             "link_expiry_time": rfc3339(datetime.fromtimestamp(request["expires_at"], timezone.utc)),

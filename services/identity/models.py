@@ -20,6 +20,7 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320))  # as typed; uniqueness ignores case
     name: Mapped[str] = mapped_column(String(200))
     country: Mapped[str] = mapped_column(String(2))
+    phone: Mapped[str | None] = mapped_column(String(16))  # E.164 (at most 15 digits after the +)
     password_hash: Mapped[str] = mapped_column(String(200))
     # The plan picked on the marketing site before signup, offered once right after it.
     pending_plan_code: Mapped[str | None] = mapped_column(String(64))

@@ -13,10 +13,11 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.identity.models import AuthSession, LoginAttempt, Outbox, User
-from services.identity.schemas import LoginInput, SignupInput
+from services.identity.schemas import PHONE_NEEDED, LoginInput, SignupInput, UpdateMeInput
 from shared.config import settings
 from shared.db import Database, parse_uuid
 from shared.errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
+from shared.events import COUNTRIES_NEEDING_PHONE
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
 from shared.schemas import load_or_raise
 from shared.service import HealthMixin, api_rpc
@@ -46,6 +47,7 @@ def user_dict(user):
         "email": user.email,
         "name": user.name,
         "country": user.country,
+        "phone": user.phone,
         "created_at": rfc3339(user.created_at),
     }
 
@@ -83,6 +85,7 @@ class IdentityService(HealthMixin):
             email=email,
             name=data["name"],
             country=data["country"],
+            phone=data["phone"],
             password_hash=password_hash,
             pending_plan_code=data["plan"],
             pending_plan_name=pending_plan_name,
@@ -152,6 +155,24 @@ class IdentityService(HealthMixin):
         """`{user, pending_plan}` for GET /me."""
         user = self._get(user_id)
         return {"user": user_dict(user), "pending_plan": pending_plan_dict(user)}
+
+    @api_rpc
+    def get_user(self, user_id):
+        """The user (id, email, name, country, phone, created_at); NotFound if there is none."""
+        return user_dict(self._get(user_id))
+
+    @api_rpc
+    def update_me(self, user_id, data):
+        """PATCH /me: change the user's name and/or phone; `{user}` as it is now. Raises
+        ValidationFailed (422), also for removing the phone of a user in a country that needs one."""
+        data = load_or_raise(UpdateMeInput(), data)
+        user = self._get(user_id)
+        if "phone" in data and data["phone"] is None and user.country in COUNTRIES_NEEDING_PHONE:
+            raise ValidationFailed(details={"phone": [PHONE_NEEDED]})
+        for field, value in data.items():
+            setattr(user, field, value)
+        self.db.commit()
+        return {"user": user_dict(user)}
 
     @api_rpc
     def dismiss_pending_plan(self, user_id):

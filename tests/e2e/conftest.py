@@ -2,6 +2,7 @@
 import time
 import uuid
 
+import psycopg
 import pytest
 import requests
 
@@ -34,11 +35,14 @@ def anonymous(stack):
 
 @pytest.fixture
 def sign_up(stack):
-    """sign_up(country="US", **fields) -> a Client signed in as a brand-new user (with .user)."""
+    """sign_up(country="US", **fields) -> a Client signed in as a brand-new user (with .user); with
+    the phone signup requires in India unless `phone` is given."""
     clients = []
 
     def make(country="US", email=None, name="Tester", **extra):
         email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        if country in DRIVERS and DRIVERS[country].payer_phone:
+            extra.setdefault("phone", DRIVERS[country].payer_phone)
         client = Client(stack.base_url)
         response = client.post("/api/v1/auth/signup", json={
             "email": email, "password": PASSWORD, "name": name, "country": country, **extra})
@@ -112,6 +116,32 @@ def org_owner(sign_up, region):
     owner.acct = f"/api/v1/orgs/{org['id']}/billing"
     owner.org = org
     return owner
+
+
+@pytest.fixture
+def cashfree(stack):
+    """India's gateway sandbox, for scenarios that only India has."""
+    driver = DRIVERS["IN"](stack)
+    yield driver
+    driver.assert_requests_valid()
+
+
+@pytest.fixture
+def phoneless_indian_org(sign_up):
+    """An Indian organization whose owner signed up in the US, where nobody is asked for a phone."""
+    owner = sign_up(country="US", name="Pat Phoneless")
+    assert owner.user["phone"] is None
+    org = owner.post("/api/v1/orgs", json={"name": "Mumbai Ops", "country": "IN"}).json()
+    owner.acct = f"/api/v1/orgs/{org['id']}/billing"
+    owner.org = org
+    return owner
+
+
+def billing_rows(stack, table, org_id):
+    """How many rows of billing's `table` (checkouts, payment_links, quotes) an organization's account has."""
+    with psycopg.connect(f"dbname={stack.database_prefix}billing host=127.0.0.1") as conn:
+        return conn.execute(f"SELECT count(*) FROM {table} JOIN accounts ON accounts.id = {table}.account_id "
+                            "WHERE accounts.kind = 'org' AND accounts.owner_ref = %s", (org_id,)).fetchone()[0]
 
 
 def buy(client, region, plan_code="growth_monthly"):

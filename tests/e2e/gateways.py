@@ -56,6 +56,7 @@ class LinkPages(WebhookOutage):
 
 class StripeSandbox(LinkPages):
     country, currency, gateway = "US", "usd", "stripe"
+    payer_phone = None  # what a payer here signs up with: Stripe needs no phone
     method_type = "card"  # what the hosted page pays with
     prorates_changes = True  # a plan change is charged at once, prorated
     link_path = "/v1/payment_links"
@@ -193,6 +194,7 @@ class StripeSandbox(LinkPages):
 
 class CashfreeSandbox(LinkPages):
     country, currency, gateway = "IN", "inr", "cashfree"
+    payer_phone = "+919812345678"  # Cashfree takes no payment without one (signup requires it in India)
     method_type = "upi"
     prorates_changes = False  # Cashfree's CHANGE_PLAN charges the new price from the next cycle
     create_path = "/pg/subscriptions"
@@ -320,6 +322,14 @@ class CashfreeSandbox(LinkPages):
         assert all(entry["headers"]["x-api-version"] == "2025-01-01" and entry["headers"]["x-request-id"]
                    for entry in api_calls)
         assert all(entry["headers"]["x-idempotency-key"] for entry in api_calls if entry["method"] == "POST")
+
+    def customers_sent_for(self, email):
+        """customer_details of every subscription and link Cashfree was asked to make for the payer
+        with this email, oldest first."""
+        log = self.http.get(f"{self.base}/_sandbox/requests", timeout=10).json()
+        return [entry["body"]["customer_details"] for entry in log
+                if entry["method"] == "POST" and entry["path"] in (self.create_path, self.link_path)
+                and entry["body"]["customer_details"].get("customer_email") == email]
 
     def checkout_sessions_created_for(self, checkout_id):
         log = self.http.get(f"{self.base}/_sandbox/requests", timeout=10).json()

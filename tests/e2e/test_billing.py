@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import buy, eventually
+from tests.e2e.conftest import billing_rows, buy, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -205,3 +205,35 @@ def test_unsigned_or_forged_webhooks_are_a_400(anonymous, path, headers):
 def test_an_oversized_webhook_is_a_413(anonymous, path):
     answer = anonymous.post(path, data=b"x" * (256 * 1024 + 1), headers={"Stripe-Signature": "t=1,v1=x"})
     assert answer.status_code == 413
+
+
+# -- the payer's phone (Cashfree takes no payment without it) ----------------------------------
+
+def test_cashfree_is_sent_the_phone_the_indian_payer_signed_up_with(sign_up, cashfree):
+    client = sign_up(country="IN", phone="+91 98123 45678")
+    assert client.user["phone"] == "+919812345678"
+    client.acct = "/api/v1/billing/personal"
+
+    buy(client, cashfree)
+
+    sent = cashfree.customers_sent_for(client.user["email"])
+    assert [customer["customer_phone"] for customer in sent] == ["9812345678"]
+
+
+def test_an_indian_org_whose_owner_has_no_phone_can_check_out_once_the_owner_adds_one(
+        stack, phoneless_indian_org, cashfree):
+    owner = phoneless_indian_org
+    refused = owner.post(f"{owner.acct}/checkout", json={"plan_code": "starter_monthly"})
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], list(error["details"])) == ("PHONE_REQUIRED", ["phone"])
+    assert billing_rows(stack, "checkouts", owner.org["id"]) == 0
+    assert cashfree.customers_sent_for(owner.user["email"]) == []
+
+    patched = owner.patch("/api/v1/me", json={"phone": "+91 99876 54321"})
+    assert (patched.status_code, patched.json()["user"]["phone"]) == (200, "+919987654321")
+    buy(owner, cashfree)
+
+    assert [(c["customer_name"], c["customer_email"], c["customer_phone"])
+            for c in cashfree.customers_sent_for(owner.user["email"])] == [
+        ("Pat Phoneless", owner.user["email"], "9987654321")]

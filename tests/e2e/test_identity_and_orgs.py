@@ -173,3 +173,39 @@ def test_bad_requests_over_the_real_stack(sign_up, anonymous):
     bad_login = anonymous.post("/api/v1/auth/login", json={"email": user.user["email"], "password": "nope nope nope"})
     assert bad_login.status_code == 401
     assert user.get("/api/v1/plans").json()["items"][0]["currency"] == "usd"
+
+
+def test_an_indian_signup_needs_a_phone_which_is_kept_in_e164(anonymous, sign_up):
+    body = {"email": f"ravi-{uuid.uuid4().hex[:8]}@example.in", "password": PASSWORD, "name": "Ravi", "country": "IN"}
+    refused = anonymous.post("/api/v1/auth/signup", json=body)
+    assert refused.status_code == 422, refused.text
+    assert list(refused.json()["error"]["details"]) == ["phone"]
+    invalid = anonymous.post("/api/v1/auth/signup", json={**body, "phone": "98123 45678"})  # no country code
+    assert (invalid.status_code, list(invalid.json()["error"]["details"])) == (422, ["phone"])
+
+    ravi = sign_up(country="IN", email=body["email"], phone="+91 98123 45678")
+    assert ravi.user["phone"] == "+919812345678"
+    assert ravi.get("/api/v1/me").json()["user"]["phone"] == "+919812345678"
+    assert sign_up(country="US").user["phone"] is None  # the US gateway needs none
+
+
+def test_patch_me_changes_the_name_and_phone_and_the_next_request_sees_them(sign_up):
+    ann = sign_up(country="US", name="Ann")
+    assert ann.get("/api/v1/orgs").status_code == 200  # gateway_http has her cached now
+
+    changed = ann.patch("/api/v1/me", json={"name": "Ann Lee", "phone": "+1 201-555-0123"})
+
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {"user": {**ann.user, "name": "Ann Lee", "phone": "+12015550123"}}
+    assert ann.get("/api/v1/me").json()["user"] == changed.json()["user"]
+    # A new organization's first member is the signed-in user as gateway_http hands it over.
+    org = ann.post("/api/v1/orgs", json={"name": "Lee & Co"}).json()
+    assert [m["name"] for m in ann.get(f"/api/v1/orgs/{org['id']}/members").json()["items"]] == ["Ann Lee"]
+    assert ann.patch("/api/v1/me", json={"phone": None}).json()["user"]["phone"] is None
+
+
+def test_an_indian_user_cannot_remove_their_phone(sign_up):
+    ravi = sign_up(country="IN")
+    refused = ravi.patch("/api/v1/me", json={"phone": None})
+    assert (refused.status_code, list(refused.json()["error"]["details"])) == (422, ["phone"])
+    assert ravi.get("/api/v1/me").json()["user"]["phone"] == ravi.user["phone"]

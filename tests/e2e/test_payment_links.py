@@ -3,7 +3,7 @@ with no account, cancelled, expired."""
 import psycopg
 import pytest
 
-from tests.e2e.conftest import eventually
+from tests.e2e.conftest import billing_rows, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +99,19 @@ def test_a_gateway_failure_leaves_no_active_link_here_or_there(org_owner, region
     assert org_owner.get(f"{org_owner.acct}/payment-links").json()["items"] == []
     # The gateway made the link before the answer was lost: it must not stay payable there.
     assert eventually(lambda: region.active_links_for(link_id) == 0)
+
+
+def test_an_indian_org_whose_owner_has_no_phone_makes_no_link_until_the_owner_adds_one(
+        stack, phoneless_indian_org, cashfree):
+    owner = phoneless_indian_org
+    refused = owner.post(f"{owner.acct}/payment-links", json={"plan_code": "starter_monthly"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "PHONE_REQUIRED"
+    assert owner.get(f"{owner.acct}/payment-links").json() == {"items": []}
+    assert billing_rows(stack, "payment_links", owner.org["id"]) == 0
+
+    assert owner.patch("/api/v1/me", json={"phone": "+919987654321"}).status_code == 200
+    link = make_link(owner)
+
+    assert [c["customer_phone"] for c in cashfree.customers_sent_for(owner.user["email"])] == ["9987654321"]
+    assert [item["id"] for item in owner.get(f"{owner.acct}/payment-links").json()["items"]] == [link["id"]]

@@ -27,7 +27,7 @@ def test_the_schedule_recovers_missed_webhooks_unasked(scheduled_stack, country)
     with Client(scheduled_stack.base_url) as client:
         signed_up = client.post("/api/v1/auth/signup", json={
             "email": f"sched-{country.lower()}-{time.monotonic_ns()}@example.com", "password": PASSWORD,
-            "name": "Sam", "country": country}).json()
+            "name": "Sam", "country": country, "phone": region.payer_phone}).json()
         client.token = signed_up["token"]
         client.acct = "/api/v1/billing/personal"
         try:

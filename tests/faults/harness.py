@@ -72,7 +72,7 @@ def sign_up(stack, purchase):
     def attempt():
         answer = purchase.client.post("/api/v1/auth/signup", json={
             "email": f"payer-{uuid.uuid4().hex[:12]}@example.com", "password": PASSWORD, "name": "Payer",
-            "country": purchase.country})
+            "country": purchase.country, "phone": DRIVERS[purchase.country].payer_phone})
         assert answer.status_code == 201, answer.text
         return answer.json()
 

@@ -171,6 +171,28 @@ def test_after_logout_this_process_refuses_the_token_at_once(gateway):
     assert_error(gateway.get("/api/v1/orgs", headers=AUTH), 401)
 
 
+def test_patch_me_passes_the_change_to_identity_and_this_process_forgets_the_cached_user(gateway):
+    renamed = {**ANN, "name": "Ann B.", "phone": "+919812345678"}
+    gateway.services["orgs"].list_my_orgs.return_value = []
+    assert gateway.get("/api/v1/orgs", headers=AUTH).status_code == 200  # cached now
+    gateway.services["identity"].update_me.return_value = {"user": renamed}
+
+    answer = gateway.patch("/api/v1/me", json={"name": "Ann B.", "phone": "+91 98123 45678"}, headers=AUTH)
+
+    assert (answer.status_code, answer.json()) == (200, {"user": renamed})
+    gateway.services["identity"].update_me.assert_called_once_with("u1", {"name": "Ann B.", "phone": "+919812345678"})
+    authenticate_session = gateway.services["identity"].authenticate_session
+    calls = authenticate_session.call_count
+    assert gateway.get("/api/v1/orgs", headers=AUTH).status_code == 200
+    assert authenticate_session.call_count == calls + 1  # asked again: the new name is seen at once
+
+
+@pytest.mark.parametrize("body", [{}, {"phone": "12345"}, {"name": "A", "email": "b@example.com"}])
+def test_patch_me_refuses_a_body_it_cannot_apply_without_asking_identity(gateway, body):
+    assert_error(gateway.patch("/api/v1/me", json=body, headers=AUTH), 422, "VALIDATION_FAILED")
+    gateway.services["identity"].update_me.assert_not_called()
+
+
 def test_session_revoked_from_identity_evicts_the_token(gateway, service_config):
     gateway.services["orgs"].list_my_orgs.return_value = []
     other = {"Authorization": "Bearer other-token"}
@@ -218,7 +240,7 @@ def test_the_openapi_document_is_valid_and_covers_the_routes_built_so_far(gatewa
     validate(document)
     expected = {
         ("post", "/api/v1/auth/signup"), ("post", "/api/v1/auth/login"), ("post", "/api/v1/auth/logout"),
-        ("get", "/api/v1/me"), ("delete", "/api/v1/me/pending-plan"), ("post", "/api/v1/orgs"),
+        ("get", "/api/v1/me"), ("patch", "/api/v1/me"), ("delete", "/api/v1/me/pending-plan"), ("post", "/api/v1/orgs"),
         ("get", "/api/v1/orgs"), ("get", "/api/v1/orgs/{org_id}"), ("get", "/api/v1/orgs/{org_id}/members"),
         ("post", "/api/v1/orgs/{org_id}/invitations"), ("get", "/api/v1/orgs/{org_id}/invitations"),
         ("delete", "/api/v1/orgs/{org_id}/invitations/{invitation_id}"),
@@ -239,6 +261,9 @@ def test_the_openapi_document_is_valid_and_covers_the_routes_built_so_far(gatewa
     assert ingestion["security"] == [{"usageIngestKey": []}] and "requestBody" in ingestion
     signup = document["paths"]["/api/v1/auth/signup"]["post"]
     assert {"201", "409", "413", "422"} <= set(signup["responses"])
+    schemas = document["components"]["schemas"]
+    assert "phone" in schemas["SignupInput"]["properties"] and "phone" in schemas["UserOut"]["properties"]
+    assert set(schemas["UpdateMeInput"]["properties"]) == {"name", "phone"}
 
 
 def test_a_chunked_body_within_the_limit_is_read(gateway):

@@ -71,6 +71,7 @@ ROUTE_NEEDS = {
         "email": w.host.user["email"], "password": PASSWORD}),
     ("post", "/api/v1/auth/logout"): Probe(SIGNED_IN, 204, fresh_token=True),
     ("get", "/api/v1/me"): Probe(SIGNED_IN, 200),
+    ("patch", "/api/v1/me"): Probe(SIGNED_IN, 200, body=lambda w, c: {"name": f"{c} (renamed)"}),
     ("delete", "/api/v1/me/pending-plan"): Probe(SIGNED_IN, 204),
     ("post", "/api/v1/orgs"): Probe(SIGNED_IN, 201, body=lambda w, c: {"name": "Another"}),
     ("get", "/api/v1/orgs"): Probe(SIGNED_IN, 200),

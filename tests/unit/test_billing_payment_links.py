@@ -22,8 +22,9 @@ from shared.events import validate_event
 from shared.outbox import rfc3339, utc_now
 from tests.unit.workers import end_like_workers
 from tests.unit.test_billing_service import (  # noqa: F401  (billing, deliver, refused, roles, session, team: fixtures)
-    EXPECTED_STARTER_SUBSCRIPTION, NOW, ORG, PERSONAL, STARTER, account_id, billing, deliver, gateway_event, make_person,
-    outbox_events, purchase_events, refused, roles, session, subscription_of, team,
+    EXPECTED_STARTER_SUBSCRIPTION, INDIAN_PHONE, NOW, ORG, PEOPLE, PERSONAL, STARTER, account_id, billing, deliver,
+    fake_authorize, gateway_event, make_person, outbox_events, purchase_events, refused, roles, session,
+    subscription_of, team,
 )
 
 LINK_ENTRYPOINTS = ("create_payment_link", "list_payment_links", "cancel_payment_link", "expire_due_links",
@@ -192,6 +193,29 @@ def test_an_indian_account_gets_its_link_from_cashfree_in_rupees(billing, indian
     assert (request["amount"], request["currency"]) == (3999000, "inr")
     assert (request["plan"]["code"], request["plan"]["amount"], request["plan"]["currency"]) == (
         "growth_yearly", 3999000, "inr")
+
+
+def test_an_indian_link_carries_the_payers_phone_for_cashfree(billing, indian):
+    billing.create_payment_link(indian, PERSONAL, STARTER_LINK)
+
+    (request,), _ = billing.gateway_cashfree.create_payment_link.call_args
+    assert {k: request["account"][k] for k in ("email", "name", "phone")} == {
+        "email": indian["email"], "name": indian["name"], "phone": INDIAN_PHONE}
+
+
+def test_an_indian_orgs_link_without_its_owners_phone_is_refused_and_nothing_is_recorded(
+        billing, team, roles, refused, session):
+    billing.orgs.authorize.side_effect = fake_authorize(roles, country="IN")
+    team.super_admin["phone"] = PEOPLE[team.super_admin["id"]]["phone"] = INDIAN_PHONE  # not the owner's
+
+    with refused(ValidationFailed, "PHONE_REQUIRED") as caught:
+        billing.create_payment_link(team.super_admin, ORG, STARTER_LINK)
+
+    assert list(caught.value.details) == ["phone"]
+    assert session.scalar(select(func.count()).select_from(PaymentLink)) == 0
+    assert billing.list_payment_links(team.owner, ORG) == []
+    billing.gateway_cashfree.create_payment_link.assert_not_called()
+    assert outbox_events(session, "payment_link.created") == []
 
 
 def test_a_link_for_a_quote_is_for_the_quoted_plan(billing, team):

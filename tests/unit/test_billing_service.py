@@ -54,15 +54,30 @@ def iso(unix_seconds):
 
 # -- helpers -----------------------------------------------------------------------------------
 
-def make_person(country="US"):
-    """A signed-in principal, as gateway_http hands it to the service."""
+INDIAN_PHONE = "+919812345678"
+PEOPLE = {}  # everyone make_person made, by id: what identity.get_user answers (fake_get_user)
+
+
+def make_person(country="US", phone=...):
+    """A signed-in principal, as gateway_http hands it to the service. Identity knows them; they
+    have a phone if they live in India (as signup requires there) unless `phone` says otherwise."""
     user_id = str(uuid4())
-    return {"id": user_id, "email": f"user-{user_id[:8]}@example.com", "name": f"User {user_id[:8]}",
-            "country": country}
+    if phone is ...:
+        phone = INDIAN_PHONE if country == "IN" else None
+    person = {"id": user_id, "email": f"user-{user_id[:8]}@example.com", "name": f"User {user_id[:8]}",
+              "country": country, "phone": phone}
+    PEOPLE[user_id] = person
+    return person
 
 
-def fake_authorize(roles):
-    """orgs.authorize for one org (ORG_ID, US) whose members are `roles` (user id -> role)."""
+def fake_get_user(user_id):
+    if user_id not in PEOPLE:
+        raise NotFound("No such user.")
+    return {**PEOPLE[user_id], "created_at": "2026-01-01T00:00:00Z"}
+
+
+def fake_authorize(roles, country="US"):
+    """orgs.authorize for one org (ORG_ID, in `country`) whose members are `roles` (user id -> role)."""
 
     def authorize(user_id, ref, action):
         if ref["kind"] == "personal":
@@ -76,7 +91,7 @@ def fake_authorize(roles):
         if role not in ROLES_ALLOWED[action]:
             raise Forbidden()
         owner_id = next(user for user, held in roles.items() if held == "owner")
-        return {"account": {"kind": "org", "id": ORG_ID, "name": "Acme", "country": "US", "owner_id": owner_id},
+        return {"account": {"kind": "org", "id": ORG_ID, "name": "Acme", "country": country, "owner_id": owner_id},
                 "role": role, "actions": [name for name, allowed in ROLES_ALLOWED.items() if role in allowed]}
 
     return authorize
@@ -177,6 +192,7 @@ def billing(session, roles):
 
     end_like_workers(service, session, ENTRYPOINTS)
     service.orgs.authorize.side_effect = fake_authorize(roles)
+    service.identity.get_user.side_effect = fake_get_user
     for adapter in (service.gateway_stripe, service.gateway_cashfree):
         adapter.create_checkout.side_effect = hosted_checkouts()
     return service
@@ -387,6 +403,51 @@ def test_an_indian_account_pays_through_cashfree_in_rupees(billing):
     billing.gateway_stripe.create_checkout.assert_not_called()
     (request,), _ = billing.gateway_cashfree.create_checkout.call_args
     assert (request["plan"]["amount"], request["plan"]["currency"]) == (3999000, "inr")
+
+
+def test_the_gateway_is_given_the_org_owners_contact_whoever_opens_the_checkout(billing, team, roles):
+    billing.orgs.authorize.side_effect = fake_authorize(roles, country="IN")
+    team.owner["phone"] = PEOPLE[team.owner["id"]]["phone"] = INDIAN_PHONE
+    billing.summary(team.admin, ORG)  # the first to open the billing page is not who pays
+
+    billing.create_checkout(team.super_admin, ORG, {"plan_code": "starter_monthly"})
+
+    (request,), _ = billing.gateway_cashfree.create_checkout.call_args
+    owner = team.owner
+    assert {k: request["account"][k] for k in ("email", "name", "phone")} == {
+        "email": owner["email"], "name": owner["name"], "phone": INDIAN_PHONE}
+
+
+def test_an_indian_checkout_without_the_payers_phone_is_refused_before_anything_is_recorded(
+        billing, refused, session):
+    person = make_person(country="IN", phone=None)  # e.g. signed up before phones were asked for
+
+    with refused(ValidationFailed, "PHONE_REQUIRED") as caught:
+        billing.create_checkout(person, PERSONAL, {"plan_code": "starter_monthly"})
+
+    assert list(caught.value.details) == ["phone"]
+    assert session.scalar(select(Checkout)) is None and session.scalar(select(Quote)) is None
+    billing.gateway_cashfree.create_checkout.assert_not_called()
+
+
+def test_an_indian_orgs_checkout_needs_its_owners_phone_not_the_managers(billing, team, roles, refused, session):
+    """A US owner of an Indian organization has no phone; a super admin's own does not stand in."""
+    billing.orgs.authorize.side_effect = fake_authorize(roles, country="IN")
+    team.super_admin["phone"] = PEOPLE[team.super_admin["id"]]["phone"] = INDIAN_PHONE
+
+    with refused(ValidationFailed, "PHONE_REQUIRED") as caught:
+        billing.create_checkout(team.super_admin, ORG, {"plan_code": "starter_monthly"})
+
+    assert "owner" in caught.value.message
+    assert session.scalar(select(Checkout)) is None
+    billing.gateway_cashfree.create_checkout.assert_not_called()
+
+
+def test_a_us_checkout_needs_no_phone(billing, team):
+    assert team.owner["phone"] is None
+    assert billing.create_checkout(team.owner, ORG, {"plan_code": "starter_monthly"})["status"] == "open"
+    (request,), _ = billing.gateway_stripe.create_checkout.call_args
+    assert request["account"]["email"] == team.owner["email"]
 
 
 def test_a_checkout_for_a_quote_is_opened_once_however_often_it_is_asked_for(billing, team):

@@ -9,7 +9,7 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import select
 
 from services.gateway_cashfree.models import CashfreePlan, CashfreeSubscription, Outbox, WebhookEvent
-from services.gateway_cashfree.service import GatewayCashfreeService, signature_of
+from services.gateway_cashfree.service import GatewayCashfreeService, cashfree_phone, signature_of
 from shared.errors import BadRequest
 
 SECRET = "cf_sandbox_secret"
@@ -273,7 +273,8 @@ def test_a_retried_checkout_sends_cashfree_the_same_request(adapter, monkeypatch
     monkeypatch.setattr("services.gateway_cashfree.cashfree_api.call", cashfree)
     moments = iter([datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc), datetime(2026, 11, 1, 11, 0, tzinfo=timezone.utc)])
     monkeypatch.setattr("services.gateway_cashfree.service.utc_now", lambda: next(moments))
-    request = {"checkout_id": CHECKOUT, "account": {"id": ACCOUNT, "email": "ann@example.com", "name": "Ann"},
+    request = {"checkout_id": CHECKOUT, "account": {"id": ACCOUNT, "email": "ann@example.com", "name": "Ann",
+                                                    "phone": "+919812345678"},
                "plan": {"code": "growth_monthly", "name": "Growth", "interval": "month", "amount": 399900,
                         "currency": "inr"},
                "success_url": "http://portal/return", "cancel_url": "http://portal/cancelled",
@@ -283,3 +284,34 @@ def test_a_retried_checkout_sends_cashfree_the_same_request(adapter, monkeypatch
     first, retry = [call for call in sent if call[0] == "/subscriptions"]
     assert first == retry
     assert first[2]["subscription_first_charge_time"].startswith("2026-12-")
+
+
+@pytest.mark.parametrize("e164, sent", [
+    ("+919812345678", "9812345678"),  # Indian: the 10 digits Cashfree asks for
+    ("+12015550123", "+12015550123"),  # any other country: as identity keeps it
+    ("+447911123456", "+447911123456"),
+])
+def test_cashfree_is_given_an_indian_phone_as_its_ten_digits_and_any_other_in_e164(e164, sent):
+    assert cashfree_phone(e164) == sent
+
+
+def test_the_payers_phone_goes_to_cashfree_for_subscriptions_and_links(adapter, monkeypatch):
+    sent = {}
+
+    def cashfree(method, path, idempotency_key=None, body=None):
+        sent[path] = body
+        return {"subscription_session_id": "session_1", "link_url": "http://cashfree/link"}
+
+    monkeypatch.setattr("services.gateway_cashfree.cashfree_api.call", cashfree)
+    account = {"id": ACCOUNT, "email": "ravi@example.in", "name": "Ravi", "phone": "+919812345678"}
+    plan = {"code": "growth_monthly", "name": "Growth", "interval": "month", "amount": 399900, "currency": "inr"}
+    adapter.create_checkout({"checkout_id": CHECKOUT, "account": account, "plan": plan,
+                             "success_url": "http://portal/return", "cancel_url": "http://portal/cancelled",
+                             "expires_at": 1793530800, "created_at": 1793527200})
+    adapter.create_payment_link({"link_id": "5e0b3f7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "account": account, "plan": plan,
+                                 "amount": 399900, "currency": "inr", "expires_at": 1793530800,
+                                 "success_url": "http://portal/paid"})
+
+    for path in ("/subscriptions", "/links"):
+        assert sent[path]["customer_details"] == {
+            "customer_name": "Ravi", "customer_email": "ravi@example.in", "customer_phone": "9812345678"}

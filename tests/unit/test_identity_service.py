@@ -6,12 +6,14 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import select, update
 
 from services.identity.models import AuthSession, Outbox, User
+from services.identity.schemas import PhoneNumber
 from services.identity.service import BAD_LOGIN, IdentityService
 from shared.tokens import hash_token
 from shared.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from shared.outbox import utc_now
 
 PASSWORD = "correct horse battery"
+INDIAN_PHONE = "+919812345678"
 
 
 @pytest.fixture
@@ -25,6 +27,8 @@ def identity(db_session):
 @pytest.fixture
 def signup(identity):
     def make(email="ann@example.com", password=PASSWORD, name="Ann", country="US", **extra):
+        if country == "IN":
+            extra.setdefault("phone", INDIAN_PHONE)  # required there
         return identity.signup({"email": email, "password": password, "name": name, "country": country, **extra})
     return make
 
@@ -189,3 +193,86 @@ def test_profiles_are_found_by_user_id(identity, signup):
     assert identity.get_profile(ann["id"])["user"] == ann
     with pytest.raises(NotFound):
         identity.get_profile("not-a-uuid")
+
+
+# -- phone numbers and PATCH /me ------------------------------------------------------------------
+
+def test_a_phone_given_at_signup_is_kept_in_e164(identity, signup):
+    user = signup(country="IN", phone=" +91 98123-45678 ")["user"]
+    assert user["phone"] == "+919812345678"
+    assert identity.get_user(user["id"]) == user
+    assert identity.db.scalar(select(User.phone)) == "+919812345678"
+
+
+def test_an_india_signup_without_a_phone_is_refused_and_no_user_is_created(identity):
+    for without_phone in ({}, {"phone": None}):
+        with pytest.raises(ValidationFailed) as raised:
+            identity.signup({"email": "ravi@example.in", "password": PASSWORD, "name": "Ravi", "country": "IN",
+                             **without_phone})
+        assert list(raised.value.details) == ["phone"]
+    assert identity.db.scalar(select(User)) is None
+
+
+def test_a_us_signup_needs_no_phone(signup):
+    assert signup(country="US")["user"]["phone"] is None
+
+
+@pytest.mark.parametrize("phone, error", [
+    ("9812345678", "international"),  # national: which country's?
+    ("phone please", "international"),
+    ("+91 98123", "invalid_number"),  # too short for India
+    ("+1 555 0100", "invalid_number"),  # too short
+    ("+91 98123 4567a", "invalid_number"),
+    ("+", "invalid_number"),
+    (919812345678, "invalid"),  # not text
+])
+def test_a_phone_that_is_not_a_valid_international_number_is_refused_saying_why(signup, phone, error):
+    with pytest.raises(ValidationFailed) as raised:
+        signup(country="IN", phone=phone)
+    assert raised.value.details == {"phone": [PhoneNumber().error_messages[error]]}
+
+
+def test_update_me_changes_name_and_phone(identity, signup):
+    ann = signup()["user"]
+    updated = identity.update_me(ann["id"], {"name": " Ann B. ", "phone": "+1 201 555 0123"})
+    assert updated == {"user": {**ann, "name": "Ann B.", "phone": "+12015550123"}}
+    assert identity.get_user(ann["id"]) == updated["user"]
+    assert identity.update_me(ann["id"], {"name": "Ann"})["user"]["phone"] == "+12015550123"  # untouched
+
+
+def test_update_me_may_remove_a_phone_only_where_none_is_needed(identity, signup):
+    ann = signup(country="US", phone="+12015550123")["user"]
+    assert identity.update_me(ann["id"], {"phone": None})["user"]["phone"] is None
+
+    ravi = signup(email="ravi@example.in", country="IN")["user"]
+    with pytest.raises(ValidationFailed) as raised:
+        identity.update_me(ravi["id"], {"phone": None})
+    assert list(raised.value.details) == ["phone"]
+    assert identity.get_user(ravi["id"])["phone"] == INDIAN_PHONE
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "_schema"),  # nothing to change
+    ({"phone": "98123 45678"}, "phone"),
+    ({"name": ""}, "name"),
+    ({"country": "IN"}, "country"),  # the country picks the gateway: not changed here
+])
+def test_update_me_refuses_what_it_cannot_apply(identity, signup, body, field):
+    ann = signup()["user"]
+    with pytest.raises(ValidationFailed) as raised:
+        identity.update_me(ann["id"], body)
+    assert field in raised.value.details
+    assert identity.get_user(ann["id"]) == ann
+
+
+def test_the_signed_in_user_carries_the_phone(identity, signup):
+    signed_up = signup(country="IN")
+    assert identity.authenticate_session(signed_up["token"])["user"]["phone"] == INDIAN_PHONE
+
+
+def test_an_unknown_user_is_not_found(identity):
+    for user_id in ("not-a-uuid", "6f1c1a56-8f0e-4d59-9d3a-5ad1b1f0c001"):
+        with pytest.raises(NotFound):
+            identity.get_user(user_id)
+        with pytest.raises(NotFound):
+            identity.update_me(user_id, {"name": "Nobody"})
