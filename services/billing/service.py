@@ -22,7 +22,7 @@ from services.billing.reconciliation import Reconciliation
 from services.billing.schemas import CancelInput, CheckoutInput, QuoteInput
 from services.billing.subscriptions import from_unix, is_newer, next_payment_date
 from shared.config import settings
-from shared.consumers import consumes
+from shared.consumers import ReplayParkedMixin, consumes
 from shared.db import Database, parse_uuid
 from shared.errors import Conflict, GatewayError, NotFound, ValidationFailed
 from shared.events import COUNTRIES
@@ -77,7 +77,7 @@ def quote_dict(quote):
     }
 
 
-class BillingService(PaymentLinks, Reconciliation, HealthMixin):
+class BillingService(PaymentLinks, Reconciliation, ReplayParkedMixin, HealthMixin):
     name = "billing"
     adapter_timeout_seconds = ADAPTER_TIMEOUT_SECONDS
     ADAPTER_BY_COUNTRY, GATEWAY_BY_COUNTRY = ADAPTER_BY_COUNTRY, GATEWAY_BY_COUNTRY

@@ -1,8 +1,12 @@
 """python -m deploy.ops against the running stack: what an operator sees and does."""
+import re
 import subprocess
 import sys
+import time
+import uuid
 
 import pytest
+from nameko.standalone.events import event_dispatcher
 
 from deploy.stack import ROOT
 from tests.e2e.conftest import buy, eventually
@@ -61,3 +65,33 @@ def test_show_account_reconcile_and_replay(org_owner, region, stack, tap):
     assert status == 1 and "evt_never_seen" in errors
     status, _, errors = ops(stack, "show-account", "org:")
     assert status != 0
+
+
+def test_a_message_billing_cannot_apply_is_parked_listed_shown_and_replayed(sign_up, stack):
+    """A payment fact whose amount no bigint holds: billing parks it (and moves on); the operator
+    sees it in `parked` and on the account, and a replay that fails again leaves it parked."""
+    owner = sign_up(name="Pat Parked")
+    org = owner.post("/api/v1/orgs", json={"name": "Parked Ltd"}).json()
+    assert owner.post(f"/api/v1/orgs/{org['id']}/billing/quotes", json={"plan_code": "starter_monthly"}
+                      ).status_code == 201  # billing has the account now
+    billing_account_id = re.search(r"billing account (\S+):", ops(stack, "show-account", f"org:{org['id']}")[1])[1]
+    event_id, now = str(uuid.uuid4()), int(time.time())
+    event_dispatcher({"AMQP_URI": stack.env["AMQP_URI"]})("gateway_stripe", "gateway.payment_succeeded", {
+        "event_id": event_id, "occurred_at": "2026-12-01T10:00:00Z", "gateway": "stripe",
+        "gateway_event_id": f"evt_{uuid.uuid4().hex[:12]}", "gateway_event_at": now, "account_id": billing_account_id,
+        "gateway_invoice_id": f"in_{uuid.uuid4().hex[:12]}", "gateway_subscription_id": None, "amount": 10 ** 20,
+        "currency": "usd", "description": "Starter (monthly)", "invoice_url": None, "period_start": None,
+        "period_end": None})
+
+    listed = eventually(lambda: event_id in (out := ops(stack, "parked")[1]) and out)
+    assert listed, ops(stack, "parked")
+    parked_id = re.search(rf"billing (\S+): gateway.payment_succeeded {event_id}, parked .*: DataError", listed)[1]
+    shown = ops(stack, "show-account", f"org:{org['id']}")[1]
+    assert "parked messages naming it: 1" in shown and parked_id in shown
+    assert owner.get(f"/api/v1/orgs/{org['id']}/billing/history").json()["items"] == []
+
+    status, _, errors = ops(stack, "replay-parked", "billing", parked_id)
+    assert status == 1 and f"{parked_id} (gateway.payment_succeeded {event_id}) failed again" in errors
+    assert parked_id in ops(stack, "parked")[1]
+    status, _, errors = ops(stack, "replay-parked", "billing", str(uuid.uuid4()))
+    assert status == 1 and "No parked message" in errors
