@@ -28,6 +28,7 @@ from shared.db import Database
 from shared.errors import BadRequest, GatewayError, NotFound
 from shared.outbox import OutboxRelay, add_event_once, rfc3339, utc_now
 from shared.periods import add_interval
+from shared.schemas import parse_json
 from shared.service import HealthMixin, api_rpc
 
 log = logging.getLogger(__name__)
@@ -316,10 +317,12 @@ class GatewayCashfreeService(HealthMixin):
             raise BadRequest("x-webhook-timestamp is not a time.", code="SIGNATURE_INVALID") from None
         if abs(age) > SIGNATURE_MAX_AGE_SECONDS:
             raise BadRequest("The webhook is too old (or from the future).", code="SIGNATURE_INVALID")
+        event = parse_json(body, exact_decimals=True)  # strict: NaN or a deep nesting is MALFORMED_JSON
         try:
-            event = simplejson.loads(body, use_decimal=True)
             kind, data = event["type"], event["data"]
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(kind, str) or not isinstance(data, dict):
+                raise TypeError(kind)
+        except (KeyError, TypeError):
             raise BadRequest("The webhook body is not a Cashfree event.", code="MALFORMED_EVENT") from None
 
         event_id = headers.get("x-idempotency-key") or self._natural_id(kind, data, body)

@@ -1,6 +1,5 @@
 """gateway_stripe: the Stripe adapter. Billing calls it through the gateway contract (the same RPC
 names and dict shapes as gateway_cashfree) and hears from it through normalized gateway.* events."""
-import json
 import logging
 import time
 
@@ -17,6 +16,7 @@ from shared.config import settings
 from shared.db import Database
 from shared.errors import BadRequest, GatewayError, NotFound
 from shared.outbox import OutboxRelay, add_event_once
+from shared.schemas import parse_json
 from shared.service import HealthMixin, api_rpc
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class GatewayStripeService(HealthMixin):
             raise BadRequest("The webhook signature is invalid or too old.", code="SIGNATURE_INVALID")
         try:
             stripe.WebhookSignature.verify_header(body, signature, secret, SIGNATURE_TOLERANCE_SECONDS)
-            event = json.loads(body)
+            event = parse_json(body)  # strict: NaN or a deep nesting is MALFORMED_JSON, never stored
             event["id"], event["type"], int(event["created"]), event["data"]["object"]  # noqa: B018  (a Stripe event?)
         except stripe.SignatureVerificationError:
             raise BadRequest("The webhook signature is invalid or too old.", code="SIGNATURE_INVALID") from None
