@@ -325,7 +325,10 @@ class GatewayCashfreeService(HealthMixin):
         except (KeyError, TypeError):
             raise BadRequest("The webhook body is not a Cashfree event.", code="MALFORMED_EVENT") from None
 
-        event_id = headers.get("x-idempotency-key") or self._natural_id(kind, data, body)
+        # Known by what Cashfree signed, not by x-idempotency-key, which nobody signs: a delivery
+        # captured in transit could be sent again under a new key (stored and acted on twice), and a
+        # key longer than the column failed the insert (a 500, which Cashfree retries).
+        event_id = self._natural_id(kind, body)
         inserted = self.db.execute(insert(WebhookEvent).values(id=event_id, type=kind, body=body)
                                    .on_conflict_do_nothing().returning(WebhookEvent.id)).first()
         if inserted is None:
@@ -592,12 +595,10 @@ class GatewayCashfreeService(HealthMixin):
         return payment.get("cf_payment_id") or payment.get("payment_id")
 
     @staticmethod
-    def _natural_id(kind, data, body):
-        """Without Cashfree's idempotency header: payment id + type, else the body's digest."""
-        payment = data.get("payment") if isinstance(data.get("payment"), dict) else data
-        payment_id = payment.get("cf_payment_id") or payment.get("payment_id")
-        if payment_id:
-            return f"{payment_id}:{kind}"
+    def _natural_id(kind, body):
+        """A webhook's stored id (what replay_webhook takes): its type and the SHA-256 of its body.
+        Cashfree signs the timestamp and the body, and a retry re-signs the same body with a new
+        timestamp: the body is the event's identity, so every delivery of it is one row."""
         return f"{kind}:{hashlib.sha256(body.encode()).hexdigest()}"
 
     def _snapshot(self, subscription, row, event_id, event_at):
