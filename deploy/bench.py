@@ -51,7 +51,7 @@ from deploy import bench_load
 from deploy.bench_load import Request, closed_loop, open_loop, percentile
 from deploy.bench_webhooks import CashfreePayments, StripePayments
 from deploy.stack import ROOT, IsolatedStack, free_port
-from shared.config import SANDBOX_CASHFREE_CLIENT_ID, SANDBOX_STRIPE_KEY, settings
+from shared.config import SANDBOX_VALUES, settings
 from shared.migrate import services_with_migrations
 
 CONCURRENCY = 32
@@ -62,8 +62,7 @@ PASSWORD = "bench password 1"
 PHONES = {"US": None, "IN": "+919812345678"}  # Cashfree takes no payment without the payer's phone
 SERVICES = ("identity", "orgs", "billing", "gateway_stripe", "gateway_cashfree", "usage", "gateway_http")
 # The bench always runs against the sandboxes, whatever credentials the shell has.
-SANDBOX_CREDENTIALS = {"STRIPE_SECRET_KEY": SANDBOX_STRIPE_KEY, "STRIPE_WEBHOOK_SECRET": "whsec_sandbox",
-                       "CASHFREE_CLIENT_ID": SANDBOX_CASHFREE_CLIENT_ID, "CASHFREE_CLIENT_SECRET": "cf_sandbox_secret"}
+SANDBOX_CREDENTIALS = SANDBOX_VALUES
 
 
 def log(message):

@@ -3,6 +3,8 @@
   replay-webhook <stripe|cashfree> <event id>   run a stored webhook event through processing again
   reconcile [--account org:<id>|personal:<id>] [--all]   ask the gateways what webhooks missed
   show-account <org:<id>|personal:<id>|email>   an account's billing state across the services
+  parked                                        messages consumers could not apply, every service's
+  replay-parked <service> <parked id>           run a parked message through its handler again
 
 Services are asked over RPC (AMQP_URI); what no RPC tells (users, organizations, the usage
 projection, outbox backlogs) is read from the services' databases (DATABASE_URL, DATABASE_PREFIX)
@@ -103,6 +105,61 @@ def reconcile(account):
     return "\n".join(lines)
 
 
+# -- parked messages -------------------------------------------------------------------------
+
+PARKED_COLUMNS = "id, event_type, event_id, error, parked_at"
+
+
+def services_with_parked_messages():
+    """The services whose database has a parked_messages table (those with consumers)."""
+    found = []
+    for service in DATABASE_OWNERS:
+        try:
+            if query(service, "SELECT to_regclass('parked_messages') IS NOT NULL AS present")[0]["present"]:
+                found.append(service)
+        except Exception:  # noqa: BLE001  (its database is down or not made yet: nothing to list there)
+            continue
+    return found
+
+
+def parked_line(service, row):
+    return (f"  {service} {row['id']}: {row['event_type']} {row['event_id']}, parked {row['parked_at']}: "
+            f"{row['error'].splitlines()[0] if row['error'] else ''}")
+
+
+def list_parked():
+    lines = []
+    for service in services_with_parked_messages():
+        rows = query(service, f"SELECT {PARKED_COLUMNS} FROM parked_messages WHERE replayed_at IS NULL "
+                              f"ORDER BY parked_at")
+        lines += [parked_line(service, row) for row in rows]
+    if not lines:
+        return "no parked messages"
+    return "\n".join([f"{len(lines)} parked message(s) (replay one: replay-parked <service> <id>):", *lines])
+
+
+def parked_naming(ids):
+    """Unreplayed parked messages whose payload names any of `ids` (an account's, its billing account's)."""
+    lines = []
+    for service in services_with_parked_messages():
+        for account_id in dict.fromkeys(ids):
+            rows = query(service, f"SELECT {PARKED_COLUMNS} FROM parked_messages WHERE replayed_at IS NULL "
+                                  f"AND strpos(payload, :id) > 0 ORDER BY parked_at", id=account_id)
+            lines += [parked_line(service, row) for row in rows]
+    return list(dict.fromkeys(lines))
+
+
+def replay_parked(service, parked_id):
+    result = call(service, "replay_parked", parked_id)
+    message = result["message"]
+    said = {"applied": "applied", "already_handled": "already handled by another delivery; marked replayed",
+            "already_replayed": f"already replayed at {message['replayed_at']}; nothing done"}
+    if result["status"] == "failed":
+        raise OpsError(f"{service} {parked_id} ({message['event_type']} {message['event_id']}) failed again, "
+                       f"still parked: {message['error']}")
+    return f"{service} {parked_id} ({message['event_type']} {message['event_id']}): {said[result['status']]}"
+
+
 # -- show-account ----------------------------------------------------------------------------
 
 def resolve(target):
@@ -138,10 +195,12 @@ def who(account):
 def describe(account):
     lines = [who(account)]
     billing = call("billing", "describe_account", account)
+    named_by = [account["id"]]
     if billing is None:
         lines.append("  billing: no billing account yet")
     else:
         acct = billing["account"]
+        named_by.append(acct["billing_account_id"])
         lines.append(f"  billing account {acct['billing_account_id']}: {acct['gateway']}, {acct['currency']}")
         subscriptions = billing["subscriptions"]
         if not subscriptions:
@@ -176,6 +235,9 @@ def describe(account):
                  + (f" ({usage['percent']} %)" if usage.get("percent") is not None else ""))
     lines.append("  usage projection: " + (f"{plan['plan_code']}, quota {plan['quota_bytes']}, period "
                                            f"{plan['period_start']} .. {plan['period_end']}" if plan else "none"))
+    parked = parked_naming(named_by)
+    lines.append(f"  parked messages naming it: {len(parked)}")
+    lines += ["  " + line for line in parked]
     return lines
 
 
@@ -225,6 +287,10 @@ def parser():
     show.add_argument("target", help="org:<org id>, personal:<user id> or a user's email")
     commands.add_parser("alerts", help="what billing asks an operator to decide (amounts that did not match "
                                        "the quote, plans that came back beside another)")
+    commands.add_parser("parked", help="messages consumers could not apply, every service's")
+    replay_one = commands.add_parser("replay-parked", help="run a parked message through its handler again")
+    replay_one.add_argument("service", choices=DATABASE_OWNERS)
+    replay_one.add_argument("parked_id")
     return top
 
 
@@ -237,6 +303,10 @@ def main(argv=None):
             output = reconcile(None if args.all else args.account)
         elif args.command == "alerts":
             output = alerts()
+        elif args.command == "parked":
+            output = list_parked()
+        elif args.command == "replay-parked":
+            output = replay_parked(args.service, args.parked_id)
         else:
             output = show_account(args.target)
     except OpsError as error:

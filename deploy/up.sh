@@ -16,6 +16,10 @@ if [ -z "${USAGE_INGEST_KEY:-}" ]; then
   export USAGE_INGEST_KEY
 fi
 
+# Outside sandbox mode every secret must be set (README: Secrets): say which now, rather than
+# have each service refuse and be restarted until supervisord gives up.
+python -m shared.config
+
 if [ -f var/stack.pid ] && kill -0 "$(cat var/stack.pid)" 2>/dev/null; then
   echo "The portal is already running (supervisord pid $(cat var/stack.pid)); 'make down' stops it." >&2
   exit 1

@@ -1,8 +1,10 @@
 """Settings from the environment variables of API.md, with its defaults.
 
-One place reads the environment; everything else asks `settings()`.
+One place reads the environment; everything else asks `settings()`. Secrets have defaults only in
+sandbox mode (check_secrets says what must be set outside it).
 """
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -53,8 +55,19 @@ def _env(name, default):
     return default if value in (None, "") else value
 
 
+# The local sandboxes' credentials: public (they are in this repository), so only ever good for the
+# sandboxes, which sign their webhooks with them.
 SANDBOX_STRIPE_KEY = "sk_test_sandbox"
+SANDBOX_STRIPE_WEBHOOK_SECRET = "whsec_sandbox"
 SANDBOX_CASHFREE_CLIENT_ID = "cf_sandbox_client"
+SANDBOX_CASHFREE_CLIENT_SECRET = "cf_sandbox_secret"
+SANDBOX_VALUES = {
+    "STRIPE_SECRET_KEY": SANDBOX_STRIPE_KEY, "STRIPE_WEBHOOK_SECRET": SANDBOX_STRIPE_WEBHOOK_SECRET,
+    "CASHFREE_CLIENT_ID": SANDBOX_CASHFREE_CLIENT_ID, "CASHFREE_CLIENT_SECRET": SANDBOX_CASHFREE_CLIENT_SECRET,
+}
+# What a deployment outside sandbox mode must set itself, in the order the refusal names them.
+REQUIRED_SECRETS = ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "CASHFREE_CLIENT_ID", "CASHFREE_CLIENT_SECRET",
+                    "USAGE_INGEST_KEY")
 
 
 def stripe_is_sandbox():
@@ -64,6 +77,40 @@ def stripe_is_sandbox():
 
 def cashfree_is_sandbox():
     return _env("CASHFREE_CLIENT_ID", SANDBOX_CASHFREE_CLIENT_ID) == SANDBOX_CASHFREE_CLIENT_ID
+
+
+def sandbox_mode():
+    """No real credentials for either gateway: both adapters talk to the local sandboxes."""
+    return stripe_is_sandbox() and cashfree_is_sandbox()
+
+
+def _secret(name):
+    """A secret's value; outside sandbox mode there is no default (the sandbox's is public)."""
+    return _env(name, SANDBOX_VALUES[name] if sandbox_mode() else "")
+
+
+class MissingSecrets(RuntimeError):
+    """Secrets a deployment outside sandbox mode must set, and did not: the services refuse to start."""
+
+    def __init__(self, names):
+        self.names = tuple(names)
+        super().__init__(
+            f"set {', '.join(self.names)}: outside sandbox mode (a real STRIPE_SECRET_KEY or CASHFREE_CLIENT_ID "
+            f"is set) no secret has a default, and the sandboxes' public values do not count (README: Secrets)")
+
+
+def check_secrets():
+    """Raise MissingSecrets naming every secret that must be set and is not (one check at start,
+    shared.runner, for every service). Sandbox mode needs none: the sandboxes' public values stand
+    in for the gateways' secrets, and an unset USAGE_INGEST_KEY only leaves ingestion shut (an empty
+    key authenticates nothing). Outside it, each of REQUIRED_SECRETS must be set, and to something
+    other than the sandbox's value, which anyone can read here: a webhook secret left at it would
+    let anyone sign events."""
+    if sandbox_mode():
+        return
+    missing = [name for name in REQUIRED_SECRETS if _env(name, "") in ("", SANDBOX_VALUES.get(name))]
+    if missing:
+        raise MissingSecrets(missing)
 
 
 def _cashfree_sdk_default(default_base):
@@ -89,10 +136,10 @@ def settings() -> Settings:
         http_port=http_port,
         public_base_url=_env("PUBLIC_BASE_URL", f"http://127.0.0.1:{http_port}").rstrip("/"),
         stripe_secret_key=_env("STRIPE_SECRET_KEY", SANDBOX_STRIPE_KEY),
-        stripe_webhook_secret=_env("STRIPE_WEBHOOK_SECRET", "whsec_sandbox"),
+        stripe_webhook_secret=_secret("STRIPE_WEBHOOK_SECRET"),
         stripe_api_base=_env("STRIPE_API_BASE", stripe_default_base),
         cashfree_client_id=_env("CASHFREE_CLIENT_ID", SANDBOX_CASHFREE_CLIENT_ID),
-        cashfree_client_secret=_env("CASHFREE_CLIENT_SECRET", "cf_sandbox_secret"),
+        cashfree_client_secret=_secret("CASHFREE_CLIENT_SECRET"),
         cashfree_api_base=_env("CASHFREE_API_BASE", cashfree_default_base),
         cashfree_js_sdk_url=_env("CASHFREE_JS_SDK_URL", _cashfree_sdk_default(cashfree_default_base)),
         cashfree_mode=_env("CASHFREE_MODE", "production" if "api.cashfree.com" in
@@ -108,3 +155,10 @@ def settings() -> Settings:
         login_failures_per_ip=max(1, int(_env("LOGIN_FAILURES_PER_IP", "50"))),
         login_failure_window_seconds=int(_env("LOGIN_FAILURE_WINDOW_SECONDS", str(15 * 60))),
     )
+
+
+if __name__ == "__main__":  # python -m shared.config: deploy/up.sh asks before it starts anything
+    try:
+        check_secrets()
+    except MissingSecrets as missing:
+        sys.exit(str(missing))

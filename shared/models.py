@@ -1,4 +1,5 @@
-"""Table mixins every service's models use (the outbox and the inbox), and columns some share."""
+"""Table mixins every service's models use (the outbox, the inbox, parked messages), and columns
+some share."""
 import uuid
 from datetime import datetime
 
@@ -48,3 +49,21 @@ class InboxMixin:
 
     message_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     handled_at: Mapped[datetime] = utc_now_column()
+
+
+class ParkedMessageMixin:
+    """Messages a consumer could not apply and never will by retrying (a constraint violated, a value
+    out of range, a bug): kept here for an operator (`make ops ARGS="parked"`) instead of being
+    re-queued forever or dropped, and replayed by the service's `replay_parked` once the cause is
+    fixed. `payload` is the message's JSON as text: a payload that JSONB refuses can still be parked."""
+
+    __tablename__ = "parked_messages"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    event_type: Mapped[str] = mapped_column(String(100))
+    # One row per message (the inbox's id): the same message failing again updates its row.
+    event_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    payload: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    parked_at: Mapped[datetime] = utc_now_column()
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -18,7 +18,7 @@ import sys  # noqa: E402
 
 from nameko.cli.run import run  # noqa: E402
 
-from shared.config import settings  # noqa: E402
+from shared.config import MissingSecrets, check_secrets, settings  # noqa: E402
 
 SERVICE_CLASSES = {
     "identity": "services.identity.service:IdentityService",
@@ -55,6 +55,10 @@ class ExpectedErrorsInOneLine(logging.Filter):
 def main(argv):
     if len(argv) != 1 or argv[0] not in SERVICE_CLASSES:
         sys.exit(f"usage: python -m shared.runner {{{'|'.join(SERVICE_CLASSES)}}}")
+    try:
+        check_secrets()
+    except MissingSecrets as missing:  # one line on stderr, exit status 1: supervisord's log says why
+        sys.exit(f"{argv[0]} refuses to start: {missing}")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {argv[0]} %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(ExpectedErrorsInOneLine())

@@ -1,5 +1,8 @@
 """Schema pieces reused across services' boundary schemas."""
+import decimal
 import json
+import math
+import sys
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -66,16 +69,79 @@ def load_or_raise(schema, data):
         raise ValidationFailed(details=details) from None
 
 
-def malformed_json(position=None):
-    """The error for a body that is not JSON (or not UTF-8), with where parsing stopped if known."""
-    return BadRequest("The body is not valid JSON.", details={"position": position}, code="MALFORMED_JSON")
+def malformed_json(position=None, reason=None):
+    """The error for a body that is not JSON (or not UTF-8), with where parsing stopped if known,
+    and why when it is JSON that this portal does not take."""
+    return BadRequest(f"The body is not valid JSON: {reason}." if reason else "The body is not valid JSON.",
+                      details={"position": position, **({"reason": reason} if reason else {})},
+                      code="MALFORMED_JSON")
 
 
-def parse_json(raw):
-    """A JSON body (bytes or text) -> its value; {} for an empty body; BadRequest MALFORMED_JSON."""
+# Arrays and objects inside one another. The API's bodies nest 3 deep, Stripe's events about 11;
+# deeper would only feed code that recurses over a body (the NUL check, schemas, encoders) until it
+# fails with RecursionError.
+MAX_JSON_DEPTH = 32
+
+
+class _Refused(ValueError):
+    """Valid to Python's parser, not JSON this portal takes; the message says why."""
+
+
+def _refuse_constant(name):
+    # Python's parser takes NaN, Infinity and -Infinity; JSON (RFC 8259) has no such numbers, and no
+    # schema, column or encoder here expects them (PostgreSQL's JSON refuses them: a 500 later).
+    raise _Refused(f"{name} is not a JSON number")
+
+
+FLOAT_MAX_EXPONENT = sys.float_info.max_10_exp
+
+
+def _finite_float(text):
+    value = float(text)
+    if math.isinf(value):  # 1e400: Infinity spelled as a number
+        raise _Refused("a number too large")
+    return value
+
+
+def _exact_decimal(text):
+    value = decimal.Decimal(text)
+    if value.adjusted() > FLOAT_MAX_EXPONENT:  # refused as a float would be, whichever the parser
+        raise _Refused("a number too large")
+    return value
+
+
+def nested_deeper_than(value, limit):
+    """Whether arrays and objects in `value` nest more than `limit` deep (a level at a time: no recursion)."""
+    level = [value]
+    for _ in range(limit + 1):
+        containers = [item for item in level if isinstance(item, (dict, list))]
+        if not containers:
+            return False
+        level = [child for container in containers
+                 for child in (container.values() if isinstance(container, dict) else container)]
+    return True
+
+
+def parse_json(raw, max_depth=MAX_JSON_DEPTH, exact_decimals=False):
+    """A JSON body (bytes or text) -> its value; {} for an empty body. The one JSON parser of what
+    arrives from outside, and a strict one: BadRequest MALFORMED_JSON for a body that is not UTF-8
+    JSON, and for what Python's parser would take but is not JSON here: NaN, Infinity, a number too
+    large for a float, an integer longer than Python converts (4300 digits), arrays and objects
+    nested deeper than `max_depth` (None: as deep as the parser itself goes, a thousand or so).
+    `exact_decimals`: numbers with a fraction as Decimal (a gateway's amounts), not float."""
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_refuse_constant,
+                           parse_float=_exact_decimal if exact_decimals else _finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise malformed_json(getattr(exc, "pos", None)) from None
+    except _Refused as refused:
+        raise malformed_json(reason=str(refused)) from None
+    except ValueError:  # int()'s digit limit
+        raise malformed_json(reason=f"an integer of more than {sys.get_int_max_str_digits()} digits") from None
+    except RecursionError:
+        raise malformed_json(reason="arrays and objects nested too deeply") from None
+    if max_depth is not None and nested_deeper_than(value, max_depth):
+        raise malformed_json(reason=f"arrays and objects nested more than {max_depth} deep")
+    return value

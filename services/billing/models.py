@@ -5,7 +5,7 @@ from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, String,
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.models import InboxMixin, OutboxMixin, utc_now_column
+from shared.models import InboxMixin, OutboxMixin, ParkedMessageMixin, utc_now_column
 
 
 class Base(DeclarativeBase):
@@ -208,4 +208,8 @@ class Outbox(OutboxMixin, Base):
 
 
 class Inbox(InboxMixin, Base):
+    pass
+
+
+class ParkedMessage(ParkedMessageMixin, Base):
     pass

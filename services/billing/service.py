@@ -27,6 +27,7 @@ from services.billing.reconciliation import Reconciliation
 from services.billing.schemas import CancelInput, CheckoutInput, QuoteInput
 from services.billing.settlement import GatewaySettlement, checkout_to_close
 from shared.config import settings
+from shared.consumers import ReplayParkedMixin
 from shared.db import Database, advisory_lock, parse_uuid
 from shared.errors import Conflict, GatewayError, NotFound, PaymentDeclined, ValidationFailed
 from shared.events import COUNTRIES, COUNTRIES_NEEDING_PHONE
@@ -74,7 +75,7 @@ def quote_dict(quote):
     }
 
 
-class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation, HealthMixin):
+class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation, ReplayParkedMixin, HealthMixin):
     name = "billing"
     adapter_timeout_seconds = ADAPTER_TIMEOUT_SECONDS
     ADAPTER_BY_COUNTRY, GATEWAY_BY_COUNTRY = ADAPTER_BY_COUNTRY, GATEWAY_BY_COUNTRY

@@ -82,8 +82,8 @@ class CashfreeLink(Base):
 
 
 class WebhookEvent(Base):
-    """Every verified Cashfree webhook, stored once (by its idempotency key) before we answer 200:
-    what a replay runs again."""
+    """Every verified Cashfree webhook, stored once (by its type and body digest, what Cashfree
+    signed) before we answer 200: what a replay runs again."""
 
     __tablename__ = "webhook_events"
 

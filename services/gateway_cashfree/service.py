@@ -37,6 +37,7 @@ from shared.db import Database
 from shared.errors import BadRequest, GatewayError, NotFound
 from shared.outbox import OutboxRelay, add_event_once, rfc3339, utc_now
 from shared.periods import add_interval
+from shared.schemas import parse_json
 from shared.service import HealthMixin, api_rpc
 
 log = logging.getLogger(__name__)
@@ -369,8 +370,10 @@ class GatewayCashfreeService(HealthMixin):
         timestamp, signature = headers.get("x-webhook-timestamp"), headers.get("x-webhook-signature")
         if not timestamp or not signature:
             raise BadRequest("Missing x-webhook-signature or x-webhook-timestamp.", code="SIGNATURE_MISSING")
-        expected = signature_of(timestamp, body, settings().cashfree_client_secret)
-        if not hmac.compare_digest(expected.encode(), signature.encode()):
+        secret = settings().cashfree_client_secret
+        expected = signature_of(timestamp, body, secret)
+        # An empty key is one anyone can sign with (shared.runner refuses to start without one).
+        if not secret or not hmac.compare_digest(expected.encode(), signature.encode()):
             raise BadRequest("The webhook signature is invalid.", code="SIGNATURE_INVALID")
         try:
             age = time.time() - int(timestamp) / 1000
@@ -378,13 +381,18 @@ class GatewayCashfreeService(HealthMixin):
             raise BadRequest("x-webhook-timestamp is not a time.", code="SIGNATURE_INVALID") from None
         if abs(age) > SIGNATURE_MAX_AGE_SECONDS:
             raise BadRequest("The webhook is too old (or from the future).", code="SIGNATURE_INVALID")
+        event = parse_json(body, exact_decimals=True)  # strict: NaN or a deep nesting is MALFORMED_JSON
         try:
-            event = simplejson.loads(body, use_decimal=True)
             kind, data = event["type"], event["data"]
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(kind, str) or not isinstance(data, dict):
+                raise TypeError(kind)
+        except (KeyError, TypeError):
             raise BadRequest("The webhook body is not a Cashfree event.", code="MALFORMED_EVENT") from None
 
-        event_id = headers.get("x-idempotency-key") or self._natural_id(kind, data, body)
+        # Known by what Cashfree signed, not by x-idempotency-key, which nobody signs: a delivery
+        # captured in transit could be sent again under a new key (stored and acted on twice), and a
+        # key longer than the column failed the insert (a 500, which Cashfree retries).
+        event_id = self._natural_id(kind, body)
         inserted = self.db.execute(insert(WebhookEvent).values(id=event_id, type=kind, body=body)
                                    .on_conflict_do_nothing().returning(WebhookEvent.id)).first()
         if inserted is None:
@@ -801,12 +809,10 @@ class GatewayCashfreeService(HealthMixin):
         return payment.get("cf_payment_id") or payment.get("payment_id")
 
     @staticmethod
-    def _natural_id(kind, data, body):
-        """Without Cashfree's idempotency header: payment id + type, else the body's digest."""
-        payment = data.get("payment") if isinstance(data.get("payment"), dict) else data
-        payment_id = payment.get("cf_payment_id") or payment.get("payment_id")
-        if payment_id:
-            return f"{payment_id}:{kind}"
+    def _natural_id(kind, body):
+        """A webhook's stored id (what replay_webhook takes): its type and the SHA-256 of its body.
+        Cashfree signs the timestamp and the body, and a retry re-signs the same body with a new
+        timestamp: the body is the event's identity, so every delivery of it is one row."""
         return f"{kind}:{hashlib.sha256(body.encode()).hexdigest()}"
 
     def _snapshot(self, subscription, row, event_id, event_at):

@@ -1,6 +1,5 @@
 """gateway_stripe: the Stripe adapter. Billing calls it through the gateway contract (the same RPC
 names and dict shapes as gateway_cashfree) and hears from it through normalized gateway.* events."""
-import json
 import logging
 import time
 
@@ -18,6 +17,7 @@ from shared.db import Database
 from shared.errors import BadRequest, GatewayError, NotFound, PaymentDeclined
 from shared.models import UNKNOWN_SCOPE
 from shared.outbox import OutboxRelay, add_event_once
+from shared.schemas import parse_json
 from shared.service import HealthMixin, api_rpc
 
 log = logging.getLogger(__name__)
@@ -225,10 +225,12 @@ class GatewayStripeService(HealthMixin):
         signature = {k.lower(): v for k, v in headers.items()}.get("stripe-signature")
         if not signature:
             raise BadRequest("Missing Stripe-Signature header.", code="SIGNATURE_MISSING")
+        secret = settings().stripe_webhook_secret
+        if not secret:  # anyone can sign with an empty key (shared.runner refuses to start without one)
+            raise BadRequest("The webhook signature is invalid or too old.", code="SIGNATURE_INVALID")
         try:
-            stripe.WebhookSignature.verify_header(body, signature, settings().stripe_webhook_secret,
-                                                  SIGNATURE_TOLERANCE_SECONDS)
-            event = json.loads(body)
+            stripe.WebhookSignature.verify_header(body, signature, secret, SIGNATURE_TOLERANCE_SECONDS)
+            event = parse_json(body)  # strict: NaN or a deep nesting is MALFORMED_JSON, never stored
             event["id"], event["type"], int(event["created"]), event["data"]["object"]  # noqa: B018  (a Stripe event?)
         except stripe.SignatureVerificationError:
             raise BadRequest("The webhook signature is invalid or too old.", code="SIGNATURE_INVALID") from None

@@ -69,8 +69,11 @@ class UsageIngestService(HealthMixin):
     @api_rpc
     def record_batch(self, body):
         """POST /api/v1/usage/events's body, `{"events": [...]}` as JSON text -> as record_events.
-        Raises BadRequest MALFORMED_JSON when it is not JSON."""
-        batch = parse_json(body) if isinstance(body, str) else None
+        Raises BadRequest MALFORMED_JSON when it is not JSON (shared.schemas.parse_json's rules)."""
+        # No depth walk (it would cost as much as the parse, 1.3 ms a batch): nothing here recurses
+        # into a report, check_report reads fixed fields and refuses a report nested where a value
+        # belongs, and a body deeper than the parser goes is still MALFORMED_JSON.
+        batch = parse_json(body, max_depth=None) if isinstance(body, str) else None
         return self.record_events(batch.get("events") if isinstance(batch, dict) else None)
 
     @api_rpc

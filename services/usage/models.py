@@ -9,7 +9,7 @@ from datetime import date, datetime
 from sqlalchemy import BigInteger, Date, DateTime, Index, SmallInteger, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.models import InboxMixin, OutboxMixin, utc_now_column
+from shared.models import InboxMixin, OutboxMixin, ParkedMessageMixin, utc_now_column
 
 
 class Base(DeclarativeBase):
@@ -130,4 +130,8 @@ class Outbox(OutboxMixin, Base):
 
 
 class Inbox(InboxMixin, Base):
+    pass
+
+
+class ParkedMessage(ParkedMessageMixin, Base):
     pass

@@ -19,7 +19,7 @@ from services.usage.metrics import METRICS, QUOTA_METRIC
 from services.usage.models import Inbox, UsageAccount, UsageEvent
 from services.usage.reads import account_and_role, usage_in_period
 from services.usage.reports import parse_rfc3339, raw_retention_days
-from shared.consumers import consumes
+from shared.consumers import ReplayParkedMixin, consumes
 from shared.db import Database
 from shared.errors import ValidationFailed
 from shared.outbox import rfc3339, utc_now
@@ -35,7 +35,7 @@ PURGE_BATCH_SIZE = 5000  # rows per DELETE: short transactions, short locks, bou
 PURGE_INTERVAL_SECONDS = 3600
 
 
-class UsageService(HealthMixin):
+class UsageService(ReplayParkedMixin, HealthMixin):
     name = "usage"
 
     db = Database()

@@ -1,5 +1,6 @@
-"""Guards seen from outside, on the session's stack: the login brute-force limit over HTTP, and
-webhooks whose signature is right but whose timestamp is outside the 300 s tolerance (a replay)."""
+"""Guards seen from outside, on the session's stack: the login brute-force limit over HTTP, webhooks
+whose signature is right but whose timestamp is outside the 300 s tolerance (a replay), and Cashfree
+deliveries known by what was signed."""
 import hashlib
 import hmac
 import json
@@ -83,11 +84,17 @@ def test_a_stripe_event_signed_too_long_ago_is_refused_and_changes_nothing(stack
         time.sleep(0.2)
 
 
+def cashfree_stored_id(body):
+    """The id gateway_cashfree stores a webhook under: its type and the digest of the signed body."""
+    return f"{json.loads(body)['type']}:{hashlib.sha256(body).hexdigest()}"
+
+
 def test_a_cashfree_event_with_an_old_timestamp_is_refused_and_not_stored(stack, anonymous):
     """Cashfree signs its x-webhook-timestamp (milliseconds) with the body; the adapter holds it to
     the same 300 s as Stripe's, so a captured delivery cannot be replayed later."""
     key = f"wh_replay_{uuid.uuid4().hex[:12]}"
-    body = json.dumps({"type": "SECURITY_PROBE", "event_time": "2026-11-01T10:00:05+05:30", "data": {}}).encode()
+    body = json.dumps({"type": "SECURITY_PROBE", "event_time": "2026-11-01T10:00:05+05:30",
+                       "data": {"probe": key}}).encode()
     now_ms = int(time.time() * 1000)
     for signed_at_ms in (now_ms - (TOLERANCE_SECONDS + 1) * 1000, now_ms + (TOLERANCE_SECONDS + 60) * 1000):
         replay = anonymous.post("/webhooks/cashfree", data=body,
@@ -97,9 +104,27 @@ def test_a_cashfree_event_with_an_old_timestamp_is_refused_and_not_stored(stack,
     forged["x-webhook-signature"] = cashfree_signature(str(now_ms), body.decode(), "not the secret")
     assert anonymous.post("/webhooks/cashfree", data=body, headers={**forged, "x-idempotency-key": key}
                           ).status_code == 400
-    assert stored_webhooks(stack, "gateway_cashfree", key) == 0
+    assert stored_webhooks(stack, "gateway_cashfree", cashfree_stored_id(body)) == 0
 
     accepted = anonymous.post("/webhooks/cashfree", data=body,
                               headers={**cashfree_signed(body, now_ms), "x-idempotency-key": key})
     assert accepted.status_code == 200, accepted.text
-    assert stored_webhooks(stack, "gateway_cashfree", key) == 1
+    assert stored_webhooks(stack, "gateway_cashfree", cashfree_stored_id(body)) == 1
+
+
+def test_a_cashfree_delivery_is_known_by_its_signed_body_not_its_unsigned_key(stack, anonymous):
+    """x-idempotency-key is not signed: a 300-character one is no 500, and the same body sent again
+    (re-signed a second later, under another key) is stored once; another body under one key is another event."""
+    def event(probe):
+        return json.dumps({"type": "SECURITY_PROBE", "event_time": "2026-11-01T10:00:05+05:30",
+                           "data": {"probe": probe}}).encode()
+
+    body, other = event(uuid.uuid4().hex), event(uuid.uuid4().hex)
+    now_ms = int(time.time() * 1000)
+    deliveries = ((body, now_ms, "k" * 300), (body, now_ms + 1000, "another-key"), (other, now_ms, "k" * 300))
+    for sent, at_ms, key in deliveries:
+        answer = anonymous.post("/webhooks/cashfree", data=sent, headers={**cashfree_signed(sent, at_ms),
+                                                                         "x-idempotency-key": key})
+        assert answer.status_code == 200, answer.text
+    assert stored_webhooks(stack, "gateway_cashfree", cashfree_stored_id(body)) == 1
+    assert stored_webhooks(stack, "gateway_cashfree", cashfree_stored_id(other)) == 1

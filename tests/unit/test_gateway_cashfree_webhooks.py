@@ -1,5 +1,6 @@
 """gateway_cashfree's webhook intake: Cashfree's signature and age checks, each event stored once,
 and Cashfree's subscription and order events turned into the same gateway.* facts as Stripe's."""
+import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -92,16 +93,38 @@ def test_unverifiable_webhooks_are_refused_and_nothing_is_stored(adapter, make_h
     assert stored(adapter) == [] and facts(adapter) == []
 
 
-def test_the_same_event_is_stored_once_by_cashfrees_idempotency_key(adapter):
+def stored_id(body):
+    return f"{json.loads(body)['type']}:{hashlib.sha256(body.encode()).hexdigest()}"
+
+
+def test_an_event_is_known_by_the_body_cashfree_signed(adapter):
+    """Cashfree's retry re-signs the same body with a new timestamp: still one event."""
     body = webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment())
-    assert [deliver(adapter, body, key="wh_1") for _ in range(3)] == ["accepted", "duplicate", "duplicate"]
+    now_ms = int(time.time() * 1000)
+    deliveries = [deliver(adapter, body, at_ms=now_ms - 60_000, key="wh_1"),
+                  deliver(adapter, body, at_ms=now_ms, key="wh_1"), deliver(adapter, body)]
+    assert deliveries == ["accepted", "duplicate", "duplicate"]
+    assert stored(adapter) == [stored_id(body)]
     assert len(facts(adapter, "gateway.payment_succeeded")) == 1
 
 
-def test_without_the_header_an_event_is_known_by_payment_id_and_type(adapter):
+def test_the_unsigned_idempotency_key_neither_names_nor_splits_an_event(adapter):
+    """x-idempotency-key is not signed: a delivery sent again under a new key is the same event, and
+    a key longer than any id column (300 characters) is no failure."""
     body = webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment())
-    assert [deliver(adapter, body) for _ in range(2)] == ["accepted", "duplicate"]
-    assert stored(adapter) == ["cfp_1:SUBSCRIPTION_PAYMENT_SUCCESS"]
+    assert deliver(adapter, body, key="k" * 300) == "accepted"
+    assert deliver(adapter, body, key="a-fresh-key") == "duplicate"
+    assert stored(adapter) == [stored_id(body)]
+    assert len(facts(adapter, "gateway.payment_succeeded")) == 1
+
+
+def test_different_bodies_under_one_idempotency_key_are_two_events(adapter):
+    first = webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment())
+    renewal = webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment(payment_type="CHARGE", payment_id="cfp_2",
+                                                              date="2026-12-01T10:00:00+05:30"))
+    assert [deliver(adapter, first, key="wh_1"), deliver(adapter, renewal, key="wh_1")] == ["accepted", "accepted"]
+    assert sorted(stored(adapter)) == sorted([stored_id(first), stored_id(renewal)])
+    assert len(facts(adapter, "gateway.payment_succeeded")) == 2
 
 
 def test_an_authorised_subscription_completes_its_checkout_and_starts_a_period(adapter):

@@ -65,3 +65,46 @@ def test_alerts_list_what_billing_asks_an_operator_to_decide(capsys):
     with mock.patch.object(ops, "query", return_value=[]):
         assert ops.main(["alerts"]) == 0
     assert capsys.readouterr().out.strip() == "no alerts"
+PARKED_ROW = {"id": "p-1", "event_type": "gateway.payment_succeeded", "event_id": "e-1",
+              "error": "IntegrityError: duplicate key\nDETAIL: ...", "parked_at": "2026-12-01 10:00:00+00"}
+
+
+def fake_databases(tables):
+    """ops.query against {service: parked rows}; a service not named has no parked_messages table."""
+    def query(service, sql, **params):
+        if "to_regclass" in sql:
+            return [{"present": service in tables}]
+        return tables[service]
+    return query
+
+
+def test_parked_lists_every_services_parked_messages(capsys):
+    with mock.patch.object(ops, "query", side_effect=fake_databases({"billing": [PARKED_ROW], "usage": []})):
+        assert ops.main(["parked"]) == 0
+    out = capsys.readouterr().out
+    assert "1 parked message(s)" in out
+    assert ("billing p-1: gateway.payment_succeeded e-1, parked 2026-12-01 10:00:00+00: IntegrityError: duplicate key"
+            in out)
+    with mock.patch.object(ops, "query", side_effect=fake_databases({"billing": [], "usage": []})):
+        assert ops.main(["parked"]) == 0
+    assert "no parked messages" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("status, said", [
+    ("applied", "applied"),
+    ("already_handled", "already handled by another delivery"),
+    ("already_replayed", "already replayed at 2026-12-01T11:00:00Z"),
+])
+def test_replay_parked_says_what_happened(capsys, status, said):
+    message = {**PARKED_ROW, "id": "p-1", "replayed_at": "2026-12-01T11:00:00Z"}
+    with mock.patch.object(ops, "call", return_value={"status": status, "message": message}) as call:
+        assert ops.main(["replay-parked", "billing", "p-1"]) == 0
+    call.assert_called_once_with("billing", "replay_parked", "p-1")
+    assert said in capsys.readouterr().out
+
+
+def test_a_replay_that_fails_again_is_an_error(capsys):
+    message = {**PARKED_ROW, "error": "ValueError: still wrong", "replayed_at": None}
+    with mock.patch.object(ops, "call", return_value={"status": "failed", "message": message}):
+        assert ops.main(["replay-parked", "usage", "p-1"]) == 1
+    assert "failed again, still parked: ValueError: still wrong" in capsys.readouterr().err
