@@ -153,6 +153,23 @@ def test_revoked_and_expired_invitations_cannot_be_accepted(team, sign_up):
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "INVITATION_REVOKED")
 
 
+def fullwidth(text):
+    """Letters and digits in their fullwidth forms ('ａ' for 'a'): NFKC makes them plain again."""
+    return "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in text)
+
+
+def test_one_account_per_email_however_it_is_written(anonymous, sign_up):
+    ann = sign_up()
+    local, domain = ann.user["email"].split("@")
+
+    again = anonymous.post("/api/v1/auth/signup", json={
+        "email": f"{fullwidth(local)}@{domain}", "password": PASSWORD, "name": "Not Ann", "country": "US"})
+
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "EMAIL_TAKEN")
+    login = anonymous.post("/api/v1/auth/login", json={"email": f"{fullwidth(local)}@{domain}", "password": PASSWORD})
+    assert login.json()["user"]["id"] == ann.user["id"]
+
+
 def test_pending_plan_popup_can_be_dismissed(sign_up):
     user = sign_up(country="IN", plan="starter_yearly")
     assert user.get("/api/v1/me").json()["pending_plan"] == {"code": "starter_yearly", "name": "Starter"}
