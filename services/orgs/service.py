@@ -222,22 +222,21 @@ class OrgsService(HealthMixin):
             self._refuse_touching_owner(me, "demote")
         if member.role != data["role"]:
             old_role, member.role = member.role, data["role"]
-            add_event(self.db, Outbox, "member.role_changed", {
-                "org_id": str(org.id), "user_id": str(member.user_id), "old_role": old_role,
-                "new_role": member.role, "changed_by": actor["id"],
-            })
+            self._role_changed(org, member, old_role, actor)
         self.db.commit()
         return member_dict(member)
 
     @api_rpc
     def remove_member(self, actor, org_id, user_id):
-        """Remove a member (managers), or leave (anyone but the owner removing themself)."""
+        """Remove a member (managers), or leave (anyone but the owner removing themself). The pending
+        invitations they sent are revoked with it."""
         leaving = parse_uuid(user_id) is not None and parse_uuid(user_id) == parse_uuid(actor["id"])
         org, me = self._authorized(actor, org_id, VIEW_ORG if leaving else MANAGE_MEMBERS, lock=True)
         member = self._member_or_404(org, user_id)
         if member.role == OWNER:
             self._refuse_touching_owner(me, "remove")
         self.db.delete(member)
+        self._revoke_invitations_sent_by(org, member.user_id)
         add_event(self.db, Outbox, "member.removed", {
             "org_id": str(org.id), "user_id": str(member.user_id), "role": member.role,
             "removed_by": actor["id"],
@@ -254,17 +253,14 @@ class OrgsService(HealthMixin):
         new_owner = self._membership(org.id, data["user_id"])
         if new_owner is None:
             raise ValidationFailed(details={"user_id": ["Not a member of this organization."]})
-        changes = [(me, OWNER, SUPER_ADMIN), (new_owner, new_owner.role, OWNER)]
+        changes = [(me, OWNER), (new_owner, new_owner.role)]
         me.role = SUPER_ADMIN
         self.db.flush()  # the old owner steps down first: the one-owner index holds at every step
         new_owner.role = OWNER
         org.owner_id = new_owner.user_id
-        for member, old_role, new_role in changes:
-            if old_role != new_role:
-                add_event(self.db, Outbox, "member.role_changed", {
-                    "org_id": str(org.id), "user_id": str(member.user_id), "old_role": old_role,
-                    "new_role": new_role, "changed_by": actor["id"],
-                })
+        for member, old_role in changes:
+            if old_role != member.role:
+                self._role_changed(org, member, old_role, actor)
         self.db.commit()
         return {**org_dict(org), "my_role": SUPER_ADMIN}
 
@@ -313,6 +309,27 @@ class OrgsService(HealthMixin):
             "org_id": str(org.id), "user_id": str(member.user_id), "role": role,
         })
         return member
+
+    def _role_changed(self, org, member, old_role, actor):
+        """Announce `member`'s new role; if it may no longer invite, their pending invitations end."""
+        add_event(self.db, Outbox, "member.role_changed", {
+            "org_id": str(org.id), "user_id": str(member.user_id), "old_role": old_role,
+            "new_role": member.role, "changed_by": actor["id"],
+        })
+        if not role_may(member.role, MANAGE_MEMBERS):
+            self._revoke_invitations_sent_by(org, member.user_id)
+
+    def _revoke_invitations_sent_by(self, org, user_id):
+        """An invitation stands on its sender's right to invite: when that ends (removed, left,
+        demoted), the pending ones they sent in `org` are revoked in the same transaction, as if a
+        manager had revoked each. The caller holds the organization's lock (taken before these rows').
+        One already past its expiry stays expired."""
+        self.db.execute(
+            update(Invitation)
+            .where(Invitation.org_id == org.id, Invitation.invited_by == user_id, Invitation.status == "pending",
+                   Invitation.expires_at > func.now())
+            .values(status="revoked", closed_at=func.now())
+        )
 
     def _expire_stale_invitations(self, org_id):
         self.db.execute(

@@ -102,6 +102,12 @@ def parse_time(value):
     return datetime.fromisoformat(value)
 
 
+def stored(session, invitation):
+    """The invitation's row as committed now (not as this session last saw it)."""
+    session.expire_all()
+    return session.get(Invitation, UUID(invitation["id"]))
+
+
 @dataclass
 class Team:
     """An organization with one member of each role, and a person who is not a member."""
@@ -730,6 +736,66 @@ def test_the_database_refuses_a_second_owner(session, org_with_roles):
         session.flush()
     session.rollback()
     assert memberships_of(session, team.org_id, intruder["id"]) == 0
+
+
+# -- an invitation stands on its sender's right to invite ---------------------------------------
+
+def join(orgs, inviter, org_id, person, role):
+    orgs.accept_invitation(person, invite(orgs, inviter, org_id, person["email"], role)["token"])
+
+
+ENDS_THE_RIGHT_TO_INVITE = {
+    "removed-by-the-owner": lambda orgs, team, sender: orgs.remove_member(team.owner, team.org_id, sender["id"]),
+    "removed-by-a-super-admin": lambda orgs, team, sender: orgs.remove_member(
+        add_member(orgs, team.org_id, team.owner, "super_admin"), team.org_id, sender["id"]),
+    "left": lambda orgs, team, sender: orgs.remove_member(sender, team.org_id, sender["id"]),
+    "demoted-to-admin": lambda orgs, team, sender: orgs.change_role(team.owner, team.org_id, sender["id"],
+                                                                    {"role": "admin"}),
+    "demoted-to-standard": lambda orgs, team, sender: orgs.change_role(team.owner, team.org_id, sender["id"],
+                                                                       {"role": "standard"}),
+}
+
+
+@pytest.mark.parametrize("end_the_right", ENDS_THE_RIGHT_TO_INVITE.values(), ids=ENDS_THE_RIGHT_TO_INVITE.keys())
+def test_pending_invitations_end_with_their_senders_right_to_invite(orgs, session, refused, org_with_roles,
+                                                                    end_the_right):
+    team = org_with_roles
+    sender = team.super_admin
+    pending = [invite(orgs, sender, team.org_id, f"guest-{n}@example.com", role) for n, role in
+               enumerate(["standard", "super_admin"])]
+    accepted = invite(orgs, sender, team.org_id, "joined@example.com")
+    joined = make_person(email="joined@example.com")
+    orgs.accept_invitation(joined, accepted["token"])
+    stale = invite(orgs, sender, team.org_id, "stale@example.com")
+    expire(session, stale)
+    from_the_owner = invite(orgs, team.owner, team.org_id, "owners-guest@example.com")
+    # the sender may still invite in another organization: those stay
+    elsewhere = orgs.create_org(team.owner, {"name": "Elsewhere"})
+    join(orgs, team.owner, elsewhere["id"], sender, "super_admin")
+    sent_elsewhere = invite(orgs, sender, elsewhere["id"], "guest-0@example.com")
+
+    end_the_right(orgs, team, sender)
+
+    for invitation in pending:
+        row = stored(session, invitation)
+        assert (row.status, row.closed_at is not None) == ("revoked", True)
+        with refused(Conflict, "INVITATION_REVOKED"):
+            orgs.accept_invitation(make_person(email=invitation["email"]), invitation["token"])
+    statuses = {i["id"]: i["status"] for i in orgs.list_invitations(team.owner, team.org_id)}
+    assert (statuses[accepted["id"]], statuses[stale["id"]], statuses[from_the_owner["id"]]) == (
+        "accepted", "expired", "pending")
+    assert joined["id"] in roles_in(orgs, team.owner, team.org_id)
+    assert stored(session, sent_elsewhere).status == "pending"
+
+
+def test_a_transfer_of_ownership_leaves_the_old_owner_free_to_invite(orgs, session, org_with_roles):
+    team = org_with_roles
+    invitation = invite(orgs, team.owner, team.org_id, "guest@example.com")
+
+    orgs.transfer_ownership(team.owner, team.org_id, {"user_id": team.admin["id"]})
+
+    assert stored(session, invitation).status == "pending"
+    assert orgs.accept_invitation(make_person(email="guest@example.com"), invitation["token"])["role"] == "standard"
 
 
 # -- listings ----------------------------------------------------------------------------------
