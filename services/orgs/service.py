@@ -8,6 +8,7 @@ from services.orgs.models import Invitation, Membership, Organization, Outbox
 from services.orgs.schemas import ChangeRoleInput, CreateOrgInput, InviteInput, TransferInput
 from shared.config import settings
 from shared.db import Database, parse_uuid
+from shared.emails import email_key
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
 from shared.permissions import (
@@ -140,20 +141,20 @@ class OrgsService(HealthMixin):
         if data["role"] == OWNER:
             raise self._second_owner()
         email = data["email"].strip()
+        key = email_key(email)
         already_member = self.db.scalar(select(Membership).where(
-            Membership.org_id == org.id, func.lower(Membership.email) == email.lower()))
+            Membership.org_id == org.id, Membership.email_key == key))
         if already_member:
             raise Conflict("This person is already a member.", code="ALREADY_MEMBER")
         self._expire_stale_invitations(org.id)
         pending = self.db.scalar(select(Invitation).where(
-            Invitation.org_id == org.id, Invitation.status == "pending",
-            func.lower(Invitation.email) == email.lower()))
+            Invitation.org_id == org.id, Invitation.status == "pending", Invitation.email_key == key))
         if pending:
             raise Conflict("An invitation for this email is already pending; revoke it to send a new one.",
                            code="INVITATION_PENDING")
         token = new_token()
         invitation = Invitation(
-            org_id=org.id, email=email, role=data["role"], token_hash=hash_token(token),
+            org_id=org.id, email=email, email_key=key, role=data["role"], token_hash=hash_token(token),
             invited_by=parse_uuid(actor["id"]),
             expires_at=utc_now() + timedelta(seconds=settings().invitation_ttl_seconds),
         )
@@ -185,13 +186,14 @@ class OrgsService(HealthMixin):
 
     @api_rpc
     def accept_invitation(self, actor, token):
-        """Join the invitation's organization. Only the user whose email it was sent to may accept."""
+        """Join the invitation's organization. Only the user whose email it was sent to may accept
+        (compared as shared.emails.email_key: the same key identity keeps one account per)."""
         actor = load_or_raise(Principal(), actor)
         invitation = self.db.scalar(
             select(Invitation).where(Invitation.token_hash == hash_token(token or "")).with_for_update())
         if invitation is None:
             raise NotFound("No such invitation.")
-        if invitation.email.lower() != actor["email"].lower():
+        if invitation.email_key != email_key(actor["email"]):
             raise Forbidden("This invitation was sent to another email address.", code="INVITATION_EMAIL_MISMATCH")
         existing = self._membership(invitation.org_id, actor["id"])
         if invitation.status == "accepted" and existing is not None:
@@ -298,7 +300,7 @@ class OrgsService(HealthMixin):
 
     def _add_member(self, org, person, role):
         member = Membership(org_id=org.id, user_id=parse_uuid(person["id"]), role=role,
-                            email=person["email"], name=person["name"])
+                            email=person["email"], email_key=email_key(person["email"]), name=person["name"])
         self.db.add(member)
         try:
             self.db.flush()

@@ -731,7 +731,7 @@ def test_the_database_refuses_a_second_owner(session, org_with_roles):
     team = org_with_roles
     intruder = make_person()
     session.add(Membership(org_id=UUID(team.org_id), user_id=UUID(intruder["id"]), role="owner",
-                           email=intruder["email"], name=intruder["name"]))
+                           email=intruder["email"], email_key=intruder["email"], name=intruder["name"]))
     with pytest.raises(IntegrityError, match="uq_memberships_one_owner"):
         session.flush()
     session.rollback()
@@ -796,6 +796,90 @@ def test_a_transfer_of_ownership_leaves_the_old_owner_free_to_invite(orgs, sessi
 
     assert stored(session, invitation).status == "pending"
     assert orgs.accept_invitation(make_person(email="guest@example.com"), invitation["token"])["role"] == "standard"
+
+
+# -- one email, however it is written (NFKC, then casefold) -------------------------------------
+
+SAME_EMAIL = [
+    pytest.param("dana@example.com", "Dana@Example.COM", id="case"),
+    pytest.param("dana@example.com", "\uff24\uff41\uff4e\uff41@example.com", id="fullwidth"),
+    pytest.param("strasse@example.com", "STRA\u1e9eE@example.com", id="sharp-s"),
+    pytest.param("kate@example.com", "\u212aate@example.com", id="kelvin-sign"),
+]
+# Look-alikes that are other addresses: other mailboxes, other people.
+OTHER_EMAIL = [
+    pytest.param("ann@example.com", "\u0430nn@example.com", id="cyrillic-a"),
+    pytest.param("info@example.com", "\u0130nfo@example.com", id="dotted-capital-i"),
+    pytest.param("bill@example.com", "bi1l@example.com", id="digit-one"),
+]
+
+
+@pytest.mark.parametrize("invited, signed_in", SAME_EMAIL)
+def test_the_invited_email_accepts_however_it_is_written(orgs, org_with_roles, invited, signed_in):
+    team = org_with_roles
+    invitation = invite(orgs, team.owner, team.org_id, invited, "admin")
+    person = make_person(email=signed_in)
+
+    assert orgs.accept_invitation(person, invitation["token"]) == {"org_id": team.org_id, "role": "admin"}
+    assert roles_in(orgs, team.owner, team.org_id)[person["id"]] == "admin"
+
+
+@pytest.mark.parametrize("invited, signed_in", OTHER_EMAIL)
+def test_a_look_alike_address_cannot_accept_someone_elses_invitation(orgs, session, refused, org_with_roles,
+                                                                     invited, signed_in):
+    team = org_with_roles
+    invitation = invite(orgs, team.owner, team.org_id, invited)
+    impostor = make_person(email=signed_in)
+
+    with refused(Forbidden, "INVITATION_EMAIL_MISMATCH"):
+        orgs.accept_invitation(impostor, invitation["token"])
+    assert impostor["id"] not in roles_in(orgs, team.owner, team.org_id)
+    assert stored(session, invitation).status == "pending"
+
+
+@pytest.mark.parametrize("first, again", SAME_EMAIL)
+def test_the_same_email_written_otherwise_is_already_pending(orgs, refused, org_with_roles, first, again):
+    team = org_with_roles
+    pending = invite(orgs, team.owner, team.org_id, first)
+
+    with refused(Conflict, "INVITATION_PENDING"):
+        invite(orgs, team.super_admin, team.org_id, again, "admin")
+    assert [i["id"] for i in orgs.list_invitations(team.owner, team.org_id) if i["status"] == "pending"] == [
+        pending["id"]]
+
+
+@pytest.mark.parametrize("member_email, invited", SAME_EMAIL)
+def test_the_same_email_written_otherwise_is_already_a_member(orgs, refused, org_with_roles, member_email,
+                                                              invited):
+    team = org_with_roles
+    add_member(orgs, team.org_id, team.owner, "standard", email=member_email)
+
+    with refused(Conflict, "ALREADY_MEMBER"):
+        invite(orgs, team.owner, team.org_id, invited)
+    assert invited not in [i["email"] for i in orgs.list_invitations(team.owner, team.org_id)]
+
+
+@pytest.mark.parametrize("first, look_alike", OTHER_EMAIL)
+def test_a_look_alike_address_is_invited_on_its_own(orgs, org_with_roles, first, look_alike):
+    team = org_with_roles
+    add_member(orgs, team.org_id, team.owner, "standard", email=first)
+    other_org = orgs.create_org(team.owner, {"name": "Other"})
+    invite(orgs, team.owner, other_org["id"], first)
+
+    # neither the member nor the pending invitation is this address
+    assert invite(orgs, team.owner, team.org_id, look_alike)["status"] == "pending"
+    assert invite(orgs, team.owner, other_org["id"], look_alike)["status"] == "pending"
+
+
+def test_the_database_refuses_two_pending_invitations_for_one_email_key(session, orgs, org_with_roles):
+    team = org_with_roles
+    invite(orgs, team.owner, team.org_id, "dana@example.com")
+    session.add(Invitation(org_id=UUID(team.org_id), email="\uff44ana@example.com", email_key="dana@example.com",
+                           role="standard", token_hash="0" * 64, invited_by=UUID(team.owner["id"]),
+                           expires_at=utc_now() + timedelta(hours=1)))
+    with pytest.raises(IntegrityError, match="uq_invitations_one_pending_per_email"):
+        session.flush()
+    session.rollback()
 
 
 # -- listings ----------------------------------------------------------------------------------
