@@ -175,7 +175,7 @@ class OrgsService(HealthMixin):
     def revoke_invitation(self, actor, org_id, invitation_id):
         """Revoke a pending invitation. Revoking twice is a no-op; an accepted one is a Conflict."""
         org, _ = self._authorized(actor, org_id, MANAGE_MEMBERS, lock=True)
-        invitation = self._invitation_in(org, invitation_id)
+        invitation = self._invitation_in(org, invitation_id, lock=True)
         if invitation.status == "accepted":
             raise Conflict("This invitation was already accepted; remove the member instead.",
                            code="INVITATION_ACCEPTED")
@@ -189,10 +189,15 @@ class OrgsService(HealthMixin):
         """Join the invitation's organization. Only the user whose email it was sent to may accept
         (compared as shared.emails.email_key: the same key identity keeps one account per)."""
         actor = load_or_raise(Principal(), actor)
-        invitation = self.db.scalar(
-            select(Invitation).where(Invitation.token_hash == hash_token(token or "")).with_for_update())
-        if invitation is None:
+        by_token = Invitation.token_hash == hash_token(token or "")
+        org_id = self.db.scalar(select(Invitation.org_id).where(by_token))
+        if org_id is None:
             raise NotFound("No such invitation.")
+        # The organization's lock first, then the invitation's: every call that locks both takes
+        # them in this order (revoke, removals, role changes), so none waits for the other (deadlock).
+        org = self.db.scalar(select(Organization).where(Organization.id == org_id).with_for_update())
+        invitation = self.db.scalar(select(Invitation).where(by_token).with_for_update()
+                                    .execution_options(populate_existing=True))
         if invitation.email_key != email_key(actor["email"]):
             raise Forbidden("This invitation was sent to another email address.", code="INVITATION_EMAIL_MISMATCH")
         existing = self._membership(invitation.org_id, actor["id"])
@@ -201,7 +206,6 @@ class OrgsService(HealthMixin):
         status = invitation_status(invitation)
         if status != "pending":
             raise Conflict(f"This invitation is {status}.", code=f"INVITATION_{status.upper()}")
-        org = self.db.scalar(select(Organization).where(Organization.id == invitation.org_id).with_for_update())
         invitation.status = "accepted"
         invitation.accepted_by = parse_uuid(actor["id"])
         invitation.closed_at = utc_now()
@@ -291,9 +295,12 @@ class OrgsService(HealthMixin):
             raise NotFound("No such member.")
         return member
 
-    def _invitation_in(self, org, invitation_id):
+    def _invitation_in(self, org, invitation_id, lock=False):
+        """The invitation `invitation_id` of `org` (NotFound otherwise); `lock` takes its row lock,
+        after the organization's (see accept_invitation), and reads it afresh."""
         invitation_uuid = parse_uuid(invitation_id)
-        invitation = self.db.get(Invitation, invitation_uuid) if invitation_uuid else None
+        invitation = self.db.get(Invitation, invitation_uuid, with_for_update=lock or None,
+                                 populate_existing=lock) if invitation_uuid else None
         if invitation is None or invitation.org_id != org.id:
             raise NotFound("No such invitation.")
         return invitation

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
+import eventlet
 import pytest
 from nameko.testing.services import worker_factory
 from sqlalchemy import func, select
@@ -880,6 +881,46 @@ def test_the_database_refuses_two_pending_invitations_for_one_email_key(session,
     with pytest.raises(IntegrityError, match="uq_invitations_one_pending_per_email"):
         session.flush()
     session.rollback()
+
+
+# -- accept and revoke at once -----------------------------------------------------------------
+
+def outcome_of(call):
+    """What a call ended in: "done", a Conflict's code, or any other error (a deadlock) as text."""
+    try:
+        call()
+        return "done"
+    except Conflict as error:
+        return error.error_code
+    except Exception as error:
+        return repr(error)
+
+
+def test_accept_and_revoke_at_once_end_one_way_and_never_deadlock(orgs, session, db_session, org_with_roles):
+    """Each call runs on its own session (connection), in a green thread of its own, both started
+    together, round after round. Accept once locked the invitation, then the organization; revoke
+    locks the organization, then the invitation: each held what the other waited for."""
+    team = org_with_roles
+    for round_number in range(20):
+        guest = make_person()
+        invitation = invite(orgs, team.owner, team.org_id, guest["email"])
+        accepting, revoking = db_session("orgs"), db_session("orgs")
+        calls = {
+            "accept": lambda: worker_factory(OrgsService, db=accepting).accept_invitation(guest, invitation["token"]),
+            "revoke": lambda: worker_factory(OrgsService, db=revoking).revoke_invitation(
+                team.owner, team.org_id, invitation["id"]),
+        }
+        order = sorted(calls, reverse=round_number % 2 == 1)
+        threads = {name: eventlet.spawn(outcome_of, calls[name]) for name in order}
+        outcome = {name: thread.wait() for name, thread in threads.items()}
+        accepting.close()
+        revoking.close()
+
+        assert outcome in ({"accept": "done", "revoke": "INVITATION_ACCEPTED"},
+                           {"accept": "INVITATION_REVOKED", "revoke": "done"}), f"round {round_number}: {outcome}"
+        joined = outcome["accept"] == "done"
+        assert (stored(session, invitation).status, memberships_of(session, team.org_id, guest["id"])) == (
+            ("accepted", 1) if joined else ("revoked", 0))
 
 
 # -- listings ----------------------------------------------------------------------------------
