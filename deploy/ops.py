@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool  # noqa: E402
 
 from shared import db  # noqa: E402
 from shared.config import DATABASE_OWNERS, settings  # noqa: E402
+from shared.emails import email_key  # noqa: E402
 from shared.errors import AppError  # noqa: E402
 
 GATEWAYS = {"stripe": "gateway_stripe", "cashfree": "gateway_cashfree"}
@@ -166,7 +167,7 @@ def resolve(target):
     """The accounts `target` names: an email gives the user's personal licence and their orgs'."""
     if "@" not in target:
         return [parse_account(target)]
-    users = query("identity", "SELECT id FROM users WHERE lower(email) = lower(:email)", email=target)
+    users = query("identity", "SELECT id FROM users WHERE email_key = :key", key=email_key(target))
     if not users:
         raise OpsError(f"no user with email {target}")
     user_id = str(users[0]["id"])

@@ -53,6 +53,7 @@ class RouteSpec:
     documented_body: type | None = None  # a raw body's schema, for the OpenAPI document only
     security: str | None = None  # the scheme of a credential other than a user's token (OpenAPI only)
     signature_headers: tuple = ()  # headers a webhook must carry (OpenAPI only; the adapter checks them)
+    secret_path: bool = False  # the path holds a bearer secret (an invitation's token): never logged
 
     @property
     def openapi_path(self):
@@ -76,8 +77,9 @@ class Call:
 
 def route(method, path, *, summary, tag, responses, body=None, auth=True, query=None,
           body_limit=API_BODY_LIMIT, raw_body=False, errors=(), documented_body=None, security=None,
-          signature_headers=()):
-    """Declare a route; `path` may be a list of paths served by one handler (e.g. both {acct} forms)."""
+          signature_headers=(), secret_path=False):
+    """Declare a route; `path` may be a list of paths served by one handler (e.g. both {acct} forms).
+    `secret_path`: the log line shows the route's template ({token}) instead of the path."""
     paths = [path] if isinstance(path, str) else list(path)
 
     def decorate(fn):
@@ -85,7 +87,8 @@ def route(method, path, *, summary, tag, responses, body=None, auth=True, query=
         for index, one_path in enumerate(paths):
             name = fn.__name__ if len(paths) == 1 else f"{fn.__name__}_{index + 1}"
             specs.append(RouteSpec(method, one_path, summary, name, tag, body, responses, auth, query,
-                                   body_limit, raw_body, errors, documented_body, security, signature_headers))
+                                   body_limit, raw_body, errors, documented_body, security, signature_headers,
+                                   secret_path))
         ROUTES.extend(specs)
 
         @functools.wraps(fn)
@@ -121,7 +124,9 @@ def handle(service, spec, fn, request, params):
         response = error_response(500, "INTERNAL_ERROR", "Something went wrong on our side.",
                                   {"request_id": call.request_id})
     response.headers["X-Request-Id"] = call.request_id
-    log.info("%s %s %s %d %.1fms", call.request_id, request.method, request.path, response.status_code,
+    # A log is read by more people, and kept longer, than a bearer secret may be.
+    path = spec.openapi_path if spec.secret_path else request.path
+    log.info("%s %s %s %d %.1fms", call.request_id, request.method, path, response.status_code,
              (time.perf_counter() - started) * 1000)
     return response
 

@@ -183,7 +183,7 @@ class HttpGateway:
         return 204, None
 
     @route("POST", "/api/v1/invitations/<token>/accept", tag="orgs", responses={200: AcceptedOut},
-           errors=(403, 409), summary="Accept an invitation sent to my email")
+           errors=(403, 409), secret_path=True, summary="Accept an invitation sent to my email")
     def accept_invitation(self, call):
         return 200, self.orgs.accept_invitation(call.user, call.params["token"])
 

@@ -6,17 +6,22 @@ import sys
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from shared.emails import EMAIL_KEY_MAX_LENGTH, email_key
 from shared.errors import BadRequest, ValidationFailed
 from shared.events import COUNTRIES
 
 
 class TrimmedEmail(fields.Email):
-    """An email address; surrounding spaces (a paste from a mail client) are not an error."""
+    """An email address; surrounding spaces (a paste from a mail client) are not an error. One whose
+    comparison key (shared.emails) would not fit where keys are kept is not a valid address."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
             value = value.strip()
-        return super()._deserialize(value, attr, data, **kwargs)
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if len(email_key(value)) > EMAIL_KEY_MAX_LENGTH:
+            raise self.make_error("invalid")
+        return value
 
 
 class TrimmedString(fields.String):

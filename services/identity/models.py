@@ -1,10 +1,11 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String, text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, String
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.emails import EMAIL_KEY_MAX_LENGTH
 from shared.models import InboxMixin, OutboxMixin, utc_now_column
 
 
@@ -14,10 +15,12 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (Index("uq_users_email_lower", text("lower(email)"), unique=True),)
+    __table_args__ = (Index("uq_users_email_key", "email_key", unique=True),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    email: Mapped[str] = mapped_column(String(320))  # as typed; uniqueness ignores case
+    email: Mapped[str] = mapped_column(String(320))  # as typed
+    # One account per key (shared.emails.email_key), the form orgs matches invitations in.
+    email_key: Mapped[str] = mapped_column(String(EMAIL_KEY_MAX_LENGTH))
     name: Mapped[str] = mapped_column(String(200))
     country: Mapped[str] = mapped_column(String(2))
     phone: Mapped[str | None] = mapped_column(String(16))  # E.164 (at most 15 digits after the +)

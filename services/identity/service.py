@@ -16,6 +16,7 @@ from services.identity.models import AuthSession, LoginAttempt, Outbox, User
 from services.identity.schemas import PHONE_NEEDED, LoginInput, SignupInput, UpdateMeInput
 from shared.config import settings
 from shared.db import Database, parse_uuid
+from shared.emails import email_key
 from shared.errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
 from shared.events import COUNTRIES_NEEDING_PHONE
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
@@ -37,8 +38,9 @@ def normalize_email(email):
 
 
 def email_subject(email):
-    """The brute-force counter's key for an email: a digest, so typed-in secrets are not kept."""
-    return "email:" + hashlib.sha256(email.lower().encode()).hexdigest()
+    """The brute-force counter's key for an email (every spelling of one address counts together): a
+    digest, so typed-in secrets are not kept."""
+    return "email:" + hashlib.sha256(email_key(email).encode()).hexdigest()
 
 
 def user_dict(user):
@@ -83,6 +85,7 @@ class IdentityService(HealthMixin):
         password_hash = tpool.execute(password_hasher.hash, data["password"])
         user = User(
             email=email,
+            email_key=email_key(email),
             name=data["name"],
             country=data["country"],
             phone=data["phone"],
@@ -208,7 +211,7 @@ class IdentityService(HealthMixin):
         return row
 
     def _find_by_email(self, email):
-        return self.db.scalars(select(User).where(func.lower(User.email) == email.lower())).first()
+        return self.db.scalars(select(User).where(User.email_key == email_key(email))).first()
 
     def _get(self, user_id):
         user_uuid = parse_uuid(user_id)

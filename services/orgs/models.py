@@ -5,6 +5,7 @@ from sqlalchemy import DateTime, ForeignKey, Index, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.emails import EMAIL_KEY_MAX_LENGTH
 from shared.models import InboxMixin, OutboxMixin, utc_now_column
 
 
@@ -35,6 +36,7 @@ class Membership(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, index=True)
     role: Mapped[str] = mapped_column(String(20))
     email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(EMAIL_KEY_MAX_LENGTH))  # shared.emails.email_key(email)
     name: Mapped[str] = mapped_column(String(200))
     joined_at: Mapped[datetime] = utc_now_column()
 
@@ -45,14 +47,15 @@ class Invitation(Base):
     __tablename__ = "invitations"
     __table_args__ = (
         Index(
-            "uq_invitations_one_pending_per_email", "org_id", text("lower(email)"),
+            "uq_invitations_one_pending_per_email", "org_id", "email_key",
             unique=True, postgresql_where=text("status = 'pending'"),
         ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(String(320))  # as typed, to show
+    email_key: Mapped[str] = mapped_column(String(EMAIL_KEY_MAX_LENGTH))  # as compared: shared.emails.email_key
     role: Mapped[str] = mapped_column(String(20))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|accepted|revoked|expired

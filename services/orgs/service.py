@@ -8,6 +8,7 @@ from services.orgs.models import Invitation, Membership, Organization, Outbox
 from services.orgs.schemas import ChangeRoleInput, CreateOrgInput, InviteInput, TransferInput
 from shared.config import settings
 from shared.db import Database, parse_uuid
+from shared.emails import email_key
 from shared.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from shared.outbox import OutboxRelay, add_event, rfc3339, utc_now
 from shared.permissions import (
@@ -140,20 +141,20 @@ class OrgsService(HealthMixin):
         if data["role"] == OWNER:
             raise self._second_owner()
         email = data["email"].strip()
+        key = email_key(email)
         already_member = self.db.scalar(select(Membership).where(
-            Membership.org_id == org.id, func.lower(Membership.email) == email.lower()))
+            Membership.org_id == org.id, Membership.email_key == key))
         if already_member:
             raise Conflict("This person is already a member.", code="ALREADY_MEMBER")
         self._expire_stale_invitations(org.id)
         pending = self.db.scalar(select(Invitation).where(
-            Invitation.org_id == org.id, Invitation.status == "pending",
-            func.lower(Invitation.email) == email.lower()))
+            Invitation.org_id == org.id, Invitation.status == "pending", Invitation.email_key == key))
         if pending:
             raise Conflict("An invitation for this email is already pending; revoke it to send a new one.",
                            code="INVITATION_PENDING")
         token = new_token()
         invitation = Invitation(
-            org_id=org.id, email=email, role=data["role"], token_hash=hash_token(token),
+            org_id=org.id, email=email, email_key=key, role=data["role"], token_hash=hash_token(token),
             invited_by=parse_uuid(actor["id"]),
             expires_at=utc_now() + timedelta(seconds=settings().invitation_ttl_seconds),
         )
@@ -174,7 +175,7 @@ class OrgsService(HealthMixin):
     def revoke_invitation(self, actor, org_id, invitation_id):
         """Revoke a pending invitation. Revoking twice is a no-op; an accepted one is a Conflict."""
         org, _ = self._authorized(actor, org_id, MANAGE_MEMBERS, lock=True)
-        invitation = self._invitation_in(org, invitation_id)
+        invitation = self._invitation_in(org, invitation_id, lock=True)
         if invitation.status == "accepted":
             raise Conflict("This invitation was already accepted; remove the member instead.",
                            code="INVITATION_ACCEPTED")
@@ -185,13 +186,19 @@ class OrgsService(HealthMixin):
 
     @api_rpc
     def accept_invitation(self, actor, token):
-        """Join the invitation's organization. Only the user whose email it was sent to may accept."""
+        """Join the invitation's organization. Only the user whose email it was sent to may accept
+        (compared as shared.emails.email_key: the same key identity keeps one account per)."""
         actor = load_or_raise(Principal(), actor)
-        invitation = self.db.scalar(
-            select(Invitation).where(Invitation.token_hash == hash_token(token or "")).with_for_update())
-        if invitation is None:
+        by_token = Invitation.token_hash == hash_token(token or "")
+        org_id = self.db.scalar(select(Invitation.org_id).where(by_token))
+        if org_id is None:
             raise NotFound("No such invitation.")
-        if invitation.email.lower() != actor["email"].lower():
+        # The organization's lock first, then the invitation's: every call that locks both takes
+        # them in this order (revoke, removals, role changes), so none waits for the other (deadlock).
+        org = self.db.scalar(select(Organization).where(Organization.id == org_id).with_for_update())
+        invitation = self.db.scalar(select(Invitation).where(by_token).with_for_update()
+                                    .execution_options(populate_existing=True))
+        if invitation.email_key != email_key(actor["email"]):
             raise Forbidden("This invitation was sent to another email address.", code="INVITATION_EMAIL_MISMATCH")
         existing = self._membership(invitation.org_id, actor["id"])
         if invitation.status == "accepted" and existing is not None:
@@ -199,7 +206,6 @@ class OrgsService(HealthMixin):
         status = invitation_status(invitation)
         if status != "pending":
             raise Conflict(f"This invitation is {status}.", code=f"INVITATION_{status.upper()}")
-        org = self.db.scalar(select(Organization).where(Organization.id == invitation.org_id).with_for_update())
         invitation.status = "accepted"
         invitation.accepted_by = parse_uuid(actor["id"])
         invitation.closed_at = utc_now()
@@ -222,22 +228,21 @@ class OrgsService(HealthMixin):
             self._refuse_touching_owner(me, "demote")
         if member.role != data["role"]:
             old_role, member.role = member.role, data["role"]
-            add_event(self.db, Outbox, "member.role_changed", {
-                "org_id": str(org.id), "user_id": str(member.user_id), "old_role": old_role,
-                "new_role": member.role, "changed_by": actor["id"],
-            })
+            self._role_changed(org, member, old_role, actor)
         self.db.commit()
         return member_dict(member)
 
     @api_rpc
     def remove_member(self, actor, org_id, user_id):
-        """Remove a member (managers), or leave (anyone but the owner removing themself)."""
+        """Remove a member (managers), or leave (anyone but the owner removing themself). The pending
+        invitations they sent are revoked with it."""
         leaving = parse_uuid(user_id) is not None and parse_uuid(user_id) == parse_uuid(actor["id"])
         org, me = self._authorized(actor, org_id, VIEW_ORG if leaving else MANAGE_MEMBERS, lock=True)
         member = self._member_or_404(org, user_id)
         if member.role == OWNER:
             self._refuse_touching_owner(me, "remove")
         self.db.delete(member)
+        self._revoke_invitations_sent_by(org, member.user_id)
         add_event(self.db, Outbox, "member.removed", {
             "org_id": str(org.id), "user_id": str(member.user_id), "role": member.role,
             "removed_by": actor["id"],
@@ -254,17 +259,14 @@ class OrgsService(HealthMixin):
         new_owner = self._membership(org.id, data["user_id"])
         if new_owner is None:
             raise ValidationFailed(details={"user_id": ["Not a member of this organization."]})
-        changes = [(me, OWNER, SUPER_ADMIN), (new_owner, new_owner.role, OWNER)]
+        changes = [(me, OWNER), (new_owner, new_owner.role)]
         me.role = SUPER_ADMIN
         self.db.flush()  # the old owner steps down first: the one-owner index holds at every step
         new_owner.role = OWNER
         org.owner_id = new_owner.user_id
-        for member, old_role, new_role in changes:
-            if old_role != new_role:
-                add_event(self.db, Outbox, "member.role_changed", {
-                    "org_id": str(org.id), "user_id": str(member.user_id), "old_role": old_role,
-                    "new_role": new_role, "changed_by": actor["id"],
-                })
+        for member, old_role in changes:
+            if old_role != member.role:
+                self._role_changed(org, member, old_role, actor)
         self.db.commit()
         return {**org_dict(org), "my_role": SUPER_ADMIN}
 
@@ -293,16 +295,19 @@ class OrgsService(HealthMixin):
             raise NotFound("No such member.")
         return member
 
-    def _invitation_in(self, org, invitation_id):
+    def _invitation_in(self, org, invitation_id, lock=False):
+        """The invitation `invitation_id` of `org` (NotFound otherwise); `lock` takes its row lock,
+        after the organization's (see accept_invitation), and reads it afresh."""
         invitation_uuid = parse_uuid(invitation_id)
-        invitation = self.db.get(Invitation, invitation_uuid) if invitation_uuid else None
+        invitation = self.db.get(Invitation, invitation_uuid, with_for_update=lock or None,
+                                 populate_existing=lock) if invitation_uuid else None
         if invitation is None or invitation.org_id != org.id:
             raise NotFound("No such invitation.")
         return invitation
 
     def _add_member(self, org, person, role):
         member = Membership(org_id=org.id, user_id=parse_uuid(person["id"]), role=role,
-                            email=person["email"], name=person["name"])
+                            email=person["email"], email_key=email_key(person["email"]), name=person["name"])
         self.db.add(member)
         try:
             self.db.flush()
@@ -313,6 +318,27 @@ class OrgsService(HealthMixin):
             "org_id": str(org.id), "user_id": str(member.user_id), "role": role,
         })
         return member
+
+    def _role_changed(self, org, member, old_role, actor):
+        """Announce `member`'s new role; if it may no longer invite, their pending invitations end."""
+        add_event(self.db, Outbox, "member.role_changed", {
+            "org_id": str(org.id), "user_id": str(member.user_id), "old_role": old_role,
+            "new_role": member.role, "changed_by": actor["id"],
+        })
+        if not role_may(member.role, MANAGE_MEMBERS):
+            self._revoke_invitations_sent_by(org, member.user_id)
+
+    def _revoke_invitations_sent_by(self, org, user_id):
+        """An invitation stands on its sender's right to invite: when that ends (removed, left,
+        demoted), the pending ones they sent in `org` are revoked in the same transaction, as if a
+        manager had revoked each. The caller holds the organization's lock (taken before these rows').
+        One already past its expiry stays expired."""
+        self.db.execute(
+            update(Invitation)
+            .where(Invitation.org_id == org.id, Invitation.invited_by == user_id, Invitation.status == "pending",
+                   Invitation.expires_at > func.now())
+            .values(status="revoked", closed_at=func.now())
+        )
 
     def _expire_stale_invitations(self, org_id):
         self.db.execute(

@@ -4,7 +4,7 @@ import uuid
 import pytest
 from openapi_spec_validator import validate
 
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -151,6 +151,43 @@ def test_revoked_and_expired_invitations_cannot_be_accepted(team, sign_up):
     assert members["owner"].delete(f"/api/v1/orgs/{org['id']}/invitations/{invitation['id']}").status_code == 204
     refused = guest.post(f"/api/v1/invitations/{invitation['token']}/accept")
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "INVITATION_REVOKED")
+
+
+def test_invitation_tokens_never_reach_the_stacks_log(stack, team, sign_up):
+    """The log holds every process's output: gateway_http's request lines, orgs' and nameko's own."""
+    org, members = team
+    guest, stranger = sign_up(), sign_up()
+    invitation = members["owner"].post(f"/api/v1/orgs/{org['id']}/invitations",
+                                       json={"email": guest.user["email"], "role": "standard"}).json()
+    token, request_id = invitation["token"], f"accept-{uuid.uuid4().hex}"
+    accept = f"/api/v1/invitations/{token}/accept"
+
+    assert stranger.post(accept, headers={"X-Request-Id": request_id}).status_code == 403
+    assert guest.post(accept, headers={"X-Request-Id": request_id}).status_code == 200
+    assert guest.post(accept, headers={"X-Request-Id": request_id}).status_code == 200  # a second click
+    revoked_late = members["owner"].delete(f"/api/v1/orgs/{org['id']}/invitations/{invitation['id']}")
+    assert revoked_late.status_code == 409
+
+    log = eventually(lambda: (text := stack.log_path.read_text()).count(f"{request_id} POST ") == 3 and text)
+    assert log, "gateway_http's three request lines never reached the stack's log"
+    assert token not in log
+
+
+def fullwidth(text):
+    """Letters and digits in their fullwidth forms ('ａ' for 'a'): NFKC makes them plain again."""
+    return "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in text)
+
+
+def test_one_account_per_email_however_it_is_written(anonymous, sign_up):
+    ann = sign_up()
+    local, domain = ann.user["email"].split("@")
+
+    again = anonymous.post("/api/v1/auth/signup", json={
+        "email": f"{fullwidth(local)}@{domain}", "password": PASSWORD, "name": "Not Ann", "country": "US"})
+
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "EMAIL_TAKEN")
+    login = anonymous.post("/api/v1/auth/login", json={"email": f"{fullwidth(local)}@{domain}", "password": PASSWORD})
+    assert login.json()["user"]["id"] == ann.user["id"]
 
 
 def test_pending_plan_popup_can_be_dismissed(sign_up):

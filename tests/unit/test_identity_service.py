@@ -70,6 +70,36 @@ def test_email_is_unique_whatever_its_case(signup, other_spelling):
     assert raised.value.error_code == "EMAIL_TAKEN"
 
 
+@pytest.mark.parametrize("taken, other_spelling", [
+    pytest.param("ann@example.com", "\uff41nn@example.com", id="fullwidth"),
+    pytest.param("strasse@example.com", "STRA\u00dfE@example.com", id="sharp-s"),
+    pytest.param("kate@example.com", "\u212aate@example.com", id="kelvin-sign"),
+])
+def test_one_account_per_email_however_it_is_written(identity, signup, taken, other_spelling):
+    """orgs lets this user accept invitations sent to any spelling of the address (shared.emails):
+    a second account under another spelling could take someone else's."""
+    user = signup(email=taken)["user"]
+    with pytest.raises(Conflict) as raised:
+        signup(email=other_spelling)
+    assert raised.value.error_code == "EMAIL_TAKEN"
+    assert identity.login({"email": other_spelling, "password": PASSWORD})["user"] == user
+
+
+def test_a_look_alike_from_another_script_is_another_address(identity, signup):
+    ann = signup(email="ann@example.com")["user"]
+    other = signup(email="\u0430nn@example.com")["user"]  # Cyrillic a
+    assert other["id"] != ann["id"]
+    assert identity.login({"email": "ann@example.com", "password": PASSWORD})["user"] == ann
+
+
+def test_an_email_whose_normal_form_is_too_long_is_refused(identity, signup):
+    # U+FDFA is one character, and 18 once NFKC-normalised: 20 of them make a 360-character key
+    with pytest.raises(ValidationFailed) as raised:
+        signup(email="\ufdfa" * 20 + "@example.com")
+    assert "email" in raised.value.details
+    assert identity.db.scalar(select(User)) is None
+
+
 @pytest.mark.parametrize("field, value", [
     ("password", "nine char"), ("email", "not-an-email"), ("country", "GB"), ("name", ""), ("plan", 42),
 ])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
+import eventlet
 import pytest
 from nameko.testing.services import worker_factory
 from sqlalchemy import func, select
@@ -100,6 +101,12 @@ def expire(session, invitation):
 
 def parse_time(value):
     return datetime.fromisoformat(value)
+
+
+def stored(session, invitation):
+    """The invitation's row as committed now (not as this session last saw it)."""
+    session.expire_all()
+    return session.get(Invitation, UUID(invitation["id"]))
 
 
 @dataclass
@@ -725,11 +732,195 @@ def test_the_database_refuses_a_second_owner(session, org_with_roles):
     team = org_with_roles
     intruder = make_person()
     session.add(Membership(org_id=UUID(team.org_id), user_id=UUID(intruder["id"]), role="owner",
-                           email=intruder["email"], name=intruder["name"]))
+                           email=intruder["email"], email_key=intruder["email"], name=intruder["name"]))
     with pytest.raises(IntegrityError, match="uq_memberships_one_owner"):
         session.flush()
     session.rollback()
     assert memberships_of(session, team.org_id, intruder["id"]) == 0
+
+
+# -- an invitation stands on its sender's right to invite ---------------------------------------
+
+def join(orgs, inviter, org_id, person, role):
+    orgs.accept_invitation(person, invite(orgs, inviter, org_id, person["email"], role)["token"])
+
+
+ENDS_THE_RIGHT_TO_INVITE = {
+    "removed-by-the-owner": lambda orgs, team, sender: orgs.remove_member(team.owner, team.org_id, sender["id"]),
+    "removed-by-a-super-admin": lambda orgs, team, sender: orgs.remove_member(
+        add_member(orgs, team.org_id, team.owner, "super_admin"), team.org_id, sender["id"]),
+    "left": lambda orgs, team, sender: orgs.remove_member(sender, team.org_id, sender["id"]),
+    "demoted-to-admin": lambda orgs, team, sender: orgs.change_role(team.owner, team.org_id, sender["id"],
+                                                                    {"role": "admin"}),
+    "demoted-to-standard": lambda orgs, team, sender: orgs.change_role(team.owner, team.org_id, sender["id"],
+                                                                       {"role": "standard"}),
+}
+
+
+@pytest.mark.parametrize("end_the_right", ENDS_THE_RIGHT_TO_INVITE.values(), ids=ENDS_THE_RIGHT_TO_INVITE.keys())
+def test_pending_invitations_end_with_their_senders_right_to_invite(orgs, session, refused, org_with_roles,
+                                                                    end_the_right):
+    team = org_with_roles
+    sender = team.super_admin
+    pending = [invite(orgs, sender, team.org_id, f"guest-{n}@example.com", role) for n, role in
+               enumerate(["standard", "super_admin"])]
+    accepted = invite(orgs, sender, team.org_id, "joined@example.com")
+    joined = make_person(email="joined@example.com")
+    orgs.accept_invitation(joined, accepted["token"])
+    stale = invite(orgs, sender, team.org_id, "stale@example.com")
+    expire(session, stale)
+    from_the_owner = invite(orgs, team.owner, team.org_id, "owners-guest@example.com")
+    # the sender may still invite in another organization: those stay
+    elsewhere = orgs.create_org(team.owner, {"name": "Elsewhere"})
+    join(orgs, team.owner, elsewhere["id"], sender, "super_admin")
+    sent_elsewhere = invite(orgs, sender, elsewhere["id"], "guest-0@example.com")
+
+    end_the_right(orgs, team, sender)
+
+    for invitation in pending:
+        row = stored(session, invitation)
+        assert (row.status, row.closed_at is not None) == ("revoked", True)
+        with refused(Conflict, "INVITATION_REVOKED"):
+            orgs.accept_invitation(make_person(email=invitation["email"]), invitation["token"])
+    statuses = {i["id"]: i["status"] for i in orgs.list_invitations(team.owner, team.org_id)}
+    assert (statuses[accepted["id"]], statuses[stale["id"]], statuses[from_the_owner["id"]]) == (
+        "accepted", "expired", "pending")
+    assert joined["id"] in roles_in(orgs, team.owner, team.org_id)
+    assert stored(session, sent_elsewhere).status == "pending"
+
+
+def test_a_transfer_of_ownership_leaves_the_old_owner_free_to_invite(orgs, session, org_with_roles):
+    team = org_with_roles
+    invitation = invite(orgs, team.owner, team.org_id, "guest@example.com")
+
+    orgs.transfer_ownership(team.owner, team.org_id, {"user_id": team.admin["id"]})
+
+    assert stored(session, invitation).status == "pending"
+    assert orgs.accept_invitation(make_person(email="guest@example.com"), invitation["token"])["role"] == "standard"
+
+
+# -- one email, however it is written (NFKC, then casefold) -------------------------------------
+
+SAME_EMAIL = [
+    pytest.param("dana@example.com", "Dana@Example.COM", id="case"),
+    pytest.param("dana@example.com", "\uff24\uff41\uff4e\uff41@example.com", id="fullwidth"),
+    pytest.param("strasse@example.com", "STRA\u1e9eE@example.com", id="sharp-s"),
+    pytest.param("kate@example.com", "\u212aate@example.com", id="kelvin-sign"),
+]
+# Look-alikes that are other addresses: other mailboxes, other people.
+OTHER_EMAIL = [
+    pytest.param("ann@example.com", "\u0430nn@example.com", id="cyrillic-a"),
+    pytest.param("info@example.com", "\u0130nfo@example.com", id="dotted-capital-i"),
+    pytest.param("bill@example.com", "bi1l@example.com", id="digit-one"),
+]
+
+
+@pytest.mark.parametrize("invited, signed_in", SAME_EMAIL)
+def test_the_invited_email_accepts_however_it_is_written(orgs, org_with_roles, invited, signed_in):
+    team = org_with_roles
+    invitation = invite(orgs, team.owner, team.org_id, invited, "admin")
+    person = make_person(email=signed_in)
+
+    assert orgs.accept_invitation(person, invitation["token"]) == {"org_id": team.org_id, "role": "admin"}
+    assert roles_in(orgs, team.owner, team.org_id)[person["id"]] == "admin"
+
+
+@pytest.mark.parametrize("invited, signed_in", OTHER_EMAIL)
+def test_a_look_alike_address_cannot_accept_someone_elses_invitation(orgs, session, refused, org_with_roles,
+                                                                     invited, signed_in):
+    team = org_with_roles
+    invitation = invite(orgs, team.owner, team.org_id, invited)
+    impostor = make_person(email=signed_in)
+
+    with refused(Forbidden, "INVITATION_EMAIL_MISMATCH"):
+        orgs.accept_invitation(impostor, invitation["token"])
+    assert impostor["id"] not in roles_in(orgs, team.owner, team.org_id)
+    assert stored(session, invitation).status == "pending"
+
+
+@pytest.mark.parametrize("first, again", SAME_EMAIL)
+def test_the_same_email_written_otherwise_is_already_pending(orgs, refused, org_with_roles, first, again):
+    team = org_with_roles
+    pending = invite(orgs, team.owner, team.org_id, first)
+
+    with refused(Conflict, "INVITATION_PENDING"):
+        invite(orgs, team.super_admin, team.org_id, again, "admin")
+    assert [i["id"] for i in orgs.list_invitations(team.owner, team.org_id) if i["status"] == "pending"] == [
+        pending["id"]]
+
+
+@pytest.mark.parametrize("member_email, invited", SAME_EMAIL)
+def test_the_same_email_written_otherwise_is_already_a_member(orgs, refused, org_with_roles, member_email,
+                                                              invited):
+    team = org_with_roles
+    add_member(orgs, team.org_id, team.owner, "standard", email=member_email)
+
+    with refused(Conflict, "ALREADY_MEMBER"):
+        invite(orgs, team.owner, team.org_id, invited)
+    assert invited not in [i["email"] for i in orgs.list_invitations(team.owner, team.org_id)]
+
+
+@pytest.mark.parametrize("first, look_alike", OTHER_EMAIL)
+def test_a_look_alike_address_is_invited_on_its_own(orgs, org_with_roles, first, look_alike):
+    team = org_with_roles
+    add_member(orgs, team.org_id, team.owner, "standard", email=first)
+    other_org = orgs.create_org(team.owner, {"name": "Other"})
+    invite(orgs, team.owner, other_org["id"], first)
+
+    # neither the member nor the pending invitation is this address
+    assert invite(orgs, team.owner, team.org_id, look_alike)["status"] == "pending"
+    assert invite(orgs, team.owner, other_org["id"], look_alike)["status"] == "pending"
+
+
+def test_the_database_refuses_two_pending_invitations_for_one_email_key(session, orgs, org_with_roles):
+    team = org_with_roles
+    invite(orgs, team.owner, team.org_id, "dana@example.com")
+    session.add(Invitation(org_id=UUID(team.org_id), email="\uff44ana@example.com", email_key="dana@example.com",
+                           role="standard", token_hash="0" * 64, invited_by=UUID(team.owner["id"]),
+                           expires_at=utc_now() + timedelta(hours=1)))
+    with pytest.raises(IntegrityError, match="uq_invitations_one_pending_per_email"):
+        session.flush()
+    session.rollback()
+
+
+# -- accept and revoke at once -----------------------------------------------------------------
+
+def outcome_of(call):
+    """What a call ended in: "done", a Conflict's code, or any other error (a deadlock) as text."""
+    try:
+        call()
+        return "done"
+    except Conflict as error:
+        return error.error_code
+    except Exception as error:
+        return repr(error)
+
+
+def test_accept_and_revoke_at_once_end_one_way_and_never_deadlock(orgs, session, db_session, org_with_roles):
+    """Each call runs on its own session (connection), in a green thread of its own, both started
+    together, round after round. Accept once locked the invitation, then the organization; revoke
+    locks the organization, then the invitation: each held what the other waited for."""
+    team = org_with_roles
+    for round_number in range(20):
+        guest = make_person()
+        invitation = invite(orgs, team.owner, team.org_id, guest["email"])
+        accepting, revoking = db_session("orgs"), db_session("orgs")
+        calls = {
+            "accept": lambda: worker_factory(OrgsService, db=accepting).accept_invitation(guest, invitation["token"]),
+            "revoke": lambda: worker_factory(OrgsService, db=revoking).revoke_invitation(
+                team.owner, team.org_id, invitation["id"]),
+        }
+        order = sorted(calls, reverse=round_number % 2 == 1)
+        threads = {name: eventlet.spawn(outcome_of, calls[name]) for name in order}
+        outcome = {name: thread.wait() for name, thread in threads.items()}
+        accepting.close()
+        revoking.close()
+
+        assert outcome in ({"accept": "done", "revoke": "INVITATION_ACCEPTED"},
+                           {"accept": "INVITATION_REVOKED", "revoke": "done"}), f"round {round_number}: {outcome}"
+        joined = outcome["accept"] == "done"
+        assert (stored(session, invitation).status, memberships_of(session, team.org_id, guest["id"])) == (
+            ("accepted", 1) if joined else ("revoked", 0))
 
 
 # -- listings ----------------------------------------------------------------------------------
