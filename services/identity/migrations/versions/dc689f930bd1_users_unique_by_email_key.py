@@ -6,7 +6,7 @@ whose emails already compare equal stop the upgrade, named by id: two accounts a
 silently; an operator decides which keeps the address.
 
 Revision ID: dc689f930bd1
-Revises: 56eae1ad5b05
+Revises: 3e0f02c58d0c
 Create Date: 2026-12-01 23:11:56.724002
 
 """
@@ -20,7 +20,7 @@ from shared.alembic_env import fill_email_keys
 
 # revision identifiers, used by Alembic.
 revision: str = 'dc689f930bd1'
-down_revision: Union[str, Sequence[str], None] = '56eae1ad5b05'
+down_revision: Union[str, Sequence[str], None] = '3e0f02c58d0c'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
