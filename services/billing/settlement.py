@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import aliased
 
 from services.billing.models import (
-    LIVE_STATUSES, BillingAccount, Checkout, Outbox, Payment, PaymentLink, Subscription,
+    LIVE_STATUSES, BillingAccount, Checkout, Outbox, Payment, PaymentLink, Quote, Subscription,
 )
 from services.billing.purchases import HOLDS_TO_SETTLE, is_one_off
 from services.billing.subscriptions import from_unix
@@ -45,14 +45,21 @@ def _account_has_live_plan(account_id_column):
     return exists().where(Subscription.account_id == account_id_column, Subscription.status.in_(LIVE_STATUSES))
 
 
+def _superseded(checkout):
+    """The account has a live plan other than the one this checkout was quoted to replace (a period
+    paid once through a link is replaced by buying a subscription)."""
+    replaces = select(Quote.from_subscription_id).where(Quote.id == checkout.quote_id).scalar_subquery()
+    return exists().where(Subscription.account_id == checkout.account_id, Subscription.status.in_(LIVE_STATUSES),
+                          Subscription.id.is_distinct_from(replaces))
+
+
 def checkout_to_close():
     """A hosted checkout that is (or may still be) payable at the gateway although billing closed it,
     let it lapse, or the account has a plan now."""
     return ((Checkout.kind == "new") & Checkout.gateway_checkout_id.is_not(None)
             & Checkout.gateway_closed_at.is_(None) & (Checkout.status != "completed")
             & or_(Checkout.status.in_(("expired", "failed")),
-                  (Checkout.status == "open") & or_(Checkout.expires_at <= utc_now(),
-                                                    _account_has_live_plan(Checkout.account_id))))
+                  (Checkout.status == "open") & or_(Checkout.expires_at <= utc_now(), _superseded(Checkout))))
 
 
 def link_to_deactivate():

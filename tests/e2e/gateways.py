@@ -1,6 +1,7 @@
 """Drivers for the gateway sandboxes: what a payer does on the hosted page, and the sandbox's
 control API for renewals and faults. One driver per region, so billing scenarios are written once."""
 import re
+from decimal import Decimal
 
 import requests
 from kombu import Connection, Exchange, Queue
@@ -28,6 +29,12 @@ class WebhookOutage:
         for event_id in event_ids:
             answer = self.http.post(f"{self.base}/_sandbox/webhooks/{event_id}/redeliver", timeout=10)
             assert answer.status_code == 200, answer.text
+
+    def block_closing(self, checkout):
+        """Closing this checkout at the gateway fails until clear_faults(): it stays payable."""
+        answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
+            "method": "POST", "path": self.closing_path(checkout), "kind": "error_500", "times": 10000})
+        assert answer.status_code in (200, 201), answer.text
 
 
 class LinkPages(WebhookOutage):
@@ -168,12 +175,8 @@ class StripeSandbox(LinkPages):
                     "/v1/refunds", payment_intent=payment["payment"]["payment_intent"]))
         return refunded
 
-    def block_closing(self, checkout):
-        """Closing this checkout at the gateway fails until clear_faults(): it stays payable."""
-        answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
-            "method": "POST", "path": f"/v1/checkout/sessions/{self.session_id(checkout['redirect_url'])}/expire",
-            "kind": "error_500", "times": 10000})
-        assert answer.status_code in (200, 201), answer.text
+    def closing_path(self, checkout):
+        return f"/v1/checkout/sessions/{self.session_id(checkout['redirect_url'])}/expire"
 
     def decline_saved_cards(self, checkout):
         customer = self._api(f"/v1/checkout/sessions/{self.session_id(checkout['redirect_url'])}")["customer"]
@@ -254,15 +257,11 @@ class CashfreeSandbox(LinkPages):
             answer = self.http.get(f"{self.base}/pg/subscriptions/{self.subscription_of(checkout)}/refunds/"
                                    f"dup_{payment['cf_payment_id']}", headers=self.api_headers, timeout=10)
             if answer.status_code == 200:
-                refunded += int(round(float(answer.json()["refund_amount"]) * 100))
+                refunded += int(Decimal(str(answer.json()["refund_amount"])) * 100)
         return refunded
 
-    def block_closing(self, checkout):
-        """Cancelling this checkout's subscription fails until clear_faults(): it stays payable."""
-        answer = self.http.post(f"{self.base}/_sandbox/faults", timeout=10, json={
-            "method": "POST", "path": f"/pg/subscriptions/{self.subscription_of(checkout)}/manage",
-            "kind": "error_500", "times": 10000})
-        assert answer.status_code in (200, 201), answer.text
+    def closing_path(self, checkout):
+        return f"/pg/subscriptions/{self.subscription_of(checkout)}/manage"  # CANCEL closes it
 
     def fail_charges(self, checkout):
         """The bank will refuse the mandate's charges (sticky)."""

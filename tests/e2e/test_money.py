@@ -6,6 +6,7 @@ the portal shows and what is live, refunded or closed at the gateway itself.
 """
 import threading
 import time
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -152,8 +153,8 @@ def test_an_enach_mandate_is_charged_for_the_first_period_before_the_plan_starts
                          s["subscription"]["status"] == "active" and s)
     assert summary["subscription"]["plan"]["code"] == "growth_monthly"
     payments = region.payments(checkout)
-    assert sorted((p["payment_type"], p["payment_status"], float(p["payment_amount"])) for p in payments) == [
-        ("AUTH", "SUCCESS", 0.0), ("CHARGE", "SUCCESS", 3999.0)]
+    assert sorted((p["payment_type"], p["payment_status"], Decimal(str(p["payment_amount"]))) for p in payments) == [
+        ("AUTH", "SUCCESS", Decimal("0")), ("CHARGE", "SUCCESS", Decimal("3999"))]
     history = eventually(lambda: org_owner.get(f"{org_owner.acct}/history").json()["items"])
     assert [(h["status"], h["amount"]) for h in history] == [("paid", 399900)]
     assert len(eventually(purchases.drain)) == 1

@@ -430,3 +430,23 @@ def test_a_declined_plan_changes_failed_invoice_does_not_make_the_plan_past_due(
 
     deliver(gateway_event("payment_failed", account_id=account_id, gateway_event_at=NOW + 120))  # a renewal
     assert subscription_of(billing, team.owner)["status"] == "past_due"
+
+
+def test_a_checkout_quoted_to_replace_a_period_paid_once_stays_payable_until_it_replaces_it(
+        billing, indian, session, make_link, link_paid, pay, deliver):
+    pay(link_paid(make_link("cashfree")["id"]))  # one period of Starter, paid once
+    checkout = billing.create_checkout(indian, PERSONAL, {"plan_code": "growth_monthly"})
+
+    billing.settle_with_gateways()
+    billing.gateway_cashfree.expire_checkout.assert_not_called()
+
+    account_id = str(session.scalar(select(BillingAccount.id).where(BillingAccount.owner_ref == indian["id"])))
+    inr = {"gateway": "cashfree", "plan_code": "growth_monthly", "amount": 399900, "currency": "inr"}
+    completed, updated, _ = purchase_events(account_id, checkout["id"])
+    completed[1].update(gateway="cashfree", collected={"amount": 399900, "currency": "inr"})
+    updated[1].update(inr)
+    deliver(completed, updated)
+
+    [live] = live_subscriptions(session, account_id)
+    assert (live.gateway_subscription_id, live.plan_code, live.hold_reason) == ("sub_1", "growth_monthly", None)
+    assert billing.summary(indian, PERSONAL)["subscription"]["plan"]["code"] == "growth_monthly"

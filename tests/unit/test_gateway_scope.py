@@ -29,7 +29,7 @@ from shared.config import settings
 from shared.models import UNKNOWN_SCOPE
 from tests.unit import test_gateway_stripe_webhooks as st
 
-ACCOUNT = {"id": "acct-1", "email": "ann@example.com", "name": "Acme"}
+ACCOUNT = {"id": "acct-1", "email": "ann@example.com", "name": "Acme", "phone": "+919812345678"}
 PLAN = {"code": "growth_monthly", "name": "Growth", "interval": "month", "amount": 4900, "currency": "usd"}
 
 
