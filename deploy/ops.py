@@ -227,7 +227,8 @@ def describe(account):
             lines.append(f"    {link['id']} {link['plan_code']} {link['status']}, expires {link['expires_at']}")
         lines.append(f"  alerts: {len(billing.get('alerts') or [])}")
         for alert in billing.get("alerts") or []:
-            lines.append(f"    {alert['created_at']} {alert['kind']}: {alert['message']} {json.dumps(alert['details'])}")
+            lines.append(f"    {alert['created_at']} {alert['id']} {alert['kind']}: {alert['message']} "
+                         f"{json.dumps(alert['details'])}")
     usage = call("usage", "summary_for", account)
     projection = query("usage", "SELECT plan_code, quota_bytes, period_start, period_end FROM usage_accounts "
                                 "WHERE kind = :kind AND account_id = :id", kind=account["kind"], id=account["id"])
@@ -244,13 +245,19 @@ def describe(account):
 
 def alerts():
     """Every unresolved alert billing raised for operators, oldest first, with its account."""
-    rows = query("billing", "SELECT a.kind AS account_kind, a.owner_ref, al.kind, al.message, al.details, "
+    rows = query("billing", "SELECT al.id, a.kind AS account_kind, a.owner_ref, al.kind, al.message, al.details, "
                             "al.created_at FROM alerts al JOIN accounts a ON a.id = al.account_id "
                             "WHERE al.resolved_at IS NULL ORDER BY al.created_at")
     if not rows:
         return "no alerts"
-    return "\n".join(f"{row['created_at'].isoformat()} {row['account_kind']}:{row['owner_ref']} {row['kind']}: "
-                     f"{row['message']} {json.dumps(row['details'])}" for row in rows)
+    return "\n".join(f"{row['created_at'].isoformat()} {row['id']} {row['account_kind']}:{row['owner_ref']} "
+                     f"{row['kind']}: {row['message']} {json.dumps(row['details'])}" for row in rows)
+
+
+def resolve_alert(alert_id):
+    if call("billing", "resolve_alert", alert_id):
+        return f"alert {alert_id} resolved"
+    return f"alert {alert_id} was resolved already"
 
 
 def outbox_backlog():
@@ -288,6 +295,8 @@ def parser():
     show.add_argument("target", help="org:<org id>, personal:<user id> or a user's email")
     commands.add_parser("alerts", help="what billing asks an operator to decide (amounts that did not match "
                                        "the quote, plans that came back beside another)")
+    resolve_one = commands.add_parser("resolve-alert", help="mark an alert decided: alerts stops listing it")
+    resolve_one.add_argument("alert_id")
     commands.add_parser("parked", help="messages consumers could not apply, every service's")
     replay_one = commands.add_parser("replay-parked", help="run a parked message through its handler again")
     replay_one.add_argument("service", choices=DATABASE_OWNERS)
@@ -304,6 +313,8 @@ def main(argv=None):
             output = reconcile(None if args.all else args.account)
         elif args.command == "alerts":
             output = alerts()
+        elif args.command == "resolve-alert":
+            output = resolve_alert(args.alert_id)
         elif args.command == "parked":
             output = list_parked()
         elif args.command == "replay-parked":

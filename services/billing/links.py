@@ -49,9 +49,9 @@ class PaymentLinks:
         """A link at the account's gateway for a plan (a new purchase). Raises ValidationFailed,
         Conflict HAS_PLAN when the account already has a plan, GatewayError (502: no active link is
         left, here or at the gateway)."""
-        account, _ = self._account(actor, account_ref, MANAGE_BILLING)
+        account, granted = self._authorized_account(actor, account_ref, MANAGE_BILLING)
         data = load_or_raise(PaymentLinkInput(), data)
-        payer = self._payer_contact(actor, account)
+        payer = self._payer_contact(actor, account, granted["account"]["owner_id"])
         with self._purchases_of(account):
             return self._create_payment_link(self._locked_account(str(account.id)), actor, data, payer)
 
@@ -67,9 +67,7 @@ class PaymentLinks:
             plan = self._plan_for(account, data["plan_code"])
         if self._live_subscription(account) is not None:
             raise Conflict("This account already has a plan; change it with checkout.", code="HAS_PLAN")
-        if self._purchase_pending(account):
-            raise Conflict("A payment for this account is still being confirmed; wait a moment and look again.",
-                           code="PURCHASE_PENDING")
+        self._refuse_while_a_purchase_is_pending(account)
         link = PaymentLink(
             id=uuid.uuid4(), account_id=account.id, plan_code=plan["code"], amount=plan["amount"],
             currency=plan["currency"], status="creating", gateway=account.gateway, created_by=actor["id"],
@@ -172,10 +170,9 @@ class PaymentLinks:
         if link.status != "active":
             self.db.rollback()
             return False
-        request = {"link_id": str(link.id), "gateway_link_id": link.gateway_link_id}
         self.db.commit()  # no lock held while the gateway is asked
         try:
-            outcome = self._call_adapter(account, "cancel_payment_link", request)["outcome"]
+            outcome = self._deactivate(account, link)
         except GatewayError:
             return False  # the next pass tries again
         account = self._locked_account(str(account.id))

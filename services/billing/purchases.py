@@ -27,6 +27,7 @@ from services.billing.models import (
 from services.billing.subscriptions import from_unix, is_newer, next_payment_date
 from shared.consumers import consumes
 from shared.db import parse_uuid
+from shared.errors import Conflict
 from shared.outbox import add_event, rfc3339, utc_now
 
 log = logging.getLogger(__name__)
@@ -153,10 +154,13 @@ class Purchases:
         current = self._live_subscription_of(account)
         return current if current is not None and current.status in GRANTED_STATUSES and current.verified_at else None
 
-    def _purchase_pending(self, account):
-        """A live subscription whose payment is still being confirmed: buying again would double it."""
+    def _refuse_while_a_purchase_is_pending(self, account):
+        """Conflict PURCHASE_PENDING while a live subscription's payment is still being confirmed:
+        buying again would double it."""
         current = self._live_subscription_of(account)
-        return current is not None and current.verified_at is None
+        if current is not None and current.verified_at is None:
+            raise Conflict("A payment for this account is still being confirmed; wait a moment and look again.",
+                           code="PURCHASE_PENDING")
 
     def _subscription_by_gateway_id(self, gateway_subscription_id, account):
         if not gateway_subscription_id:

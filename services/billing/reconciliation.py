@@ -21,7 +21,6 @@ from sqlalchemy import select, union
 from services.billing.models import LIVE_STATUSES, BillingAccount, Checkout, PaymentLink, Subscription
 from services.billing.settlement import checkout_to_close
 from shared.errors import GatewayError, NotFound
-from shared.outbox import utc_now
 from shared.permissions import ACCOUNT_KINDS
 from shared.service import api_rpc
 
@@ -129,30 +128,16 @@ class Reconciliation:
         summary["failed"] += [f"{gateway}:{object_id}" for object_id in answer.get("failed") or []]
         for checkout in checkouts:
             state = answer["checkouts"].get(checkout.gateway_checkout_id)
-            if self._close_if_dead(adapter_of, checkout.id, state):
+            if self._close_if_dead(checkout.id, state):
                 summary["closed_checkouts"].append(str(checkout.id))
 
-    def _close_if_dead(self, adapter_of, checkout_id, state):
+    def _close_if_dead(self, checkout_id, state):
         """Settle one checkout with what its gateway says of it; True if it was closed now. Expired
         there: closed here too. Still open there although it should not be: closed there first.
         Paid there (complete): its facts are on their way; unknown: asked again next pass."""
         if state == "expired":
-            account = self._locked_account(str(self.db.get(Checkout, checkout_id).account_id))
-            checkout = self.db.scalar(select(Checkout).where(Checkout.id == checkout_id).with_for_update()
-                                      .execution_options(populate_existing=True))
-            if checkout.status == "completed" or checkout.gateway_closed_at is not None:
-                self.db.rollback()
-                return False
-            if checkout.status in ("open", "creating") or checkout.failure_reason is None:
-                checkout.status, checkout.failure_reason = "expired", checkout.failure_reason or "expired"
-            checkout.gateway_closed_at = utc_now()
-            log.info("reconciliation closed checkout %s of account %s (expired at the gateway)", checkout_id, account.id)
-            self.db.commit()
-            return True
+            return self._mark_closed_at_gateway(checkout_id, reason="expired")
         if state == "open" and self.db.scalar(select(Checkout.id).where(Checkout.id == checkout_id, checkout_to_close())):
-            closed = self._close_checkout_at_gateway(checkout_id, raise_on_failure=False)
-            if closed:
-                log.info("reconciliation closed checkout %s, still payable at the gateway", checkout_id)
-            return closed
+            return self._close_checkout_at_gateway(checkout_id, raise_on_failure=False)
         self.db.rollback()
         return False

@@ -119,6 +119,21 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
         }
 
     @api_rpc
+    def resolve_alert(self, alert_id):
+        """For operators (not routed to HTTP): mark an alert decided, so `alerts` stops listing it.
+        Returns True when it was open, False when it was resolved already; NotFound otherwise."""
+        alert_uuid = parse_uuid(alert_id)
+        alert = self.db.get(Alert, alert_uuid, with_for_update=True) if alert_uuid else None
+        if alert is None:
+            raise NotFound(f"No alert {alert_id}.")
+        if alert.resolved_at is not None:
+            self.db.rollback()
+            return False
+        alert.resolved_at = utc_now()
+        self.db.commit()
+        return True
+
+    @api_rpc
     def describe_account(self, account):
         """For operators (no caller, no permission check: not routed to HTTP): the account's billing
         state. account: {"kind", "id"}. Returns None when billing has no such account, else
@@ -141,7 +156,7 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
                                  .order_by(Alert.created_at)).all()
         return {
             "account": {**self._account_dict(account), "name": account.name, "email": account.email},
-            "subscriptions": [{**self._subscription_dict(s), "id": str(s.id), "gateway_status": s.status,
+            "subscriptions": [{**self._subscription_dict(s), "id": str(s.id),
                                "gateway_subscription_id": s.gateway_subscription_id,
                                "purchased_at": _iso(s.purchased_at), "verified_at": _iso(s.verified_at),
                                "hold_reason": s.hold_reason, "gateway_settled_at": _iso(s.gateway_settled_at)}
@@ -152,8 +167,8 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
                           "currency": p.currency, "description": p.description,
                           "gateway_invoice_id": p.gateway_invoice_id} for p in payments],
             "links": [link_dict(link) for link in links],
-            "alerts": [{"kind": a.kind, "message": a.message, "details": a.details, "created_at": _iso(a.created_at)}
-                       for a in alerts],
+            "alerts": [{"id": str(a.id), "kind": a.kind, "message": a.message, "details": a.details,
+                        "created_at": _iso(a.created_at)} for a in alerts],
         }
 
     @api_rpc
@@ -179,9 +194,9 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
         PaymentDeclined (402) when a plan change's charge was declined (the plan stays as it was),
         Conflict PURCHASE_PENDING while an earlier purchase's payment is still being confirmed.
         """
-        account, _ = self._account(actor, account_ref, MANAGE_BILLING)
+        account, granted = self._authorized_account(actor, account_ref, MANAGE_BILLING)
         data = load_or_raise(CheckoutInput(), data)
-        payer = self._payer_contact(actor, account)
+        payer = self._payer_contact(actor, account, granted["account"]["owner_id"])
         with self._purchases_of(account):
             account = self._locked_account(str(account.id))
             if "plan_code" in data:
@@ -315,6 +330,11 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
     def _account(self, actor, account_ref, action, lock=False):
         """(BillingAccount, the actions the caller may take on it) after orgs.authorize; the
         account is made on first use. `lock`: the account's row lock, for this transaction."""
+        account, granted = self._authorized_account(actor, account_ref, action, lock)
+        return account, granted["actions"]
+
+    def _authorized_account(self, actor, account_ref, action, lock=False):
+        """(BillingAccount, orgs.authorize's grant: {account: {..., owner_id}, role, actions})."""
         actor = load_or_raise(Principal(), actor)
         ref = requested_account(actor, account_ref)
         granted = self.orgs.authorize(actor["id"], ref, action)
@@ -333,7 +353,7 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
             ).on_conflict_do_nothing(constraint="uq_accounts_kind_owner"))
             self.db.commit()  # even a read-only call keeps the account it made
             account = self.db.scalar(query)
-        return account, granted["actions"]
+        return account, granted
 
     @contextmanager
     def _purchases_of(self, account):
@@ -343,15 +363,12 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
         with advisory_lock(self.db, f"billing.purchases:{account.id}"):
             yield
 
-    def _payer_contact(self, actor, account):
-        """{email, name, phone} of whoever pays for `account` in the gateway's eyes: the user of a
-        personal account, the owner of an organization (whoever of its managers opens the page).
-        Raises ValidationFailed PHONE_REQUIRED (422) when the account's gateway needs a phone
-        (Cashfree) and they have none; callers ask before they record anything."""
-        owner_id = account.owner_ref
-        if account.kind == "org":
-            owner_id = self.orgs.authorize(actor["id"], {"kind": "org", "id": account.owner_ref},
-                                           MANAGE_BILLING)["account"]["owner_id"]
+    def _payer_contact(self, actor, account, owner_id):
+        """{email, name, phone} of whoever pays for `account` in the gateway's eyes: its owner (the
+        user of a personal account, the owner of an organization, whoever of its managers opens the
+        page), `owner_id` from the caller's grant. Raises ValidationFailed PHONE_REQUIRED (422) when
+        the account's gateway needs a phone (Cashfree) and they have none; callers ask before they
+        record anything."""
         payer = self.identity.get_user(owner_id)
         if account.country in COUNTRIES_NEEDING_PHONE and not payer["phone"]:
             whose = "your" if owner_id == actor["id"] else "the organization owner's"
@@ -423,9 +440,7 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
 
     def _check_quote_still_fits(self, account, quote):
         """A quote priced against the state it saw; if the plan changed since, it no longer holds."""
-        if self._purchase_pending(account):
-            raise Conflict("A payment for this account is still being confirmed; wait a moment and look again.",
-                           code="PURCHASE_PENDING")
+        self._refuse_while_a_purchase_is_pending(account)
         current = self._live_subscription(account)
         current_id = current.id if current is not None else None
         if current_id != quote.from_subscription_id:

@@ -20,18 +20,15 @@ derived from our records, so running a step twice does nothing more. A mixin of 
 """
 import logging
 import os
-import uuid
 
 from nameko.timer import timer
 from sqlalchemy import exists, or_, select, union
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import aliased
 
 from services.billing.models import (
-    LIVE_STATUSES, BillingAccount, Checkout, Outbox, Payment, PaymentLink, Quote, Subscription,
+    LIVE_STATUSES, BillingAccount, Checkout, Outbox, PaymentLink, Quote, Subscription,
 )
 from services.billing.purchases import HOLDS_TO_SETTLE, is_one_off
-from services.billing.subscriptions import from_unix
 from shared.errors import GatewayError
 from shared.outbox import add_event, utc_now
 
@@ -83,41 +80,12 @@ class GatewaySettlement:
     @timer(interval=SETTLE_POLL_SECONDS)
     def settle_with_gateways(self):
         """Every account with gateway work pending: close, deactivate, cancel, refund."""
-        for account_id in self._accounts_to_settle():
-            try:
-                self.settle_account(account_id)
-            except Exception:  # noqa: BLE001  (one account must not hold up the others; the next pass retries)
-                self.db.rollback()
-                log.exception("settling billing account %s with its gateway failed", account_id)
-
-    def _accounts_to_settle(self):
         pending = union(select(Checkout.account_id).where(checkout_to_close()),
                         select(PaymentLink.account_id).where(link_to_deactivate()),
                         select(Subscription.account_id).where(subscription_to_settle()))
         accounts = self.db.scalars(select(BillingAccount.id).where(BillingAccount.id.in_(pending))).all()
         self.db.commit()
-        return accounts
-
-    def settle_account(self, account_id):
-        """Make the gateway match billing for one account. Gateway failures are logged and left for
-        the next pass; returns what was done (for tests and operators)."""
-        done = {"checkouts_closed": [], "links_deactivated": [], "subscriptions_settled": [], "refunds": []}
-        for checkout_id in self.db.scalars(select(Checkout.id).where(
-                Checkout.account_id == account_id, checkout_to_close())).all():
-            if self._close_checkout_at_gateway(checkout_id, raise_on_failure=False):
-                done["checkouts_closed"].append(str(checkout_id))
-        for link_id in self.db.scalars(select(PaymentLink.id).where(
-                PaymentLink.account_id == account_id, link_to_deactivate())).all():
-            if self._close_at_gateway(link_id, "cancelled"):
-                done["links_deactivated"].append(str(link_id))
-        for subscription_id in self.db.scalars(select(Subscription.id).where(
-                Subscription.account_id == account_id, subscription_to_settle())).all():
-            refunds = self._settle_subscription(subscription_id)
-            if refunds is not None:
-                done["subscriptions_settled"].append(str(subscription_id))
-                done["refunds"] += refunds
-        self.db.commit()
-        return done
+        self._settle_accounts(accounts)
 
     def _settle_after_commit(self, account):
         """Settle this account right after the current handler commits (the timer is the safety net)."""
@@ -125,12 +93,29 @@ class GatewaySettlement:
 
     def after_commit(self):
         """Called by shared.consumers once a handler's transaction committed."""
-        for account_id in self.__dict__.pop("accounts_to_settle", ()):
+        self._settle_accounts(self.__dict__.pop("accounts_to_settle", ()))
+
+    def _settle_accounts(self, account_ids):
+        for account_id in account_ids:
             try:
                 self.settle_account(account_id)
-            except Exception:  # noqa: BLE001  (the timer tries again)
+            except Exception:  # noqa: BLE001  (one account must not hold up the others; the next pass retries)
                 self.db.rollback()
-                log.exception("settling billing account %s right after its event failed; the timer retries", account_id)
+                log.exception("settling billing account %s with its gateway failed; the next pass retries", account_id)
+
+    def settle_account(self, account_id):
+        """Make the gateway match billing for one account. Gateway failures are logged and left for
+        the next pass."""
+        for checkout_id in self.db.scalars(select(Checkout.id).where(
+                Checkout.account_id == account_id, checkout_to_close())).all():
+            self._close_checkout_at_gateway(checkout_id, raise_on_failure=False)
+        for link_id in self.db.scalars(select(PaymentLink.id).where(
+                PaymentLink.account_id == account_id, link_to_deactivate())).all():
+            self._close_at_gateway(link_id, "cancelled")
+        for subscription_id in self.db.scalars(select(Subscription.id).where(
+                Subscription.account_id == account_id, subscription_to_settle())).all():
+            self._settle_subscription(subscription_id)
+        self.db.commit()
 
     # -- checkouts -----------------------------------------------------------------------------
 
@@ -154,36 +139,45 @@ class GatewaySettlement:
                 raise
             log.info("checkout %s is not closed at the gateway yet; the next pass tries again", checkout_id)
             return False
-        self._locked_account(str(account.id))
+        return self._mark_closed_at_gateway(checkout_id)
+
+    def _mark_closed_at_gateway(self, checkout_id, reason=None):
+        """Record that the gateway says this checkout can no longer be paid: closed here too (expired,
+        for `reason`, or as it lapsed or was superseded). False when it was paid (its own facts
+        decide) or recorded closed already."""
+        account = self._locked_account(str(self.db.get(Checkout, checkout_id).account_id))  # account, then checkout
         checkout = self.db.scalar(select(Checkout).where(Checkout.id == checkout_id).with_for_update()
                                   .execution_options(populate_existing=True))
-        if checkout.status == "completed":  # paid after all: its own facts decided
+        if checkout.status == "completed" or checkout.gateway_closed_at is not None:
             self.db.rollback()
             return False
         if checkout.status in ("open", "creating"):
             lapsed = checkout.expires_at <= utc_now()
-            checkout.status, checkout.failure_reason = "expired", "expired" if lapsed else "superseded"
-        elif checkout.status == "expired" and checkout.failure_reason is None:
+            checkout.status = "expired"
+            checkout.failure_reason = reason or ("expired" if lapsed else "superseded")
+        elif checkout.failure_reason is None:
             checkout.failure_reason = "expired"
         checkout.gateway_closed_at = utc_now()
+        log.info("checkout %s of account %s is closed at the gateway (%s)", checkout_id, account.id,
+                 checkout.failure_reason)
         self.db.commit()
         return True
 
     # -- subscriptions -------------------------------------------------------------------------
 
     def _settle_subscription(self, subscription_id):
-        """Cancel (and refund, for a duplicate) one subscription at the gateway. Returns the refunds
-        recorded, or None when there is nothing to do or the gateway must be asked again later."""
+        """Cancel (and refund, for a duplicate) one subscription at the gateway; a gateway failure
+        leaves it for the next pass."""
         subscription = self.db.get(Subscription, subscription_id)
         account = self._locked_account(str(subscription.account_id))
         subscription = self.db.scalar(select(Subscription).where(Subscription.id == subscription_id)
                                       .with_for_update().execution_options(populate_existing=True))
         if subscription.gateway_settled_at is not None:
             self.db.rollback()
-            return None
-        if subscription.hold_reason is None and not self._has_other_live(account, subscription):
+            return
+        if subscription.hold_reason is None and self._live_subscription_of(account, excluding=subscription) is None:
             self.db.rollback()  # unpaid, and no other plan: it may still be paid and come back
-            return None
+            return
         request = {"request_id": f"settle-{subscription.id}", "account_id": str(account.id),
                    "gateway_subscription_id": None if is_one_off(subscription) else subscription.gateway_subscription_id,
                    "gateway_link_id": self._gateway_link_id(subscription)}
@@ -200,19 +194,16 @@ class GatewaySettlement:
         except GatewayError:
             log.warning("subscription %s could not be settled at the gateway yet; the next pass tries again",
                         subscription_id)
-            return None
+            return
         account = self._locked_account(str(account.id))
         subscription = self.db.scalar(select(Subscription).where(Subscription.id == subscription_id)
                                       .with_for_update().execution_options(populate_existing=True))
-        recorded = [self._record_refund(account, subscription, one) for one in answer["refunds"]]
+        for refund in answer["refunds"]:
+            self._record_refund(account, subscription, refund)
         if answer.get("snapshot") and subscription.hold_reason is None:
             self._apply_snapshot(account, answer["snapshot"], authoritative=True)
         subscription.gateway_settled_at = utc_now()
         self.db.commit()
-        return [one for one in recorded if one]
-
-    def _has_other_live(self, account, subscription):
-        return self._live_subscription_of(account, excluding=subscription) is not None
 
     def _gateway_link_id(self, subscription):
         if subscription.link_id is None:
@@ -221,16 +212,13 @@ class GatewaySettlement:
 
     def _record_refund(self, account, subscription, refund):
         """One `refunded` history line per refunded gateway payment, announced once."""
-        inserted = self.db.execute(insert(Payment).values(
-            id=uuid.uuid4(), account_id=account.id, gateway_invoice_id=refund["gateway_invoice_id"],
-            gateway_subscription_id=subscription.gateway_subscription_id, status="refunded",
-            amount=refund["amount"], currency=refund["currency"], description=DUPLICATE_REFUND_DESCRIPTION,
-            invoice_url=None, occurred_at=from_unix(refund["refunded_at"]) or utc_now(),
-        ).on_conflict_do_nothing(constraint="uq_payments_invoice_status").returning(Payment.id)).first()
-        if inserted is None:
-            return None
+        if not self._record_payment(account, {
+                "gateway_invoice_id": refund["gateway_invoice_id"],
+                "gateway_subscription_id": subscription.gateway_subscription_id, "amount": refund["amount"],
+                "currency": refund["currency"], "description": DUPLICATE_REFUND_DESCRIPTION, "invoice_url": None,
+                "gateway_event_at": refund["refunded_at"], "period_start": None, "period_end": None}, "refunded"):
+            return
         add_event(self.db, Outbox, "payment.refunded", {
             **self._event_account(account), "subscription_id": str(subscription.id), "gateway": account.gateway,
             "gateway_invoice_id": refund["gateway_invoice_id"], "gateway_refund_id": refund["gateway_refund_id"],
             "amount": refund["amount"], "currency": refund["currency"], "reason": "duplicate_purchase"})
-        return refund

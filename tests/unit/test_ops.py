@@ -55,13 +55,13 @@ def test_reconcile_tells_what_was_recovered_and_closed(capsys):
 
 def test_alerts_list_what_billing_asks_an_operator_to_decide(capsys):
     from datetime import datetime, timezone
-    row = {"account_kind": "org", "owner_ref": "42", "kind": "amount_mismatch", "created_at":
+    row = {"id": "al-1", "account_kind": "org", "owner_ref": "42", "kind": "amount_mismatch", "created_at":
            datetime(2026, 12, 1, tzinfo=timezone.utc), "message": "The gateway collected 100 usd ...",
            "details": {"collected": {"amount": 100, "currency": "usd"}}}
     with mock.patch.object(ops, "query", return_value=[row]):
         assert ops.main(["alerts"]) == 0
     out = capsys.readouterr().out
-    assert "org:42 amount_mismatch: The gateway collected 100 usd" in out and '"amount": 100' in out
+    assert "al-1 org:42 amount_mismatch: The gateway collected 100 usd" in out and '"amount": 100' in out
     with mock.patch.object(ops, "query", return_value=[]):
         assert ops.main(["alerts"]) == 0
     assert capsys.readouterr().out.strip() == "no alerts"
@@ -108,3 +108,11 @@ def test_a_replay_that_fails_again_is_an_error(capsys):
     with mock.patch.object(ops, "call", return_value={"status": "failed", "message": message}):
         assert ops.main(["replay-parked", "usage", "p-1"]) == 1
     assert "failed again, still parked: ValueError: still wrong" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("open_before, said", [(True, "alert al-1 resolved"), (False, "was resolved already")])
+def test_resolving_an_alert_says_whether_it_was_open(capsys, open_before, said):
+    with mock.patch.object(ops, "call", return_value=open_before) as call:
+        assert ops.main(["resolve-alert", "al-1"]) == 0
+    call.assert_called_once_with("billing", "resolve_alert", "al-1")
+    assert said in capsys.readouterr().out
