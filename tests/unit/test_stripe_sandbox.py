@@ -660,7 +660,7 @@ def test_objects_survive_a_restart_with_the_same_state_file(receiver, clock, tmp
     finally:
         first.stop()
     saved = json.loads(path.read_text())
-    assert (saved["format"], saved["version"]) == ("stripe-sandbox-state", 1)
+    assert (saved["format"], saved["version"]) == ("stripe-sandbox-state", 2)
 
     second = start_sandbox(**options)
     try:
@@ -704,8 +704,9 @@ def test_changes_are_saved_while_running_atomically(tmp_path):
     b"[]",
     b'{"format": "cashfree-sandbox-state", "version": 1, "state": {}}',  # another sandbox's file
     b'{"format": "stripe-sandbox-state", "version": 99, "state": {}}',
-    b'{"format": "stripe-sandbox-state", "version": 1, "state": {"objects": []}}',
-], ids=["truncated", "binary", "not-an-object", "foreign", "other-version", "wrong-shape"])
+    b'{"format": "stripe-sandbox-state", "version": 1, "state": {}}',  # before paid invoices kept their payments
+    b'{"format": "stripe-sandbox-state", "version": 2, "state": {"objects": []}}',
+], ids=["truncated", "binary", "not-an-object", "foreign", "other-version", "version-1", "wrong-shape"])
 def test_a_corrupt_or_foreign_state_file_starts_empty_without_crashing(tmp_path, caplog, content):
     path = tmp_path / "stripe_sandbox.json"
     path.write_bytes(content)
@@ -1308,6 +1309,16 @@ def test_a_declined_upgrade_waits_as_a_pending_update(client, sandbox, clock, re
     assert updated.data.previous_attributes.to_dict() == {"latest_invoice": subscription.latest_invoice,
                                                           "pending_update": None}
     assert updated.data.object.pending_update.expires_at == pending.expires_at
+
+
+def test_cancelling_forgets_the_pending_update_and_leaves_its_invoice_open_to_void(client, sandbox, clock):
+    subscription, bigger, changed = declined_upgrade(client, sandbox, clock)
+
+    canceled = client.v1.subscriptions.cancel(subscription.id, params={"invoice_now": False, "prorate": False})
+
+    assert (canceled.status, canceled.pending_update) == ("canceled", None)
+    assert client.v1.invoices.retrieve(changed.latest_invoice).status == "open"  # as at Stripe: not voided for us
+    assert client.v1.invoices.void_invoice(changed.latest_invoice).status == "void"
 
 
 def test_paying_the_open_invoice_applies_the_pending_update(client, sandbox, clock, receiver):

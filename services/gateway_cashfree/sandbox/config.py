@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from services.sandbox_kit import config
+from shared.config import SANDBOX_CASHFREE_CLIENT_ID, SANDBOX_CASHFREE_CLIENT_SECRET
 
 DEFAULT_PORT = 12112
 API_VERSION = "2025-01-01"
@@ -25,15 +26,15 @@ DEFAULT_OPENAPI_PATH = str(Path(__file__).resolve().parents[3].parent
 @dataclass
 class SandboxConfig(config.SandboxConfig):
     port: int = DEFAULT_PORT  # 0 picks a free port (tests)
-    client_id: str = "cf_sandbox_client"
-    client_secret: str = "cf_sandbox_secret"  # also the webhook signing key, as at Cashfree
+    client_id: str = SANDBOX_CASHFREE_CLIENT_ID
+    client_secret: str = SANDBOX_CASHFREE_CLIENT_SECRET  # also the webhook signing key, as at Cashfree
     openapi_path: Optional[str] = DEFAULT_OPENAPI_PATH  # None or absent file: no schema validation
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "SandboxConfig":
         return cls(
             **config.common_env(env, "cashfree", DEFAULT_PORT),
-            client_id=env.get("CASHFREE_CLIENT_ID") or "cf_sandbox_client",
-            client_secret=env.get("CASHFREE_CLIENT_SECRET") or "cf_sandbox_secret",
+            client_id=env.get("CASHFREE_CLIENT_ID") or SANDBOX_CASHFREE_CLIENT_ID,
+            client_secret=env.get("CASHFREE_CLIENT_SECRET") or SANDBOX_CASHFREE_CLIENT_SECRET,
             openapi_path=env.get("CASHFREE_OPENAPI_PATH") or DEFAULT_OPENAPI_PATH,
         )

@@ -162,6 +162,9 @@ def raise_charge(store: Store, body: dict) -> dict:
         if any(payment["payment_id"] == payment_id for payment in store.payments.values()):
             raise duplicate("payment")
         _check_chargeable(subscription)
+        if not scheduled and subscription["authorisation_details"].get("payment_method") in ("upi", "card"):
+            # CreateSubscriptionPaymentRequest: "Required for UPI and CARD payment modes".
+            raise missing("payment_schedule_date")
         _check_amount(subscription["plan_details"], amount, "payment_amount")
         payment = _settle_charge(
             store, subscription, payment_id=payment_id, amount=amount,

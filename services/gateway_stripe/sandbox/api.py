@@ -338,20 +338,9 @@ def list_invoice_payments(call: Call) -> dict:
     return paginate(call.store, call.store.find("invoice_payment", wanted), params, "/v1/invoice_payments")
 
 
-def get_invoice_payment(call: Call) -> dict:
-    parse(call.raw, {})
-    return call.store.render(call.store.get(call.args["id"], "invoice_payment"))
-
-
 def get_payment_intent(call: Call) -> dict:
     parse(call.raw, {})
     return call.store.render(call.store.get(call.args["id"], "payment_intent"))
-
-
-def list_payment_intents(call: Call) -> dict:
-    params = parse(call.raw, {**PAGE, "customer": Str()})
-    found = call.store.find("payment_intent", lambda pi: params.get("customer") in (None, pi["customer"]))
-    return paginate(call.store, found, params, "/v1/payment_intents")
 
 
 def get_charge(call: Call) -> dict:
@@ -447,8 +436,6 @@ ROUTES = [
     ("GET", "/v1/invoices/<id>", get_invoice),
     ("POST", "/v1/invoices/<id>/void", void_invoice),
     ("GET", "/v1/invoice_payments", list_invoice_payments),
-    ("GET", "/v1/invoice_payments/<id>", get_invoice_payment),
-    ("GET", "/v1/payment_intents", list_payment_intents),
     ("GET", "/v1/payment_intents/<id>", get_payment_intent),
     ("GET", "/v1/charges", list_charges),
     ("GET", "/v1/charges/<id>", get_charge),

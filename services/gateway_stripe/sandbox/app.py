@@ -145,8 +145,8 @@ class SandboxApp:
             })
 
     def _catch_up(self) -> None:
-        """What Stripe would have done by now on its own clock (no transaction, so no save, if nothing waits)."""
-        if self.store.pending_update_ids:
+        """What Stripe would have done by now on its own clock (no transaction, so no save, if nothing is due)."""
+        if subscriptions.pending_updates_due(self.store):
             with self.store.transaction() as store:
                 subscriptions.expire_pending_updates(store)
 

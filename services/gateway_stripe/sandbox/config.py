@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from services.sandbox_kit import config
+from shared.config import SANDBOX_STRIPE_KEY, SANDBOX_STRIPE_WEBHOOK_SECRET
 
 DEFAULT_PORT = 12111
 DEFAULT_ACCOUNT_ID = "acct_1PortalSandbox00"
@@ -20,8 +21,8 @@ DEFAULT_ACCOUNT_ID = "acct_1PortalSandbox00"
 @dataclass
 class SandboxConfig(config.SandboxConfig):
     port: int = DEFAULT_PORT  # 0 picks a free port (tests)
-    secret_key: str = "sk_test_sandbox"
-    webhook_secret: str = "whsec_sandbox"
+    secret_key: str = SANDBOX_STRIPE_KEY
+    webhook_secret: str = SANDBOX_STRIPE_WEBHOOK_SECRET
     webhook_events: tuple = ("*",)  # event types sent (wildcards), like an endpoint's enabled_events
     max_attempts: int = 8  # webhook delivery attempts (webhooks.RETRY_DELAYS between them)
     account_id: str = DEFAULT_ACCOUNT_ID  # GET /v1/account's id
@@ -30,8 +31,8 @@ class SandboxConfig(config.SandboxConfig):
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "SandboxConfig":
         return cls(
             **config.common_env(env, "stripe", DEFAULT_PORT),
-            secret_key=env.get("STRIPE_SECRET_KEY") or "sk_test_sandbox",
-            webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or "whsec_sandbox",
+            secret_key=env.get("STRIPE_SECRET_KEY") or SANDBOX_STRIPE_KEY,
+            webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or SANDBOX_STRIPE_WEBHOOK_SECRET,
             account_id=env.get("STRIPE_SANDBOX_ACCOUNT_ID") or DEFAULT_ACCOUNT_ID,
             webhook_events=tuple(part.strip() for part in (env.get("STRIPE_SANDBOX_WEBHOOK_EVENTS") or "*").split(",")
                                  if part.strip()),

@@ -105,7 +105,9 @@ def cancel(store: Store, subscription_id: str, params: dict, request: dict) -> d
     if subscription["status"] == "canceled":
         raise no_such("subscription", subscription_id)
     if subscription["pending_update"]:
-        _discard_pending_update(store, subscription, request, expired=True)
+        # Nothing can apply to a canceled subscription. Its open invoice stays open, as at Stripe:
+        # whoever cancels voids it if nobody should pay it any more.
+        _forget_pending_update(store, subscription)
     now = store.now()
     _end(subscription, canceled_at=now, ended_at=now, details=params.get("cancellation_details") or {})
     store.emit("customer.subscription.deleted", subscription, request=request)
@@ -176,13 +178,18 @@ def void_invoice(store: Store, invoice_id: str, request: dict) -> dict:
     return invoice
 
 
+def pending_updates_due(store: Store) -> list:
+    """Ids of the subscriptions whose pending update's expires_at has passed."""
+    with store.lock:
+        now = store.now()
+        return [subscription_id for subscription_id in sorted(store.pending_update_ids)
+                if now >= store.objects[subscription_id]["pending_update"]["expires_at"]]
+
+
 def expire_pending_updates(store: Store) -> None:
     """Discard the pending updates whose expires_at has passed (Stripe does it on its own clock)."""
-    now = store.now()
-    for subscription_id in sorted(store.pending_update_ids):
-        subscription = store.objects[subscription_id]
-        if now >= subscription["pending_update"]["expires_at"]:
-            _discard_pending_update(store, subscription, expired=True)
+    for subscription_id in pending_updates_due(store):
+        _discard_pending_update(store, store.objects[subscription_id], expired=True)
 
 
 def emit_invoice_outcome(store: Store, invoice: dict, request: Optional[dict] = None) -> None:
