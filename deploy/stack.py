@@ -97,6 +97,7 @@ class IsolatedStack:
             "CASHFREE_TIMEOUT_SECONDS": "2",
             "CASHFREE_SANDBOX_RETRY_SCALE": "0.1",
             "LINK_EXPIRY_POLL_SECONDS": "1",
+            "CASHFREE_FIRST_PAYMENT_POLL_SECONDS": "1",
             # Tests reconcile on demand; one that tests the schedule starts a stack with a short one.
             "RECONCILE_INTERVAL_SECONDS": "3600",
             "PYTHONUNBUFFERED": "1",

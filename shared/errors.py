@@ -97,9 +97,10 @@ class GatewayError(AppError):
     default_message = "The payment gateway did not answer; nothing was charged. Try again."
 
 
-class PaymentDeclined(AppError):
+class PaymentDeclined(GatewayError):
     """The gateway tried the payer's saved payment method and it was declined (e.g. the proration of a
-    plan change): nothing changed, and the payer may try again with another card."""
+    plan change): nothing changed, and the payer may try again with another card. A GatewayError, so
+    adapters still raise only that family; its own status (402) in gateway_http's table."""
 
     code = "PAYMENT_DECLINED"
     default_message = "The payment was declined; nothing changed."

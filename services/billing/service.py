@@ -405,8 +405,7 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
     def _make_quote(self, account, plan_code, created_by):
         plan = self._plan_for(account, plan_code)
         current = self._live_subscription(account)
-        if current is not None and current.plan_code == plan_code:
-            raise Conflict("This is already your plan.", code="ALREADY_ON_PLAN")
+        self._refuse_the_plan_held(current, plan_code)
         if current is not None and is_one_off(current):
             # A period paid once through a link has nothing at the gateway to change: a new
             # subscription is bought at full price, and the one-off period ends when it starts.
@@ -445,7 +444,13 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
         current_id = current.id if current is not None else None
         if current_id != quote.from_subscription_id:
             raise Conflict("Your plan changed since this quote; ask for a new one.", code="QUOTE_STALE")
-        if current is not None and current.plan_code == quote.plan["code"]:
+        self._refuse_the_plan_held(current, quote.plan["code"])
+
+    @staticmethod
+    def _refuse_the_plan_held(current, plan_code):
+        """Conflict ALREADY_ON_PLAN for the plan the account holds, unless a change to another is
+        scheduled for the next cycle (Cashfree): choosing it again cancels that change."""
+        if current is not None and current.plan_code == plan_code and not current.pending_plan_code:
             raise Conflict("This is already your plan.", code="ALREADY_ON_PLAN")
 
     def _close_other_open_checkouts(self, account, keep):

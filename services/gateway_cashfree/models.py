@@ -47,13 +47,14 @@ class CashfreeSubscription(Base):
     # The first period's money (see FIRST_PAYMENT in service.py): None until the mandate is authorised,
     # then verify | charge | charged | cancel | failed, or paid once the plan's price was collected.
     first_payment: Mapped[str | None] = mapped_column(String(10))
-    first_charge_id: Mapped[str | None] = mapped_column(String(100))  # our payment_id of the charge we raised
     # A CHANGE_PLAN charged from the next cycle: the plan above stays the one paid for until a charge
     # of the new plan's amount succeeds.
     pending_plan_code: Mapped[str | None] = mapped_column(String(64))
     pending_plan_label: Mapped[str | None] = mapped_column(String(200))
     pending_amount: Mapped[int | None] = mapped_column(BigInteger)
     pending_interval: Mapped[str | None] = mapped_column(String(10))
+    # When the change was made: only a charge after it is the new plan's (reconciliation reads old ones again).
+    pending_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = utc_now_column()
 
 

@@ -22,7 +22,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import phonenumbers
-import simplejson
 from nameko.timer import timer
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -66,10 +65,11 @@ ENDED = ("CANCELLED", "CUSTOMER_CANCELLED", "COMPLETED", "EXPIRED", "LINK_EXPIRE
 # A subscription's first period, from the mandate's authorisation (CashfreeSubscription.first_payment):
 #   verify:  Cashfree says the mandate is authorised, but not what its AUTH payment collected: read it;
 #   charge:  the authorisation collected less than the plan's price: raise a charge of the first period;
-#   charged: that charge was raised (first_charge_id), its outcome is awaited;
+#   charged: that charge was raised (payment_id first_<subscription id>), its outcome is awaited;
 #   paid:    the first period's price was collected: the checkout completed;
 #   cancel:  the first charge failed: cancel the subscription (no later charge may start it); then failed.
-FIRST_PAYMENT_POLL_SECONDS = float(os.environ.get("CASHFREE_FIRST_PAYMENT_POLL_SECONDS", "15"))
+FIRST_PAYMENT_TO_DO = ("verify", "charge", "cancel")  # the states the timer takes a step in
+FIRST_PAYMENT_POLL_SECONDS = float(os.environ.get("CASHFREE_FIRST_PAYMENT_POLL_SECONDS", "10"))
 
 
 def plan_label(plan):
@@ -269,11 +269,14 @@ class GatewayCashfreeService(HealthMixin):
         row = self._subscription_row(subscription_id)
         if plan["code"] == row.plan_code:  # changed back before the new plan was charged
             row.pending_plan_code = row.pending_plan_label = row.pending_amount = row.pending_interval = None
+            row.pending_since = None
         else:
             row.pending_plan_code, row.pending_plan_label = plan["code"], plan_label(plan)
             row.pending_amount, row.pending_interval = plan["amount"], plan["interval"]
+            row.pending_since = utc_now()
         self.db.commit()
-        return self._snapshot(answer, row, f"change-{request['change_id']}", int(time.time()))
+        return self._row_snapshot(row, answer.get("subscription_status"), f"change-{request['change_id']}",
+                                  int(time.time()))
 
     @api_rpc
     def refund_purchase(self, request):
@@ -282,7 +285,8 @@ class GatewayCashfreeService(HealthMixin):
         link, refund its paid order. request: {request_id, account_id, gateway_subscription_id,
         gateway_link_id, reason}. Returns {"refunds": [{gateway_invoice_id, gateway_refund_id,
         amount, currency, refunded_at}]}, the same when asked again (refund ids are derived from the
-        payments). Raises GatewayError; a retry finishes what is left."""
+        payments; `refunded_at` is Cashfree's time for an order refund, else when it was asked). Raises
+        GatewayError; a retry finishes what is left."""
         if request.get("gateway_subscription_id"):
             return {"refunds": self._refund_subscription(request["gateway_subscription_id"])}
         if request.get("gateway_link_id"):
@@ -300,8 +304,10 @@ class GatewayCashfreeService(HealthMixin):
             self.db.commit()
             answer = cashfree_api.call("GET", f"/subscriptions/{subscription_id}")
         else:
-            answer = self._manage(subscription_id, "CANCEL", f"cancel-{request['request_id']}")
-        return self._snapshot(answer, row, f"cancel-{request['request_id']}", int(time.time()))
+            answer = (self._cancel_now(subscription_id, f"cancel-{request['request_id']}")
+                      or cashfree_api.call("GET", f"/subscriptions/{subscription_id}"))
+        return self._row_snapshot(row, answer.get("subscription_status"), f"cancel-{request['request_id']}",
+                                  int(time.time()))
 
     @timer(interval=60)
     def cancel_due_subscriptions(self):
@@ -309,26 +315,26 @@ class GatewayCashfreeService(HealthMixin):
         due = self.db.scalars(select(CashfreeSubscription).where(CashfreeSubscription.cancel_at <= utc_now())).all()
         for row in due:
             try:
-                self._manage(row.subscription_id, "CANCEL", f"scheduled-cancel-{row.subscription_id}")
-            except GatewayError as error:
-                if refusal_status(error) != 400:  # 400: already cancelled
-                    continue
+                self._cancel_now(row.subscription_id, f"scheduled-cancel-{row.subscription_id}")
+            except GatewayError:
+                continue  # the next pass tries again
             row.cancel_at = None
             self.db.commit()
 
     @timer(interval=FIRST_PAYMENT_POLL_SECONDS)
     def settle_first_payments(self):
         """Authorised mandates whose first period is not paid yet: read what the authorisation
-        collected, raise the first charge, or cancel after it failed (FIRST_PAYMENT). The webhook
-        that makes such work does it at once; this pass retries what a failure left."""
+        collected, raise the first charge, or cancel after it failed (FIRST_PAYMENT). Not done in the
+        webhook that makes the work: its answer must not wait on Cashfree."""
         for subscription_id in self.db.scalars(select(CashfreeSubscription.subscription_id).where(
-                CashfreeSubscription.first_payment.in_(("verify", "charge", "cancel")))).all():
+                CashfreeSubscription.first_payment.in_(FIRST_PAYMENT_TO_DO))).all():
             try:
-                self._settle_first_payment(subscription_id)
+                for _ in range(len(FIRST_PAYMENT_TO_DO)):  # one step may lead to the next (verify -> charge)
+                    if not self._settle_first_payment(subscription_id):
+                        break
             except Exception:  # noqa: BLE001  (one subscription must not hold up the others)
                 self.db.rollback()
                 log.exception("cashfree subscription %s: its first payment could not be settled yet", subscription_id)
-        self._settle_first_payments_now()
 
     @api_rpc
     def list_payment_methods(self, account_id):
@@ -400,7 +406,6 @@ class GatewayCashfreeService(HealthMixin):
             return {"status": "duplicate"}
         self._handle(kind, data, event_id, event.get("event_time"))
         self.db.commit()
-        self._settle_first_payments_now()
         return {"status": "accepted"}
 
     def _handle(self, kind, data, event_id, event_time):
@@ -450,7 +455,7 @@ class GatewayCashfreeService(HealthMixin):
         stored = self.db.get(WebhookEvent, event_id)
         if stored is None:
             raise NotFound(f"No stored Cashfree webhook {event_id}.")
-        event = simplejson.loads(stored.body, use_decimal=True)
+        event = parse_json(stored.body, exact_decimals=True)  # as the intake read it
         self.staged = []
         self._handle(stored.type, event["data"], event_id, event.get("event_time"))
         self.db.commit()
@@ -526,22 +531,9 @@ class GatewayCashfreeService(HealthMixin):
 
     # -- the first period, and refunds ----------------------------------------------------------
 
-    def _settle_first_payment_soon(self, row):
-        """Settle this subscription's first payment once the current webhook is committed."""
-        self.__dict__.setdefault("first_payments_to_settle", set()).add(row.subscription_id)
-
-    def _settle_first_payments_now(self):
-        for _ in range(3):  # a step may lead to the next (verify -> charge): a few at once, the rest by timer
-            for subscription_id in self.__dict__.pop("first_payments_to_settle", ()):
-                try:
-                    self._settle_first_payment(subscription_id)
-                except Exception:  # noqa: BLE001  (the webhook is stored and answered; the timer retries)
-                    self.db.rollback()
-                    log.warning("cashfree subscription %s: first payment not settled yet; the timer retries",
-                                subscription_id, exc_info=True)
-
     def _settle_first_payment(self, subscription_id):
-        """One step of FIRST_PAYMENT for one subscription; Cashfree is asked with no lock held."""
+        """One step of FIRST_PAYMENT for one subscription, Cashfree asked with no lock held; True
+        when it left another step to take now."""
         row = self._subscription_row(subscription_id)
         state, amount, label = row.first_payment, row.amount, row.plan_label
         self.db.commit()
@@ -553,60 +545,87 @@ class GatewayCashfreeService(HealthMixin):
                 self._mandate_authorised(self._subscription_row(subscription_id), auth[0],
                                          f"read:{auth[0].get('cf_payment_id')}:AUTH", at)
         elif state == "charge":
-            payment_id = f"first_{subscription_id}"
             try:
                 cashfree_api.call("POST", "/subscriptions/pay", idempotency_key=f"first-charge-{subscription_id}", body={
-                    "subscription_id": subscription_id, "payment_id": payment_id, "payment_type": "CHARGE",
-                    "payment_amount": rupees(amount), "payment_remarks": f"{label}, first payment"})
+                    "subscription_id": subscription_id, "payment_id": f"first_{subscription_id}",
+                    "payment_type": "CHARGE", "payment_amount": rupees(amount),
+                    "payment_schedule_date": rfc3339(utc_now()), "payment_remarks": f"{label}, first payment"})
             except GatewayError as error:
-                if refusal_status(error) != 409:  # 409: this payment_id was raised before
-                    raise
+                refused = refusal_status(error)
+                if refused is None or refused >= 500 or refused == 429:
+                    raise  # Cashfree did not answer: the next pass asks again
+                if refused != 409:  # refused for good (409: this payment_id was raised before)
+                    log.warning("cashfree refused the first charge of %s (%s): the checkout fails", subscription_id,
+                                refused)
+                    now = int(time.time())
+                    self._first_payment_failed(self._subscription_row(subscription_id),
+                                               f"first-charge-refused:{subscription_id}", now)
+                    self.db.commit()
+                    return True
             row = self._subscription_row(subscription_id)
             if row.first_payment == "charge":  # its outcome may have arrived already
-                row.first_payment, row.first_charge_id = "charged", payment_id
+                row.first_payment = "charged"
         elif state == "cancel":
-            try:
-                self._manage(subscription_id, "CANCEL", f"first-payment-failed-{subscription_id}")
-            except GatewayError as error:
-                if refusal_status(error) != 400:  # 400: it has ended already
-                    raise
+            self._cancel_now(subscription_id, f"first-payment-failed-{subscription_id}")
             self._subscription_row(subscription_id).first_payment = "failed"
+        after = self._subscription_row(subscription_id).first_payment
         self.db.commit()
+        return after != state and after in FIRST_PAYMENT_TO_DO
+
+    def _first_payment_failed(self, row, event_id, event_at):
+        """The first period could not be collected: no plan (the checkout fails), and the mandate is
+        cancelled so that no later charge starts one."""
+        row.first_payment = "cancel"
+        self._stage_checkout_failed(row, "declined", f"first:{row.subscription_id}:failed", event_id, event_at)
+
+    def _cancel_now(self, subscription_id, idempotency_key):
+        """CANCEL at Cashfree; None when it had ended already (Cashfree refuses with 400)."""
+        try:
+            return self._manage(subscription_id, "CANCEL", idempotency_key)
+        except GatewayError as error:
+            if refusal_status(error) != 400:
+                raise
+            return None
 
     def _refund_subscription(self, subscription_id):
         """Cancel a subscription now and refund every payment it collected, in full."""
-        try:
-            self._manage(subscription_id, "CANCEL", f"refund-cancel-{subscription_id}")
-        except GatewayError as error:
-            if refusal_status(error) != 400:  # 400: it has ended already
-                raise
+        self._cancel_now(subscription_id, f"refund-cancel-{subscription_id}")
         refunds = []
         for payment in cashfree_api.call("GET", f"/subscriptions/{subscription_id}/payments"):
             if payment.get("payment_status") != "SUCCESS" or not paise(payment.get("payment_amount") or 0):
                 continue
-            refund_id = f"dup_{payment['cf_payment_id']}"
+            cf_payment_id = _answer_field(payment, "cf_payment_id")
+            refund_id = f"dup_{cf_payment_id}"
             refund = self._refund_once(
                 f"/subscriptions/{subscription_id}/refunds", refund_id, {
-                    "subscription_id": subscription_id, "payment_id": payment["payment_id"],
+                    "subscription_id": subscription_id, "payment_id": _answer_field(payment, "payment_id"),
                     "refund_amount": payment["payment_amount"], "refund_note": "Duplicate purchase"})
-            refunds.append({"gateway_invoice_id": str(payment["cf_payment_id"]), "gateway_refund_id": refund_id,
-                            "amount": paise(refund["refund_amount"]), "currency": "inr", "refunded_at": int(time.time())})
+            refunds.append(self._refund_made(str(cf_payment_id), refund_id, refund, "inr"))
         return refunds
 
     def _refund_link_orders(self, cashfree_link_id):
         """Refund, in full, the paid order of a one-off payment link."""
         refunds = []
         for listed in cashfree_api.call("GET", f"/links/{cashfree_link_id}/orders"):
-            order = cashfree_api.call("GET", f"/orders/{listed['order_id']}")
+            order_id = _answer_field(listed, "order_id")
+            order = cashfree_api.call("GET", f"/orders/{order_id}")
             if order.get("order_status") != "PAID":
                 continue
-            refund_id = f"dup_{order['order_id']}"[:40]
-            refund = self._refund_once(f"/orders/{order['order_id']}/refunds", refund_id, {
-                "refund_amount": order["order_amount"], "refund_note": "Duplicate purchase"})
-            refunds.append({"gateway_invoice_id": order["order_id"], "gateway_refund_id": refund_id,
-                            "amount": paise(refund["refund_amount"]),
-                            "currency": str(order.get("order_currency") or "INR").lower(), "refunded_at": int(time.time())})
+            refund_id = f"dup_{order_id}"[:40]
+            refund = self._refund_once(f"/orders/{order_id}/refunds", refund_id, {
+                "refund_amount": _answer_field(order, "order_amount"), "refund_note": "Duplicate purchase"})
+            refunds.append(self._refund_made(order_id, refund_id, refund,
+                                             str(order.get("order_currency") or "INR").lower()))
         return refunds
+
+    @staticmethod
+    def _refund_made(gateway_invoice_id, refund_id, refund, currency):
+        """What billing records of one refund (the gateway's refund entity, checked)."""
+        refunded_at = _cashfree_time(refund.get("processed_at") or refund.get("created_at")) if isinstance(
+            refund, dict) else None
+        return {"gateway_invoice_id": gateway_invoice_id, "gateway_refund_id": refund_id,
+                "amount": paise(_answer_field(refund, "refund_amount")), "currency": currency,
+                "refunded_at": _unix(refunded_at) or int(time.time())}
 
     @staticmethod
     def _refund_once(path, refund_id, body):
@@ -627,10 +646,8 @@ class GatewayCashfreeService(HealthMixin):
         if data.get("payment_status") == "SUCCESS":
             self._mandate_authorised(row, data, event_id, event_at)
         elif data.get("payment_status") in ("FAILED", "CANCELLED", "USER_DROPPED"):
-            self._stage("gateway.checkout_failed", {
-                **self._base(row.account_id, event_id, event_at), "checkout_id": row.checkout_id,
-                "gateway_checkout_id": row.subscription_id, "reason": "declined"},
-                f"auth:{row.subscription_id}:{data.get('cf_payment_id')}")
+            self._stage_checkout_failed(row, "declined", f"auth:{row.subscription_id}:{data.get('cf_payment_id')}",
+                                        event_id, event_at)
 
     def _on_subscription_status_changed(self, data, event_id, event_at):
         subscription = data.get("subscription_details") or data
@@ -642,19 +659,17 @@ class GatewayCashfreeService(HealthMixin):
         authorisation = subscription.get("authorisation_details") or subscription.get("authorization_details") or {}
         if row.first_payment is None and authorisation.get("authorization_status") == "ACTIVE":
             # Authorised, though SUBSCRIPTION_AUTH_STATUS (with what it collected) may be late or lost:
-            # read the AUTH payment now rather than wait for reconciliation.
+            # the next first-payment pass reads the AUTH payment, rather than wait for reconciliation.
             row.first_payment = "verify"
-            self._settle_first_payment_soon(row)
         if row.first_payment != "paid":
             # Not paid for: not a plan anyone had. A cancellation only closes its checkout.
             if status == "cancelled":
-                self._stage("gateway.checkout_failed", {
-                    **self._base(row.account_id, event_id, event_at), "checkout_id": row.checkout_id,
-                    "gateway_checkout_id": row.subscription_id, "reason": "expired"}, f"ended:{row.subscription_id}")
+                self._stage_checkout_failed(row, "expired", f"ended:{row.subscription_id}", event_id, event_at)
             return
         if status == "cancelled":
             row.cancel_at = None
-        self._stage("gateway.subscription_updated", self._snapshot(subscription, row, event_id, event_at),
+        self._stage("gateway.subscription_updated",
+                    self._row_snapshot(row, subscription.get("subscription_status"), event_id, event_at),
                     f"event:{event_id}")
 
     def _on_subscription_payment_success(self, data, event_id, event_at):
@@ -664,21 +679,20 @@ class GatewayCashfreeService(HealthMixin):
         if data.get("payment_type") == "AUTH":
             self._mandate_authorised(row, data, event_id, event_at)
             return
+        charged_at = _cashfree_time(data.get("payment_initiated_date")) or datetime.fromtimestamp(event_at, timezone.utc)
         if row.first_payment in ("charge", "charged"):  # the first period's charge, ours
-            paid_at = _cashfree_time(data.get("payment_initiated_date")) or datetime.fromtimestamp(event_at, timezone.utc)
-            self._first_period_paid(row, data, paid_at, event_id, event_at)
+            self._first_period_paid(row, data, charged_at, event_id, event_at)
             return
-        # A renewal pays for the period starting at its scheduled date.
-        paid_at = (_cashfree_time(data.get("payment_schedule_date")) or _cashfree_time(data.get("payment_initiated_date"))
-                   or datetime.fromtimestamp(event_at, timezone.utc))
-        changed = row.pending_plan_code is not None and paise(data["payment_amount"]) == row.pending_amount
-        if changed:  # the new plan's first charge: it is the plan from this period on
+        # A renewal pays for the period starting at its scheduled date. A charge of a pending plan's
+        # amount made after the change (not an older one read again by reconciliation) makes it the plan.
+        changed = (row.pending_plan_code is not None and paise(data["payment_amount"]) == row.pending_amount
+                   and charged_at >= row.pending_since)
+        if changed:
             row.plan_code, row.plan_label = row.pending_plan_code, row.pending_plan_label
             row.amount, row.interval = row.pending_amount, row.pending_interval
             row.pending_plan_code = row.pending_plan_label = row.pending_amount = row.pending_interval = None
-        start, end = paid_at, add_interval(paid_at, row.interval)
-        if row.current_period_end is None or end > row.current_period_end:
-            row.current_period_start, row.current_period_end = start, end
+            row.pending_since = None
+        start, end = self._paid_for(row, _cashfree_time(data.get("payment_schedule_date")) or charged_at)
         self._stage("gateway.payment_succeeded", self._payment_fact(data, row, event_id, event_at, start, end),
                     f"payment:{self._payment_key(data)}:SUCCESS")
         if changed:
@@ -690,19 +704,15 @@ class GatewayCashfreeService(HealthMixin):
         if row is None or data.get("payment_type") == "AUTH":
             return  # a failed authorisation is a declined checkout (SUBSCRIPTION_AUTH_STATUS), not a bill
         if row.first_payment in ("charge", "charged"):
-            # The first period could not be collected: no plan, and no later charge may start one.
-            row.first_payment = "cancel"
-            self._stage("gateway.checkout_failed", {
-                **self._base(row.account_id, event_id, event_at), "checkout_id": row.checkout_id,
-                "gateway_checkout_id": row.subscription_id, "reason": "declined"}, f"first:{row.subscription_id}:failed")
-            self._settle_first_payment_soon(row)
+            self._first_payment_failed(row, event_id, event_at)
             return
         self._stage("gateway.payment_failed", self._payment_fact(data, row, event_id, event_at, None, None),
                     f"payment:{self._payment_key(data)}:FAILED")
 
     def _mandate_authorised(self, row, auth, event_id, event_at):
         """The payer authorised the mandate (its AUTH payment succeeded): the first period is paid if
-        the authorisation collected the plan's price, else it is charged now (FIRST_PAYMENT)."""
+        the authorisation collected the plan's price, else the next first-payment pass charges it
+        (FIRST_PAYMENT)."""
         if row.authorized_at is None:
             row.authorized_at = (_cashfree_time((auth.get("authorization_details") or {}).get("authorization_time"))
                                  or _cashfree_time(auth.get("payment_initiated_date"))
@@ -715,15 +725,12 @@ class GatewayCashfreeService(HealthMixin):
         row.first_payment = "charge"
         log.info("cashfree subscription %s: the mandate collected %s, not the plan's price: charging the first period",
                  row.subscription_id, auth.get("payment_amount"))
-        self._settle_first_payment_soon(row)
 
     def _first_period_paid(self, row, payment, paid_at, event_id, event_at):
         """The first period's price was collected: the checkout completes (billing compares what was
         collected with its quote), the payment starts the first period."""
         row.first_payment = "paid"
-        start, end = paid_at, add_interval(paid_at, row.interval)
-        if row.current_period_end is None or end > row.current_period_end:
-            row.current_period_start, row.current_period_end = start, end
+        start, end = self._paid_for(row, paid_at)
         base = self._base(row.account_id, event_id, event_at)
         self._stage("gateway.checkout_completed", {
             **base, "checkout_id": row.checkout_id, "gateway_checkout_id": row.subscription_id,
@@ -736,6 +743,20 @@ class GatewayCashfreeService(HealthMixin):
                     f"payment:{self._payment_key(payment)}:SUCCESS")
         self._stage("gateway.subscription_updated", self._row_snapshot(row, "ACTIVE", event_id, event_at),
                     f"first:{row.subscription_id}:paid")
+
+    @staticmethod
+    def _paid_for(row, start):
+        """(start, end) of the period a successful charge from `start` pays; the row's period moves
+        on to it if it is later than the one held."""
+        end = add_interval(start, row.interval)
+        if row.current_period_end is None or end > row.current_period_end:
+            row.current_period_start, row.current_period_end = start, end
+        return start, end
+
+    def _stage_checkout_failed(self, row, reason, key, event_id, event_at):
+        self._stage("gateway.checkout_failed", {
+            **self._base(row.account_id, event_id, event_at), "checkout_id": row.checkout_id,
+            "gateway_checkout_id": row.subscription_id, "reason": reason}, key)
 
     def _on_payment_success_webhook(self, data, event_id, event_at):
         self._order_payment(data, event_id, event_at, succeeded=True)
@@ -815,13 +836,10 @@ class GatewayCashfreeService(HealthMixin):
         timestamp: the body is the event's identity, so every delivery of it is one row."""
         return f"{kind}:{hashlib.sha256(body.encode()).hexdigest()}"
 
-    def _snapshot(self, subscription, row, event_id, event_at):
-        """gateway.subscription_updated for Cashfree's subscription object. The plan and price are
-        the ones paid for (ours): after a CHANGE_PLAN, Cashfree's plan_details already name the new
-        plan, which is only pending until its first charge."""
-        return self._row_snapshot(row, subscription.get("subscription_status"), event_id, event_at)
-
     def _row_snapshot(self, row, cashfree_status, event_id, event_at):
+        """gateway.subscription_updated for one subscription with Cashfree's status. The plan and
+        price are the ones paid for (ours): after a CHANGE_PLAN, Cashfree's plan_details already name
+        the new plan, which is only pending until its first charge."""
         return {
             **self._base(row.account_id, event_id, event_at),
             "gateway_subscription_id": row.subscription_id, "checkout_id": row.checkout_id,

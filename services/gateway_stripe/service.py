@@ -37,8 +37,8 @@ def remembered_kind(missing_param):
     """Which object we remember a request named, from the parameter Stripe says names nothing."""
     if missing_param == "customer":
         return "customer"
-    if missing_param is not None and missing_param.startswith("line_items"):
-        return "price"
+    if missing_param is not None and missing_param.startswith(("line_items", "items")):
+        return "price"  # a checkout's or link's line_items[0][price], a subscription update's items[0][price]
     return None
 
 
@@ -116,8 +116,10 @@ class GatewayStripeService(HealthMixin):
     @api_rpc
     def expire_checkout(self, gateway_checkout_id):
         """Make sure a Checkout Session can no longer be paid: expire it if it is open; one that
-        expired (or completed without a payment) already is. Raises GatewayError when Stripe cannot
-        be asked, and GatewayError with details.checkout_state "complete" when it was paid."""
+        expired, or completed with a payment that failed, already is. Raises GatewayError when Stripe
+        cannot be asked, and GatewayError with details.checkout_state "complete" when it was paid,
+        "pending" while its (delayed, e.g. bank debit) payment is still processing: its
+        subscription is `incomplete` until that payment succeeds or fails."""
         try:
             return {"status": stripe_api.expire_checkout_session(gateway_checkout_id).status}
         except GatewayError:
@@ -127,6 +129,12 @@ class GatewayStripeService(HealthMixin):
         if session.status == "complete" and session.payment_status in ("paid", "no_payment_required"):
             raise GatewayError(f"Checkout Session {gateway_checkout_id} was paid; it cannot be closed.",
                                {"gateway": "stripe", "checkout_state": "complete"})
+        subscription_id = session.subscription if isinstance(session.subscription, str) else getattr(
+            session.subscription, "id", None)
+        if session.status == "complete" and subscription_id and (
+                stripe_api.retrieve_subscription(subscription_id).status == "incomplete"):
+            raise GatewayError(f"Checkout Session {gateway_checkout_id}'s payment is still processing.",
+                               {"gateway": "stripe", "checkout_state": "pending"})
         return {"status": session.status}
 
     @api_rpc
@@ -137,14 +145,15 @@ class GatewayStripeService(HealthMixin):
         subscription snapshot (gateway.subscription_updated shape). Raises PaymentDeclined when the
         saved card declined the proration: Stripe applied nothing (a pending update), and its open
         invoice is voided so the change can never apply later behind the payer's back.
-        Raises GatewayError. A retry with the same change_id is the same request.
+        Raises GatewayError. A retry with the same change_id is the same request (while it names the
+        same price; a price Stripe lost is made again, as for checkouts).
         """
         subscription = stripe_api.retrieve_subscription(request["gateway_subscription_id"])
         item_id = subscription["items"].data[0].id
         metadata = {"account_id": request["account_id"], "checkout_id": request["checkout_id"],
                     "plan_code": request["plan"]["code"]}
-        updated = stripe_api.change_subscription_price(
-            subscription.id, item_id, self._price_for(request["plan"]), metadata, request["change_id"])
+        updated = self._naming_remembered(request["plan"], None, lambda price_id, _: (
+            stripe_api.change_subscription_price(subscription.id, item_id, price_id, metadata, request["change_id"])))
         if getattr(updated, "pending_update", None):
             latest = getattr(updated, "latest_invoice", None)
             if latest:
@@ -402,8 +411,9 @@ class GatewayStripeService(HealthMixin):
         return self.db.scalar(select(StripeCustomer.account_id).where(StripeCustomer.customer_id == customer_id))
 
     def _customer_for(self, account, replacing=None):
-        """The account's own Stripe customer at the Stripe in use, created once per scope (the
-        Idempotency-Key makes racing creates one); `replacing`: the one Stripe no longer has."""
+        """The account's own Stripe customer at the Stripe in use, created once per scope (racing
+        creates for one account send its owner's contact under one Idempotency-Key, so they make
+        one); `replacing`: the one Stripe no longer has."""
         scope = stripe_api.account_scope()
         customer_id = self.db.scalar(select(StripeCustomer.customer_id).where(
             StripeCustomer.account_id == account["id"], StripeCustomer.kind == "account",

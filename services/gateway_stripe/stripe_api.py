@@ -152,7 +152,7 @@ def change_subscription_price(subscription_id, item_id, price_id, metadata, chan
             "cancel_at_period_end": False,
             "metadata": metadata,
         },
-        options=_idempotent(f"change-{change_id}"),
+        options=_naming(f"change-{change_id}", price_id),
     )
 
 

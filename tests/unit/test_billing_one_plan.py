@@ -388,25 +388,35 @@ def test_a_declined_plan_change_leaves_the_plan_as_it_was(billing, team, account
     assert outbox_events(session, "plan.changed") == []
 
 
-def test_a_change_charged_from_the_next_cycle_keeps_the_paid_for_plan_until_that_charge(
-        billing, indian, session, deliver):
+INR = {"amount": 149900, "currency": "inr", "gateway": "cashfree"}
+
+
+def starter_with_growth_scheduled(billing, indian, session, deliver):
+    """An Indian person on Starter (Cashfree) who chose Growth: charged from the next cycle. Returns
+    their billing account id."""
     adapter = billing.gateway_cashfree
     checkout = billing.create_checkout(indian, PERSONAL, {"plan_code": "starter_monthly"})
     account_id = str(session.scalar(select(BillingAccount.id).where(BillingAccount.owner_ref == indian["id"])))
-    inr = {"amount": 149900, "currency": "inr", "gateway": "cashfree"}
     completed, updated, paid = purchase_events(account_id, checkout["id"])
     completed[1].update(gateway="cashfree", collected={"amount": 149900, "currency": "inr"})
-    updated[1].update(inr)
-    paid[1].update(inr)
+    updated[1].update(INR)
+    paid[1].update(INR)
     deliver(completed, updated, paid)
     adapter.plan_change_policy.return_value = "next_cycle"
     adapter.change_subscription.side_effect = lambda request: adapter_snapshot(
         account_id=request["account_id"], checkout_id=request["checkout_id"], plan_code="starter_monthly",
-        pending_plan_code=request["plan"]["code"], gateway_event_at=NOW + 60, **inr)
+        pending_plan_code=None if request["plan"]["code"] == "starter_monthly" else request["plan"]["code"],
+        gateway_event_at=NOW + 60 + adapter.change_subscription.call_count, **INR)
 
     quote = billing.create_quote(indian, PERSONAL, {"plan_code": "growth_monthly"})
     assert quote["amount_due"] == 0
     billing.create_checkout(indian, PERSONAL, {"quote_id": quote["id"]})
+    return account_id
+
+
+def test_a_change_charged_from_the_next_cycle_keeps_the_paid_for_plan_until_that_charge(
+        billing, indian, session, deliver):
+    account_id = starter_with_growth_scheduled(billing, indian, session, deliver)
 
     summary = billing.summary(indian, PERSONAL)
     assert summary["subscription"]["plan"]["code"] == "starter_monthly"
@@ -417,13 +427,28 @@ def test_a_change_charged_from_the_next_cycle_keeps_the_paid_for_plan_until_that
     # The next cycle's charge, at the new plan's price, succeeded: the adapter reports the new plan.
     deliver(gateway_event("subscription_updated", account_id=account_id, plan_code="growth_monthly",
                           gateway_event_at=NOW + 3600, current_period_start=PERIOD_END,
-                          current_period_end=NEXT_PERIOD_END, **{**inr, "amount": 399900}))
+                          current_period_end=NEXT_PERIOD_END, **{**INR, "amount": 399900}))
 
     summary = billing.summary(indian, PERSONAL)
     assert summary["subscription"]["plan"]["code"] == "growth_monthly"
     assert summary["subscription"]["scheduled_change"] is None
     [changed] = outbox_events(session, "plan.changed")
     assert (changed["from_plan_code"], changed["plan_code"]) == ("starter_monthly", "growth_monthly")
+
+
+def test_choosing_the_held_plan_again_cancels_a_change_scheduled_for_the_next_cycle(billing, indian, session,
+                                                                                    deliver):
+    starter_with_growth_scheduled(billing, indian, session, deliver)
+
+    quote = billing.create_quote(indian, PERSONAL, {"plan_code": "starter_monthly"})  # not ALREADY_ON_PLAN now
+    billing.create_checkout(indian, PERSONAL, {"quote_id": quote["id"]})
+
+    (request,), _ = billing.gateway_cashfree.change_subscription.call_args
+    assert request["plan"]["code"] == "starter_monthly"
+    assert billing.summary(indian, PERSONAL)["subscription"]["scheduled_change"] is None
+    with pytest.raises(Conflict) as refused:  # nothing scheduled any more: it is simply the plan held
+        billing.create_quote(indian, PERSONAL, {"plan_code": "starter_monthly"})
+    assert refused.value.error_code == "ALREADY_ON_PLAN"
 
 
 def test_a_declined_plan_changes_failed_invoice_does_not_make_the_plan_past_due(

@@ -4,11 +4,13 @@ import hashlib
 import json
 import time
 from datetime import datetime, timezone
+from unittest import mock
 
 import pytest
 from nameko.testing.services import worker_factory
 from sqlalchemy import select
 
+from services.gateway_cashfree import service as cashfree_service
 from services.gateway_cashfree.models import CashfreePlan, CashfreeSubscription, Outbox, WebhookEvent
 from services.gateway_cashfree.service import GatewayCashfreeService, cashfree_phone, signature_of
 from shared.errors import BadRequest
@@ -179,12 +181,26 @@ def test_cashfree_statuses_map_to_ours(adapter, cashfree_status, ours):
     assert facts(adapter, "gateway.subscription_updated")[-1][1]["status"] == ours
 
 
+GROWTH = {"code": "growth_monthly", "name": "Growth", "interval": "month", "amount": 399900, "currency": "inr"}
+
+
+def change_to(adapter, plan, at="2026-11-15T10:00:00+05:30"):
+    """The change_subscription RPC (CHANGE_PLAN at Cashfree, answered as Cashfree answers), at `at`."""
+    with mock.patch.object(cashfree_service, "cashfree_api") as api, \
+            mock.patch.object(cashfree_service, "utc_now", return_value=datetime.fromisoformat(at)):
+        api.call.return_value = {"subscription_status": "ACTIVE", "plan_details": {"plan_id": "any"}}
+        api.account_scope.return_value = "cf_sandbox_client@127.0.0.1"
+        snapshot = adapter.change_subscription({"change_id": "chg-1", "gateway_subscription_id": SUBSCRIPTION,
+                                                "account_id": ACCOUNT, "checkout_id": CHECKOUT, "plan": plan})
+    _, path, body, *_ = api.call.call_args.args
+    assert (path, body["action"]) == (f"/subscriptions/{SUBSCRIPTION}/manage", "CHANGE_PLAN")
+    return snapshot
+
+
 def change_to_growth(adapter):
-    """What change_subscription leaves behind after Cashfree's CHANGE_PLAN to Growth."""
-    row = adapter.db.get(CashfreeSubscription, SUBSCRIPTION)
-    row.pending_plan_code, row.pending_plan_label = "growth_monthly", "Growth (monthly)"
-    row.pending_amount, row.pending_interval = 399900, "month"
-    adapter.db.commit()
+    snapshot = change_to(adapter, GROWTH)
+    assert (snapshot["plan_code"], snapshot["pending_plan_code"], snapshot["amount"]) == (
+        "starter_monthly", "growth_monthly", 149900)
 
 
 def test_a_plan_change_is_the_plan_only_once_its_first_charge_succeeds(adapter):
@@ -207,6 +223,29 @@ def test_a_plan_change_is_the_plan_only_once_its_first_charge_succeeds(adapter):
         "growth_monthly", None, 399900)
     paid = facts(adapter, "gateway.payment_succeeded")[-1][1]
     assert (paid["amount"], paid["description"]) == (399900, "Growth (monthly), renewal")
+
+
+def test_an_old_charge_of_the_new_plans_amount_read_again_does_not_make_it_the_plan(adapter):
+    """Reconciliation reads every payment again: one charged before the change (an earlier plan of
+    that price) must not make a change scheduled since the plan before its own charge."""
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    change_to_growth(adapter)  # on 15 November
+
+    deliver(adapter, webhook("SUBSCRIPTION_PAYMENT_SUCCESS", payment(
+        payment_type="CHARGE", amount="3999.00", payment_id="cfp_old", date="2026-10-01T10:00:00+05:30")))
+
+    row = adapter.db.get(CashfreeSubscription, SUBSCRIPTION)
+    adapter.db.refresh(row)
+    assert (row.plan_code, row.pending_plan_code) == ("starter_monthly", "growth_monthly")
+
+
+def test_changing_back_before_the_new_plan_is_charged_drops_the_change(adapter):
+    deliver(adapter, webhook("SUBSCRIPTION_AUTH_STATUS", payment()))
+    change_to_growth(adapter)
+
+    snapshot = change_to(adapter, {**GROWTH, "code": "starter_monthly", "name": "Starter", "amount": 149900})
+
+    assert (snapshot["plan_code"], snapshot["pending_plan_code"]) == ("starter_monthly", None)
 
 
 def test_a_renewal_still_charged_at_the_old_price_keeps_the_change_pending(adapter):

@@ -15,6 +15,8 @@ from services.gateway_cashfree import service as cashfree_service
 from services.gateway_cashfree.cashfree_api import rupees
 from services.gateway_cashfree.models import CashfreeSubscription
 from services.gateway_stripe import service as stripe_service
+from services.gateway_stripe import stripe_api as real_stripe_api
+from services.gateway_stripe.models import StripePaymentLink
 from shared.errors import GatewayError, PaymentDeclined
 from tests.unit import test_gateway_cashfree_webhooks as cf
 from tests.unit import test_gateway_stripe_webhooks as st
@@ -42,8 +44,35 @@ def cashfree_api():
 
 def test_a_completed_stripe_checkout_and_link_say_what_they_collected(stripe_adapter):
     st.deliver(stripe_adapter, st.stripe_event("checkout.session.completed", st.checkout_session(), "evt_a"))
-    [(kind, completed)] = [fact for fact in st.facts(stripe_adapter) if fact[0] == "gateway.checkout_completed"]
+    stripe_adapter.db.add(StripePaymentLink(payment_link_id="plink_1", link_id="link-1", account_id=st.ACCOUNT,
+                                            scope="test:acct_1"))
+    stripe_adapter.db.commit()
+    paid_link = {**st.checkout_session(), "id": "cs_link", "payment_link": "plink_1", "amount_total": 1900}
+    st.deliver(stripe_adapter, st.stripe_event("checkout.session.completed", paid_link, "evt_b"))
+
+    [(_, completed)] = [fact for fact in st.facts(stripe_adapter) if fact[0] == "gateway.checkout_completed"]
     assert completed["collected"] == {"amount": 4900, "currency": "usd"}
+    [(_, link)] = [fact for fact in st.facts(stripe_adapter) if fact[0] == "gateway.link_paid"]
+    assert (link["link_id"], link["collected"]) == ("link-1", {"amount": 1900, "currency": "usd"})
+
+
+def test_a_plan_change_naming_a_price_stripe_lost_makes_it_again_under_a_new_key(stripe_adapter, stripe_api):
+    subscription = mock.MagicMock(id="sub_1")
+    subscription.__getitem__.side_effect = {"items": SimpleNamespace(data=[SimpleNamespace(id="si_1")])}.__getitem__
+    stripe_api.retrieve_subscription.return_value = subscription
+    stripe_api.missing_param = real_stripe_api.missing_param
+    changed = st.subscription()
+    stripe_api.change_subscription_price.side_effect = [
+        GatewayError(details={"code": "resource_missing", "param": "items[0][price]"}),
+        mock.Mock(pending_update=None, to_dict=lambda: changed)]
+    prices = iter(["price_lost", "price_new"])
+    with mock.patch.object(stripe_service.GatewayStripeService, "_price_for", side_effect=lambda plan, replacing=None:
+                           next(prices)):
+        snapshot = stripe_adapter.change_subscription({
+            "change_id": "chk-2", "gateway_subscription_id": "sub_1", "account_id": st.ACCOUNT,
+            "checkout_id": "chk-2", "plan": {"code": "growth_monthly"}})
+    assert [call.args[2] for call in stripe_api.change_subscription_price.call_args_list] == ["price_lost", "price_new"]
+    assert snapshot["plan_code"] == "growth_monthly"
 
 
 def test_a_snapshot_names_the_plan_of_the_price_charged(stripe_adapter):
@@ -69,22 +98,37 @@ def test_a_declined_proration_changes_nothing_and_its_invoice_is_voided(stripe_a
     stripe_api.void_invoice.assert_called_once_with("in_9")
 
 
-@pytest.mark.parametrize("status, payment_status, outcome", [
-    ("expired", "unpaid", {"status": "expired"}),
-    ("complete", "unpaid", {"status": "complete"}),  # an async payment that failed: nothing to pay
-    ("complete", "paid", "complete"),
-    ("open", "unpaid", "raises"),
+@pytest.mark.parametrize("status, payment_status, subscription_status, outcome", [
+    ("expired", "unpaid", None, {"status": "expired"}),
+    ("complete", "unpaid", "incomplete_expired", {"status": "complete"}),  # a delayed payment that failed
+    ("complete", "unpaid", "incomplete", "pending"),  # a delayed payment still processing
+    ("complete", "paid", "active", "complete"),
+    ("open", "unpaid", None, None),  # Stripe could not expire it and it is open: a plain failure
 ])
 def test_expiring_a_stripe_checkout_that_is_no_longer_open(stripe_adapter, stripe_api, status, payment_status,
-                                                           outcome):
+                                                           subscription_status, outcome):
     stripe_api.expire_checkout_session.side_effect = GatewayError(details={"status": 400})
-    stripe_api.retrieve_checkout_session.return_value = SimpleNamespace(status=status, payment_status=payment_status)
+    stripe_api.retrieve_checkout_session.return_value = SimpleNamespace(
+        status=status, payment_status=payment_status, subscription="sub_1" if subscription_status else None)
+    stripe_api.retrieve_subscription.return_value = SimpleNamespace(status=subscription_status)
     if isinstance(outcome, dict):
         assert stripe_adapter.expire_checkout("cs_1") == outcome
         return
     with pytest.raises(GatewayError) as raised:
         stripe_adapter.expire_checkout("cs_1")
-    assert raised.value.details.get("checkout_state") == (outcome if outcome == "complete" else None)
+    assert raised.value.details.get("checkout_state") == outcome
+
+
+def test_cancelling_now_to_settle_a_hold_voids_what_could_revive_it(stripe_adapter, stripe_api):
+    stripe_api.cancel_subscription_now.return_value = mock.Mock(to_dict=lambda: st.subscription("canceled"))
+    stripe_api.invoices_of.side_effect = lambda subscription, status: [SimpleNamespace(id="in_old")] if status == "open" else []
+
+    snapshot = stripe_adapter.cancel_subscription({"request_id": "settle-1", "gateway_subscription_id": "sub_1",
+                                                   "account_id": st.ACCOUNT, "at_period_end": False,
+                                                   "void_open_invoices": True})
+
+    assert snapshot["status"] == "cancelled"
+    stripe_api.void_invoice.assert_called_once_with("in_old")
 
 
 def test_a_stripe_purchase_is_cancelled_and_every_payment_refunded(stripe_adapter, stripe_api):
@@ -128,13 +172,16 @@ def test_an_authorisation_that_collected_nothing_completes_no_checkout_and_the_f
         charged.append((path, body, idempotency_key)) or {"payment_status": "PENDING"})
 
     cf.deliver(cashfree, cf.webhook("SUBSCRIPTION_AUTH_STATUS", cf.payment(amount="0.00")))  # an e-NACH mandate
+    assert charged == []  # the webhook's answer does not wait on Cashfree: the next pass charges
+    cashfree.settle_first_payments()
 
     assert cf.facts(cashfree) == []
     [(path, body, key)] = charged
-    assert (path, body["payment_type"], body["payment_amount"], key) == (
-        "/subscriptions/pay", "CHARGE", rupees(149900), f"first-charge-{cf.SUBSCRIPTION}")
-    row = cashfree.db.get(CashfreeSubscription, cf.SUBSCRIPTION)
-    assert (row.first_payment, row.first_charge_id) == ("charged", f"first_{cf.SUBSCRIPTION}")
+    assert (path, body["payment_type"], body["payment_amount"], body["payment_id"], key) == (
+        "/subscriptions/pay", "CHARGE", rupees(149900), f"first_{cf.SUBSCRIPTION}", f"first-charge-{cf.SUBSCRIPTION}")
+    assert body["payment_schedule_date"]  # required by Cashfree for UPI and card mandates
+    cashfree.db.rollback()
+    assert cashfree.db.get(CashfreeSubscription, cf.SUBSCRIPTION).first_payment == "charged"
 
     cf.deliver(cashfree, cf.webhook("SUBSCRIPTION_PAYMENT_SUCCESS", cf.payment(
         payment_type="CHARGE", payment_id="cfp_first", date="2026-11-02T10:00:00+05:30")))
@@ -151,14 +198,36 @@ def test_a_first_charge_that_fails_declines_the_checkout_and_cancels_the_mandate
         calls.append((method, path, (body or {}).get("action"))) or {"subscription_status": "CANCELLED"})
     cf.deliver(cashfree, cf.webhook("SUBSCRIPTION_AUTH_STATUS", cf.payment(amount="0.00")))
 
+    cashfree.settle_first_payments()  # raises the charge
+
     cf.deliver(cashfree, cf.webhook("SUBSCRIPTION_PAYMENT_FAILED", cf.payment(
         status="FAILED", payment_type="CHARGE", payment_id="cfp_first")))
+    cashfree.settle_first_payments()  # cancels the mandate
 
     [(_, failed)] = cf.facts(cashfree, "gateway.checkout_failed")
     assert failed["reason"] == "declined"
     assert cf.facts(cashfree, "gateway.payment_failed") == []  # not a bill: nothing was ever paid
     assert ("POST", f"/subscriptions/{cf.SUBSCRIPTION}/manage", "CANCEL") in calls
+    cashfree.db.rollback()
     assert cashfree.db.get(CashfreeSubscription, cf.SUBSCRIPTION).first_payment == "failed"
+
+
+@pytest.mark.parametrize("refusal, state", [(400, "failed"), (422, "failed"), (500, "charge")])
+def test_a_first_charge_cashfree_refuses_for_good_declines_the_checkout(cashfree, cashfree_api, refusal, state):
+    def call(method, path, body=None, idempotency_key=None):
+        if path == "/subscriptions/pay":
+            raise refused(refusal)
+        return {"subscription_status": "CANCELLED"}
+
+    cashfree_api.call.side_effect = call
+    cf.deliver(cashfree, cf.webhook("SUBSCRIPTION_AUTH_STATUS", cf.payment(amount="0.00")))
+
+    cashfree.settle_first_payments()
+
+    cashfree.db.rollback()
+    assert cashfree.db.get(CashfreeSubscription, cf.SUBSCRIPTION).first_payment == state
+    declined = [fact["reason"] for _, fact in cf.facts(cashfree, "gateway.checkout_failed")]
+    assert declined == (["declined"] if state == "failed" else [])  # a 500 is asked again, not given up
 
 
 def test_a_status_change_to_authorised_completes_the_checkout_when_the_auth_webhook_was_lost(
@@ -169,6 +238,7 @@ def test_a_status_change_to_authorised_completes_the_checkout_when_the_auth_webh
         f"/subscriptions/{cf.SUBSCRIPTION}/payments": [cf.payment()]}[path]
 
     cf.deliver(cashfree, cf.webhook("SUBSCRIPTION_STATUS_CHANGED", authorised))
+    cashfree.settle_first_payments()  # the next pass (CASHFREE_FIRST_PAYMENT_POLL_SECONDS), not reconciliation
 
     [(_, completed)] = cf.facts(cashfree, "gateway.checkout_completed")
     assert (completed["checkout_id"], completed["collected"]) == (cf.CHECKOUT, {"amount": 149900, "currency": "inr"})
@@ -178,6 +248,8 @@ def test_a_status_change_to_authorised_completes_the_checkout_when_the_auth_webh
 def test_a_first_charge_cashfree_cannot_take_now_is_raised_by_the_timer(cashfree, cashfree_api):
     cashfree_api.call.side_effect = GatewayError(details={"gateway": "cashfree"})
     cf.deliver(cashfree, cf.webhook("SUBSCRIPTION_AUTH_STATUS", cf.payment(amount="0.00")))
+    cashfree.settle_first_payments()  # Cashfree did not answer
+    cashfree.db.rollback()
     assert cashfree.db.get(CashfreeSubscription, cf.SUBSCRIPTION).first_payment == "charge"
 
     cashfree_api.call.side_effect = None

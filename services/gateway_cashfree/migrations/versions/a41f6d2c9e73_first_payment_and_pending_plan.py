@@ -20,15 +20,15 @@ depends_on: Union[str, Sequence[str], None] = None
 
 def upgrade() -> None:
     op.add_column('subscriptions', sa.Column('first_payment', sa.String(length=10), nullable=True))
-    op.add_column('subscriptions', sa.Column('first_charge_id', sa.String(length=100), nullable=True))
     op.add_column('subscriptions', sa.Column('pending_plan_code', sa.String(length=64), nullable=True))
     op.add_column('subscriptions', sa.Column('pending_plan_label', sa.String(length=200), nullable=True))
     op.add_column('subscriptions', sa.Column('pending_amount', sa.BigInteger(), nullable=True))
     op.add_column('subscriptions', sa.Column('pending_interval', sa.String(length=10), nullable=True))
+    op.add_column('subscriptions', sa.Column('pending_since', sa.DateTime(timezone=True), nullable=True))
     op.execute("UPDATE subscriptions SET first_payment = 'paid' WHERE authorized_at IS NOT NULL")
 
 
 def downgrade() -> None:
-    for column in ('pending_interval', 'pending_amount', 'pending_plan_label', 'pending_plan_code',
-                   'first_charge_id', 'first_payment'):
+    for column in ('pending_since', 'pending_interval', 'pending_amount', 'pending_plan_label', 'pending_plan_code',
+                   'first_payment'):
         op.drop_column('subscriptions', column)
