@@ -12,6 +12,7 @@ import psycopg
 from nameko.extensions import DependencyProvider
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from shared.config import settings
@@ -99,10 +100,15 @@ def make_session_factory(service_name):
     return factory
 
 
+class LockBusy(Exception):
+    """advisory_lock waited `wait_seconds` and the lock was still held by someone else."""
+
+
 @contextmanager
-def advisory_lock(session, key):
+def advisory_lock(session, key, wait_seconds):
     """Hold PostgreSQL's session-level advisory lock named `key` while the block runs, across any
     number of the session's own commits (a row lock ends with its transaction; this does not).
+    Raises LockBusy, before the block runs, when another holder kept it for `wait_seconds`.
 
     The lock lives on a connection of its own, taken from the pool for the duration: it is released
     when the block ends, and by PostgreSQL itself if this process dies. A connection whose unlock
@@ -110,8 +116,16 @@ def advisory_lock(session, key):
     """
     connection = session.get_bind().connect()
     try:
+        # SET LOCAL: the wait limit ends with this transaction; the session-level lock does not.
+        connection.execute(text(f"SET LOCAL lock_timeout = '{int(wait_seconds * 1000)}ms'"))
         connection.execute(text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"), {"key": key})
         connection.commit()  # no transaction left open while the caller works
+    except OperationalError as error:
+        connection.close()
+        if isinstance(error.orig, psycopg.errors.LockNotAvailable):
+            raise LockBusy(key) from None
+        raise
+    try:
         yield
     finally:
         try:

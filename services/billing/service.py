@@ -28,7 +28,7 @@ from services.billing.schemas import CancelInput, CheckoutInput, QuoteInput
 from services.billing.settlement import GatewaySettlement, checkout_to_close
 from shared.config import settings
 from shared.consumers import ReplayParkedMixin
-from shared.db import Database, advisory_lock, parse_uuid
+from shared.db import Database, LockBusy, advisory_lock, parse_uuid
 from shared.errors import Conflict, GatewayError, NotFound, PaymentDeclined, ValidationFailed
 from shared.events import COUNTRIES, COUNTRIES_NEEDING_PHONE
 from shared.money import CURRENCY_BY_COUNTRY
@@ -47,6 +47,7 @@ GATEWAY_BY_COUNTRY = {"US": "stripe", "IN": "cashfree"}
 QUOTE_TTL = timedelta(minutes=30)
 CHECKOUT_TTL = timedelta(hours=1)
 ADAPTER_TIMEOUT_SECONDS = 25
+PURCHASE_WAIT_SECONDS = 10  # how long one account's purchase waits for the one before it
 USAGE_TIMEOUT_SECONDS = 2
 
 
@@ -359,9 +360,16 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
     def _purchases_of(self, account):
         """One account's purchases (checkouts, plan changes, payment links, cancellations) run one at
         a time, end to end, gateway calls included: a row lock would end with the first commit, and
-        two Pay Nows could each open a payable checkout. Webhook handlers take the row lock only."""
-        with advisory_lock(self.db, f"billing.purchases:{account.id}"):
-            yield
+        two Pay Nows could each open a payable checkout. Webhook handlers take the row lock only.
+        A purchase that waits PURCHASE_WAIT_SECONDS for another answers Conflict PURCHASE_IN_PROGRESS
+        rather than hold a worker (and a connection) while the first one's gateway is slow."""
+        self.db.commit()  # a waiter holds no transaction, nor a second connection, while it waits
+        try:
+            with advisory_lock(self.db, f"billing.purchases:{account.id}", PURCHASE_WAIT_SECONDS):
+                yield
+        except LockBusy:
+            raise Conflict("Another payment for this account is being set up; try again in a moment.",
+                           code="PURCHASE_IN_PROGRESS") from None
 
     def _payer_contact(self, actor, account, owner_id):
         """{email, name, phone} of whoever pays for `account` in the gateway's eyes: its owner (the

@@ -481,3 +481,20 @@ def test_a_checkout_quoted_to_replace_a_period_paid_once_stays_payable_until_it_
     [live] = live_subscriptions(session, account_id)
     assert (live.gateway_subscription_id, live.plan_code, live.hold_reason) == ("sub_1", "growth_monthly", None)
     assert billing.summary(indian, PERSONAL)["subscription"]["plan"]["code"] == "growth_monthly"
+
+
+def test_a_purchase_that_waits_too_long_for_the_one_before_it_is_refused(billing, team, account_id, db_session,
+                                                                       monkeypatch):
+    from services.billing import service as billing_service
+    from shared.db import advisory_lock
+    monkeypatch.setattr(billing_service, "PURCHASE_WAIT_SECONDS", 0.2)
+    other = db_session("billing")
+
+    with advisory_lock(other, f"billing.purchases:{account_id}", wait_seconds=1):  # another Pay Now, slow gateway
+        for make in (lambda: billing.create_checkout(team.owner, ORG, {"plan_code": "starter_monthly"}),
+                     lambda: billing.create_payment_link(team.owner, ORG, {"plan_code": "starter_monthly"})):
+            with pytest.raises(Conflict) as refused:
+                make()
+            assert refused.value.error_code == "PURCHASE_IN_PROGRESS"
+    billing.gateway_stripe.create_checkout.assert_not_called()
+    assert billing.create_checkout(team.owner, ORG, {"plan_code": "starter_monthly"})["status"] == "open"

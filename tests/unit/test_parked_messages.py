@@ -155,3 +155,28 @@ def test_usage_parks_a_plan_its_projection_cannot_hold(db_session):
     assert (row.event_type, row.event_id) == ("plan.purchased", event["event_id"]) and row.error.startswith("DataError")
     assert not handled(session, event["event_id"], UsageInbox)
     assert usage.replay_parked(str(row.id))["status"] == "failed"  # the payload itself is wrong: still parked
+
+
+def test_after_commit_runs_once_for_an_event_applied_and_never_for_a_duplicate_or_a_parked_one(
+        billing, session, payment):
+    with mock.patch.object(type(billing), "after_commit", autospec=True) as after_commit:
+        billing.on_payment_succeeded(payment)
+        billing.on_payment_succeeded(payment)  # the same event again: the inbox drops it
+        assert after_commit.call_count == 1
+
+        _, other = gateway_event("payment_succeeded", account_id=payment["account_id"], gateway_invoice_id="in_9")
+        with mock.patch.object(billing, "_record_payment", side_effect=integrity_error()):
+            billing.on_payment_succeeded(other)  # parked
+        assert after_commit.call_count == 1
+
+        [row] = parked(session)
+        assert billing.replay_parked(str(row.id))["status"] == "applied"
+        assert after_commit.call_count == 2  # a replay that applied is followed up like a delivery
+
+
+def test_a_message_that_cannot_even_be_parked_is_requeued_not_lost(billing, session, payment):
+    with mock.patch.object(billing, "_record_payment", side_effect=integrity_error()), \
+            mock.patch.object(consumers, "insert", side_effect=connection_lost()):
+        with pytest.raises(OperationalError):
+            billing.on_payment_succeeded(payment)  # raises: nameko re-queues it
+    assert parked(session) == [] and not handled(session, payment["event_id"])
