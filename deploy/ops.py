@@ -109,18 +109,15 @@ def reconcile(account):
 # -- parked messages -------------------------------------------------------------------------
 
 PARKED_COLUMNS = "id, event_type, event_id, error, parked_at"
+PARKING_SERVICES = ("billing", "usage")  # the services with consumers (shared.consumers.ReplayParkedMixin)
 
 
-def services_with_parked_messages():
-    """The services whose database has a parked_messages table (those with consumers)."""
-    found = []
-    for service in DATABASE_OWNERS:
-        try:
-            if query(service, "SELECT to_regclass('parked_messages') IS NOT NULL AS present")[0]["present"]:
-                found.append(service)
-        except Exception:  # noqa: BLE001  (its database is down or not made yet: nothing to list there)
-            continue
-    return found
+def parked_rows(service, sql, **params):
+    """Parked messages of one service: a database that cannot be read is an error, never "none"."""
+    try:
+        return query(service, sql, **params)
+    except Exception as error:  # noqa: BLE001  (down, unreachable, not made yet)
+        raise OpsError(f"{service}'s parked messages could not be read: {type(error).__name__}: {error}") from None
 
 
 def parked_line(service, row):
@@ -130,9 +127,9 @@ def parked_line(service, row):
 
 def list_parked():
     lines = []
-    for service in services_with_parked_messages():
-        rows = query(service, f"SELECT {PARKED_COLUMNS} FROM parked_messages WHERE replayed_at IS NULL "
-                              f"ORDER BY parked_at")
+    for service in PARKING_SERVICES:
+        rows = parked_rows(service, f"SELECT {PARKED_COLUMNS} FROM parked_messages WHERE replayed_at IS NULL "
+                                    f"ORDER BY parked_at")
         lines += [parked_line(service, row) for row in rows]
     if not lines:
         return "no parked messages"
@@ -142,10 +139,10 @@ def list_parked():
 def parked_naming(ids):
     """Unreplayed parked messages whose payload names any of `ids` (an account's, its billing account's)."""
     lines = []
-    for service in services_with_parked_messages():
+    for service in PARKING_SERVICES:
         for account_id in dict.fromkeys(ids):
-            rows = query(service, f"SELECT {PARKED_COLUMNS} FROM parked_messages WHERE replayed_at IS NULL "
-                                  f"AND strpos(payload, :id) > 0 ORDER BY parked_at", id=account_id)
+            rows = parked_rows(service, f"SELECT {PARKED_COLUMNS} FROM parked_messages WHERE replayed_at IS NULL "
+                                        f"AND strpos(payload, :id) > 0 ORDER BY parked_at", id=account_id)
             lines += [parked_line(service, row) for row in rows]
     return list(dict.fromkeys(lines))
 
@@ -245,12 +242,10 @@ def describe(account):
 
 def alerts():
     """Every unresolved alert billing raised for operators, oldest first, with its account."""
-    rows = query("billing", "SELECT al.id, a.kind AS account_kind, a.owner_ref, al.kind, al.message, al.details, "
-                            "al.created_at FROM alerts al JOIN accounts a ON a.id = al.account_id "
-                            "WHERE al.resolved_at IS NULL ORDER BY al.created_at")
+    rows = call("billing", "list_alerts")
     if not rows:
         return "no alerts"
-    return "\n".join(f"{row['created_at'].isoformat()} {row['id']} {row['account_kind']}:{row['owner_ref']} "
+    return "\n".join(f"{row['created_at']} {row['id']} {row['account']['kind']}:{row['account']['id']} "
                      f"{row['kind']}: {row['message']} {json.dumps(row['details'])}" for row in rows)
 
 
@@ -299,7 +294,7 @@ def parser():
     resolve_one.add_argument("alert_id")
     commands.add_parser("parked", help="messages consumers could not apply, every service's")
     replay_one = commands.add_parser("replay-parked", help="run a parked message through its handler again")
-    replay_one.add_argument("service", choices=DATABASE_OWNERS)
+    replay_one.add_argument("service", choices=PARKING_SERVICES)
     replay_one.add_argument("parked_id")
     return top
 

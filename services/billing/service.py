@@ -65,6 +65,11 @@ def checkout_dict(checkout):
     }
 
 
+def alert_dict(alert):
+    return {"id": str(alert.id), "kind": alert.kind, "message": alert.message, "details": alert.details,
+            "created_at": _iso(alert.created_at)}
+
+
 def quote_dict(quote):
     plan = quote.plan
     return {
@@ -120,6 +125,14 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
         }
 
     @api_rpc
+    def list_alerts(self):
+        """For operators (not routed to HTTP): every unresolved alert, oldest first, with its account."""
+        rows = self.db.execute(select(Alert, BillingAccount).join(BillingAccount, BillingAccount.id == Alert.account_id)
+                               .where(Alert.resolved_at.is_(None)).order_by(Alert.created_at)).all()
+        return [{**alert_dict(alert), "account": {"kind": account.kind, "id": account.owner_ref}}
+                for alert, account in rows]
+
+    @api_rpc
     def resolve_alert(self, alert_id):
         """For operators (not routed to HTTP): mark an alert decided, so `alerts` stops listing it.
         Returns True when it was open, False when it was resolved already; NotFound otherwise."""
@@ -168,8 +181,7 @@ class BillingService(Purchases, PaymentLinks, GatewaySettlement, Reconciliation,
                           "currency": p.currency, "description": p.description,
                           "gateway_invoice_id": p.gateway_invoice_id} for p in payments],
             "links": [link_dict(link) for link in links],
-            "alerts": [{"id": str(a.id), "kind": a.kind, "message": a.message, "details": a.details,
-                        "created_at": _iso(a.created_at)} for a in alerts],
+            "alerts": [alert_dict(alert) for alert in alerts],
         }
 
     @api_rpc

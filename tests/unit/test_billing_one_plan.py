@@ -353,10 +353,12 @@ def test_a_checkout_that_collected_another_amount_grants_no_plan(billing, team, 
     assert (alert.kind, alert.details["collected"], alert.details["quoted"]) == (
         "amount_mismatch", {"amount": 100, "currency": "usd"}, {"amount": 1900, "currency": "usd"})
     assert billing.describe_account(ORG)["alerts"][0]["kind"] == "amount_mismatch"
+    [listed] = billing.list_alerts()
+    assert (listed["id"], listed["account"], listed["kind"]) == (str(alert.id), ORG, "amount_mismatch")
 
     assert billing.resolve_alert(str(alert.id)) is True
     assert billing.resolve_alert(str(alert.id)) is False
-    assert billing.describe_account(ORG)["alerts"] == []
+    assert billing.describe_account(ORG)["alerts"] == [] and billing.list_alerts() == []
     with pytest.raises(NotFound):
         billing.resolve_alert(str(uuid4()))
 

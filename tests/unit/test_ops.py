@@ -54,26 +54,26 @@ def test_reconcile_tells_what_was_recovered_and_closed(capsys):
 
 
 def test_alerts_list_what_billing_asks_an_operator_to_decide(capsys):
-    from datetime import datetime, timezone
-    row = {"id": "al-1", "account_kind": "org", "owner_ref": "42", "kind": "amount_mismatch", "created_at":
-           datetime(2026, 12, 1, tzinfo=timezone.utc), "message": "The gateway collected 100 usd ...",
+    row = {"id": "al-1", "account": {"kind": "org", "id": "42"}, "kind": "amount_mismatch",
+           "created_at": "2026-12-01T00:00:00Z", "message": "The gateway collected 100 usd ...",
            "details": {"collected": {"amount": 100, "currency": "usd"}}}
-    with mock.patch.object(ops, "query", return_value=[row]):
+    with mock.patch.object(ops, "call", return_value=[row]) as call:
         assert ops.main(["alerts"]) == 0
+    call.assert_called_once_with("billing", "list_alerts")
     out = capsys.readouterr().out
     assert "al-1 org:42 amount_mismatch: The gateway collected 100 usd" in out and '"amount": 100' in out
-    with mock.patch.object(ops, "query", return_value=[]):
+    with mock.patch.object(ops, "call", return_value=[]):
         assert ops.main(["alerts"]) == 0
     assert capsys.readouterr().out.strip() == "no alerts"
+
+
 PARKED_ROW = {"id": "p-1", "event_type": "gateway.payment_succeeded", "event_id": "e-1",
               "error": "IntegrityError: duplicate key\nDETAIL: ...", "parked_at": "2026-12-01 10:00:00+00"}
 
 
 def fake_databases(tables):
-    """ops.query against {service: parked rows}; a service not named has no parked_messages table."""
+    """ops.query against {service: parked rows}."""
     def query(service, sql, **params):
-        if "to_regclass" in sql:
-            return [{"present": service in tables}]
         return tables[service]
     return query
 
@@ -88,6 +88,23 @@ def test_parked_lists_every_services_parked_messages(capsys):
     with mock.patch.object(ops, "query", side_effect=fake_databases({"billing": [], "usage": []})):
         assert ops.main(["parked"]) == 0
     assert "no parked messages" in capsys.readouterr().out
+
+
+def test_a_database_that_cannot_be_read_is_an_error_not_no_parked_messages(capsys):
+    def query(service, sql, **params):
+        if service == "usage":
+            raise ConnectionRefusedError("connection refused")
+        return []
+
+    with mock.patch.object(ops, "query", side_effect=query):
+        assert ops.main(["parked"]) == 1
+    err = capsys.readouterr().err
+    assert "usage's parked messages could not be read" in err and "no parked messages" not in err
+
+
+def test_only_services_that_park_messages_can_replay_them():
+    with pytest.raises(SystemExit):
+        ops.main(["replay-parked", "orgs", "p-1"])
 
 
 @pytest.mark.parametrize("status, said", [
