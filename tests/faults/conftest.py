@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = [("scenario", "scenario"), ("attempted", "attempted"), ("paid", "paid"), ("active", "active"),
            ("plan.purchased", "events"), ("redelivered", "redelivered"), ("lost", "lost"), ("doubled", "doubled"), ("orphans", "orphan_checkouts"),
            ("outbox backlog", "outbox_backlog"), ("two live here", "two_live_here"),
-           ("two live at gateways", "two_live_at_gateways"), ("recovery s", "recovery_seconds")]
+           ("two live at gateways", "two_live_at_gateways"), ("unsettled holds", "unsettled_holds"),
+           ("recovery s", "recovery_seconds")]
 
 
 @pytest.fixture(scope="session")

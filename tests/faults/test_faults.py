@@ -136,6 +136,7 @@ def test_purchases_survive(scenario, private_postgres, private_rabbit):
            "events": books.events, "lost": books.lost, "doubled": books.doubled,
            "orphan_checkouts": books.orphan_checkouts, "outbox_backlog": books.outbox_backlog,
            "two_live_here": books.two_live_here, "two_live_at_gateways": books.two_live_at_gateways,
+           "unsettled_holds": books.unsettled_holds,
            "recovery_seconds": round(took, 1) if took is not None else "-", "redelivered": books.redelivered,
            "traffic_seconds": round(traffic_seconds, 1), "client_errors": sum(len(p.errors) for p in purchases),
            "notes": context.notes}

@@ -89,7 +89,7 @@ def test_nesting_past_the_limit_is_a_400_on_every_validated_route(anonymous, cal
 
 @pytest.mark.parametrize("spec", [spec for spec in JSON_ROUTES if spec.body is not None],
                          ids=ids([spec for spec in JSON_ROUTES if spec.body is not None]))
-def test_an_integer_too_large_for_any_column_is_a_422_naming_the_field(anonymous, caller, spec):
+def test_a_huge_integer_in_any_field_is_a_422_naming_the_field(anonymous, caller, spec):
     for field in spec.body._declared_fields:
         for huge in HUGE_INTEGERS:
             answer = send(anonymous, caller, spec, json.dumps({field: huge}))
