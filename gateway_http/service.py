@@ -122,6 +122,11 @@ class HttpGateway:
         and dies with its process: nothing to catch up on after a restart, since the cache starts empty."""
         self.sessions.evict(payload["token_hash"])
 
+    @event_handler("identity", "user.updated", handler_type=BROADCAST, reliable_delivery=False)
+    def on_user_updated(self, payload):
+        """Every gateway_http process drops the changed user's cached sessions (all their tokens)."""
+        self.sessions.evict_user(payload["user_id"])
+
     @route("GET", "/api/v1/me", tag="identity", responses={200: MeOut},
            summary="The signed-in user, the plan picked before signup, and their organizations")
     def me(self, call):
@@ -134,8 +139,8 @@ class HttpGateway:
            summary="Change my name or phone (the phone Cashfree needs for India; null removes it outside India)")
     def update_me(self, call):
         answer = self.identity.update_me(call.user["id"], call.body)
-        # This process's cached user is the old one: drop it so the next request sees the change.
-        # Other processes refresh theirs within CACHE_SECONDS.
+        # At once for this process (the next request sees the change); identity's user.updated
+        # drops the user's other sessions here and everywhere (below).
         self.sessions.forget(call.token)
         return 200, answer
 

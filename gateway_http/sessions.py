@@ -77,6 +77,14 @@ class SessionCache:
             self._revocations += 1
             self._entries.pop(token_hash, None)
 
+    def evict_user(self, user_id):
+        """Drop every cached session of `user_id` (user.updated: their name or phone changed), and
+        void stores in flight, as a revocation does."""
+        with self._lock:
+            self._revocations += 1
+            for token_hash in [key for key, (user, _) in self._entries.items() if user["id"] == user_id]:
+                self._entries.pop(token_hash, None)
+
     def _store(self, token_hash, session, revocations_before):
         ends_in = _parse_rfc3339(session["expires_at"]) - self._wall_clock()
         keep_for = min(self.cache_seconds, ends_in)

@@ -35,6 +35,13 @@ class SessionRevoked(EventSchema):
     user_id = fields.String(required=True)
 
 
+class UserUpdated(EventSchema):
+    """A user's name or phone changed (PATCH /me). gateway_http processes drop the cached sessions of
+    that user, so every request after it carries the user as they are now."""
+
+    user_id = fields.String(required=True)
+
+
 # orgs
 class OrgCreated(EventSchema):
     org_id = fields.String(required=True)
@@ -219,6 +226,7 @@ class UsageThresholdCrossed(EventSchema):
 EVENT_SCHEMAS = {
     "user.signed_up": UserSignedUp(),
     "session.revoked": SessionRevoked(),
+    "user.updated": UserUpdated(),
     "org.created": OrgCreated(),
     "member.joined": MemberJoined(),
     "member.role_changed": MemberRoleChanged(),

@@ -174,6 +174,7 @@ class IdentityService(HealthMixin):
             raise ValidationFailed(details={"phone": [PHONE_NEEDED]})
         for field, value in data.items():
             setattr(user, field, value)
+        add_event(self.db, Outbox, "user.updated", {"user_id": str(user.id)})
         self.db.commit()
         return {"user": user_dict(user)}
 

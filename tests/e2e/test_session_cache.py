@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from deploy.wait_healthy import wait_healthy
-from tests.e2e.conftest import eventually
+from tests.e2e.conftest import PASSWORD, eventually
 from tests.e2e.test_reconciliation import rpc
 
 pytestmark = pytest.mark.e2e
@@ -55,3 +55,24 @@ def test_logout_through_identity_directly_reaches_the_gateways_cache(sign_up, st
     refused = eventually(lambda: user.get(USAGE).status_code == 401, timeout=REVOCATION_BOUND_SECONDS, interval=0.05)
     assert refused, f"still served {REVOCATION_BOUND_SECONDS} s after identity revoked it"
     print(f"revocation reached the cache in {time.monotonic() - started:.3f} s")
+
+
+def test_a_name_changed_in_one_session_is_the_name_every_other_session_carries(sign_up, stack):
+    """The user's other sessions (another device, another gateway_http process) were cached with the
+    old name: identity's user.updated drops them, so what they do next carries the new one."""
+    first = sign_up(name="Ann Old")
+    second = requests.Session()
+    login = second.post(f"{stack.base_url}/api/v1/auth/login", timeout=30,
+                        json={"email": first.user["email"], "password": PASSWORD})
+    other_token = login.json()["token"]
+    headers = {"Authorization": f"Bearer {other_token}"}
+    assert second.get(stack.base_url + USAGE, headers=headers, timeout=30).status_code == 200  # cached: "Ann Old"
+
+    assert first.patch("/api/v1/me", json={"name": "Ann New"}).status_code == 200
+
+    def created_as():
+        org = second.post(f"{stack.base_url}/api/v1/orgs", json={"name": "Named"}, headers=headers, timeout=30).json()
+        members = second.get(f"{stack.base_url}/api/v1/orgs/{org['id']}/members", headers=headers, timeout=30)
+        return members.json()["items"][0]["name"]
+
+    assert eventually(lambda: created_as() == "Ann New", timeout=REVOCATION_BOUND_SECONDS, interval=0.2)

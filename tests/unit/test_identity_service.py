@@ -268,6 +268,8 @@ def test_update_me_changes_name_and_phone(identity, signup):
     assert updated == {"user": {**ann, "name": "Ann B.", "phone": "+12015550123"}}
     assert identity.get_user(ann["id"]) == updated["user"]
     assert identity.update_me(ann["id"], {"name": "Ann"})["user"]["phone"] == "+12015550123"  # untouched
+    announced = identity.db.scalars(select(Outbox).where(Outbox.event_type == "user.updated")).all()
+    assert [event.payload["user_id"] for event in announced] == [ann["id"], ann["id"]]  # gateways drop caches
 
 
 def test_update_me_may_remove_a_phone_only_where_none_is_needed(identity, signup):

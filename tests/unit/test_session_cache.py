@@ -171,3 +171,30 @@ def test_without_a_revocation_meanwhile_the_answer_is_stored(clocks):
     cache.evict(hash_token("t0"))  # a revocation before the miss started does not void it
     cache.user_for("t1", identity.authenticate_session)
     assert hash_token("t1") in cache._entries
+
+
+def test_evicting_a_user_drops_every_session_of_theirs_and_no_other(clocks):
+    cache, identity = make_cache(clocks), FakeIdentity(clocks)
+    users = {"t1": "ann", "t2": "ann", "t3": "bob"}  # two sessions of Ann's, one of Bob's
+
+    def authenticate(token):
+        return {**identity.authenticate_session(token), "user": {**ANN, "id": users[token]}}
+
+    for token in users:
+        cache.user_for(token, authenticate)
+
+    cache.evict_user("ann")
+
+    assert len(cache) == 1
+    cache.user_for("t3", authenticate)
+    assert identity.calls == 3  # bob's session was still cached; ann's two are asked again below
+    cache.user_for("t1", authenticate)
+    cache.user_for("t2", authenticate)
+    assert identity.calls == 5
+
+
+def test_a_user_eviction_while_identity_answers_is_not_undone_by_storing_its_answer(clocks):
+    cache, identity = make_cache(clocks), FakeIdentity(clocks)
+    identity.during_call = lambda: cache.evict_user("user-of-t1")
+    cache.user_for("t1", identity.authenticate_session)
+    assert len(cache) == 0  # the answer may predate the change: not stored
