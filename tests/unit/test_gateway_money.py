@@ -299,6 +299,10 @@ def test_a_cashfree_purchase_is_cancelled_and_every_collected_payment_refunded(c
     assert posted[0][0] == f"/subscriptions/{cf.SUBSCRIPTION}/manage" and posted[0][1]["action"] == "CANCEL"
     assert [r["gateway_invoice_id"] for r in answer["refunds"]] == ["101", "102"]
     assert {r["amount"] for r in answer["refunds"]} == {149900}
+    refunds_asked = [(body["refund_id"], body["payment_id"], key) for path, body, key in posted
+                     if path.endswith("/refunds")]
+    # keyed by the payment: asking again (a retried settle pass) names the same refunds
+    assert refunds_asked == [("dup_101", "auth_1", "dup_101"), ("dup_102", "charge_1", "dup_102")]
 
 
 def test_a_one_off_link_payment_is_refunded_through_its_order(cashfree, cashfree_api):
